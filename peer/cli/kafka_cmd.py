@@ -1,0 +1,7 @@
+"""`mdpeer kafka ...` (placeholder, filled by its issue)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="kafka commands", no_args_is_help=True)

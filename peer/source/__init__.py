@@ -1,0 +1,1 @@
+"""Sources of MigratoryData messages: a small protocol (base) and its implementations."""
