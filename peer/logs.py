@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, ClassVar, TextIO
+from typing import Any, TextIO
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -38,10 +38,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """Human-readable: ``time level logger: msg key=value ...``."""
 
-    converter: ClassVar[Any] = time.gmtime
-
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)

@@ -74,7 +74,7 @@ class StartPolicy:
     def __str__(self) -> str:
         if self.kind is StartKind.HISTORY:
             return f"history:{self.history}"
-        return self.kind.value
+        return str(self.kind.value)
 
     @classmethod
     def parse(cls, text: str) -> StartPolicy:
