@@ -1,0 +1,55 @@
+"""A real Apache Kafka (KRaft) on loopback, for the demo and the tests.
+
+The broker jars are resolved by Maven into a cache outside the repository (or taken from
+``KAFKA_HOME``); nodes run as background JVMs whose pids, ports and command lines are kept
+in a state file in the data directory, so any later shell can ``status``/``down`` them.
+
+Typical use::
+
+    from peer.localkafka import LocalKafka
+
+    cluster = LocalKafka(data_dir, nodes=3, port=19092).start()
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, ...})
+    cluster.kill(2)       # SIGKILL: a crash
+    cluster.restart(2)    # back, waits until it answers
+    cluster.stop()
+
+See docs/LOCALKAFKA.md for the cache, the environment variables and the broker settings.
+"""
+
+from peer.localkafka.cluster import (
+    Cluster,
+    LocalKafka,
+    NodeNotReadyError,
+    NodeStatus,
+    default_data_dir,
+)
+from peer.localkafka.layout import PortInUseError, free_port_base
+from peer.localkafka.runtime import (
+    KAFKA_VERSION,
+    LOG4J_VERSION,
+    KafkaJars,
+    cache_dir,
+    find_java,
+    quiet_progress,
+    resolve_jars,
+    stderr_progress,
+)
+
+__all__ = [
+    "KAFKA_VERSION",
+    "LOG4J_VERSION",
+    "Cluster",
+    "KafkaJars",
+    "LocalKafka",
+    "NodeNotReadyError",
+    "NodeStatus",
+    "PortInUseError",
+    "cache_dir",
+    "default_data_dir",
+    "find_java",
+    "free_port_base",
+    "quiet_progress",
+    "resolve_jars",
+    "stderr_progress",
+]
