@@ -1,0 +1,351 @@
+"""The aiohttp application: REST produce/consume as documented, fault injection, admin.
+
+Status codes where MigratoryData's docs are silent are decisions of this project, written
+down in docs/REFERENCE-SERVER.md: 400 for a bad subject or parameter, 403 for a denied
+consume, 503 for an injected failure; produce answers 200 with its status in the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from peer.sim.generator import Generator, GeneratorSpec
+from peer.sim.model import Store, encode_json, now_closure, subject_problem
+
+_JSON: Final = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Faults:
+    """Injected faults, applied to /rest/ requests only (admin stays reachable)."""
+
+    latency_ms: int = 0
+    #: fraction of requests answered 503
+    fail_rate: float = 0.0
+    #: fraction of connections closed without any response
+    drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_faults(self.latency_ms, self.fail_rate, self.drop_rate)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "fail_rate": self.fail_rate,
+            "drop_rate": self.drop_rate,
+        }
+
+
+def check_faults(latency_ms: object, fail_rate: object, drop_rate: object) -> None:
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
+        raise ValueError(f"latency_ms={latency_ms!r} must be an integer >= 0")
+    for name, rate in (("fail_rate", fail_rate), ("drop_rate", drop_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name}={rate!r} must be a number between 0 and 1")
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=encode_json(body), content_type=_JSON)
+
+
+def _bad(subject: str | None, error: str, status: int = 400) -> web.Response:
+    return _json(status, {"error": error, "subject": subject})
+
+
+class _BadParamError(Exception):
+    def __init__(self, error: str) -> None:
+        self.error = error
+        super().__init__(error)
+
+
+def _int_param(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii():
+        raise _BadParamError(f"parameter {name}={raw!r} must be a non-negative integer")
+    return int(text)
+
+
+def _bool_param(query: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    raise _BadParamError(f"parameter {name}={raw!r} must be 'true' or 'false'")
+
+
+class SimApp:
+    """Store + faults + generator behind an aiohttp application."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token_sub: str | None,
+        token_pub: str | None,
+        admin_token: str | None,
+        max_message_size: int,
+        faults: Faults,
+        seed: int | None,
+        describe_config: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.store = store
+        self._token_sub = token_sub
+        self._token_pub = token_pub
+        self._admin_token = admin_token
+        self.max_message_size = max_message_size
+        self.faults = faults
+        self._rng = random.Random(seed)
+        self._describe_config = describe_config
+        self.generator: Generator | None = None
+        self.counters: Counter[str] = Counter()
+        self.app = web.Application(
+            middlewares=[self._fault_middleware],
+            # the body limit is enforced by produce itself (MESSAGE_SIZE_LIMIT_EXCEEDED)
+            client_max_size=max(max_message_size * 4 + 4096, 1 << 20),
+        )
+        self.app.add_routes(
+            [
+                web.post("/rest/produce", self.produce),
+                web.get("/rest/consume", self.consume),
+                web.post("/admin/epoch", self.admin_epoch),
+                web.get("/admin/faults", self.admin_faults),
+                web.post("/admin/faults", self.admin_faults),
+                web.get("/admin/state", self.admin_state),
+                web.get("/admin/generate", self.admin_generate),
+                web.post("/admin/generate", self.admin_generate),
+                web.delete("/admin/generate", self.admin_generate),
+            ]
+        )
+        self.app.on_shutdown.append(self._on_shutdown)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/rest/"):
+            return await handler(request)
+        faults = self.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.drop_rate and self._rng.random() < faults.drop_rate:
+            self.counters["dropped"] += 1
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            # The connection is gone; aiohttp discards whatever is returned here.
+            return web.Response(status=500)
+        if faults.fail_rate and self._rng.random() < faults.fail_rate:
+            self.counters["failed_injected"] += 1
+            return _json(503, {"error": "service unavailable (injected fault: fail_rate)"})
+        return await handler(request)
+
+    # -- REST --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _allowed(expected: str | None, given: str | None) -> bool:
+        if expected is None:
+            return True
+        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when it exceeds max_message_size (the rest is discarded)."""
+        limit = self.max_message_size
+        length = request.content_length
+        if length is not None and length > limit:
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                return None
+            chunks.append(chunk)
+
+    async def produce(self, request: web.Request) -> web.Response:
+        self.counters["produce"] += 1
+        received = now_closure()
+        query = request.query
+        subject = query.get("subject")
+        if subject is None:
+            return _bad(None, "missing required parameter 'subject'")
+        problem = subject_problem(subject)
+        if problem is not None:
+            return _bad(subject, f"invalid subject {subject!r}: {problem}")
+        try:
+            retained = _bool_param(query, "retained", default=True)
+            qos = query.get("qos", "guaranteed").strip().lower()
+            if qos not in ("standard", "guaranteed"):
+                raise _BadParamError(
+                    f"parameter qos={query['qos']!r} must be 'standard' or 'guaranteed'"
+                )
+        except _BadParamError as exc:
+            return _bad(subject, exc.error)
+        closure = query.get("closure", received)
+
+        def answer(status: str) -> web.Response:
+            self.counters[f"produce_{status}"] += 1
+            return _json(200, {"subject": subject, "closure": closure, "status": status})
+
+        if not self._allowed(self._token_pub, query.get("token")):
+            return answer("DENY")
+        body = await self._read_body(request)
+        if body is None:
+            return answer("MESSAGE_SIZE_LIMIT_EXCEEDED")
+        try:
+            content = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return answer("FAILED")  # MigratoryData content is UTF-8 text
+        # Both qos levels are cached: this server never loses a message it accepted.
+        self.store.publish(subject, content, closure=closure, retained=retained)
+        return answer("OK")
+
+    async def consume(self, request: web.Request) -> web.Response:
+        self.counters["consume"] += 1
+        query = request.query
+        subject = query.get("subject")
+        if subject is None:
+            return _bad(None, "missing required parameter 'subject'")
+        problem = subject_problem(subject)
+        if problem is not None:
+            return _bad(subject, f"invalid subject {subject!r}: {problem}")
+        try:
+            history = _int_param(query, "history")
+            epoch = _int_param(query, "epoch")
+            seq = _int_param(query, "seq")
+            if (epoch is None) != (seq is None):
+                given, missing = ("epoch", "seq") if seq is None else ("seq", "epoch")
+                raise _BadParamError(f"parameter {given!r} needs {missing!r} as well")
+        except _BadParamError as exc:
+            return _bad(subject, exc.error)
+        if not self._allowed(self._token_sub, query.get("token")):
+            self.counters["consume_denied"] += 1
+            error = "missing" if query.get("token") is None else "not entitled"
+            return _bad(
+                subject, f"subscribe denied on {subject!r}: the token is {error}", status=403
+            )
+        store = self.store
+        if epoch is not None and seq is not None:
+            body = store.recover(subject, epoch, seq)
+        elif history is not None:
+            body = store.history(subject, history)
+        else:
+            body = store.snapshot(subject)
+        return web.Response(body=body, content_type=_JSON)
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def _admin_denied(self, request: web.Request) -> web.Response | None:
+        if self._allowed(self._admin_token, request.query.get("token")):
+            return None
+        return _json(403, {"error": "admin denied: the admin token is missing or wrong"})
+
+    async def admin_epoch(self, request: web.Request) -> web.Response:
+        if denied := self._admin_denied(request):
+            return denied
+        subject = request.query.get("subject")
+        if subject is not None:
+            problem = subject_problem(subject)
+            if problem is not None:
+                return _bad(subject, f"invalid subject {subject!r}: {problem}")
+        return _json(200, {"epochs": self.bump_epoch(subject)})
+
+    def bump_epoch(self, subject: str | None) -> dict[str, int]:
+        return self.store.bump_epoch(subject)
+
+    async def admin_faults(self, request: web.Request) -> web.Response:
+        if denied := self._admin_denied(request):
+            return denied
+        if request.method == "POST":
+            try:
+                data = await request.json()
+                if not isinstance(data, dict):
+                    raise ValueError("the body must be a JSON object")
+                self.set_faults(**data)
+            except (ValueError, TypeError) as exc:
+                return _json(400, {"error": f"faults: {exc}"})
+        return _json(200, self.faults.as_dict())
+
+    def set_faults(
+        self,
+        latency_ms: int | None = None,
+        fail_rate: float | None = None,
+        drop_rate: float | None = None,
+    ) -> dict[str, Any]:
+        current = self.faults
+        new = Faults(
+            current.latency_ms if latency_ms is None else latency_ms,
+            current.fail_rate if fail_rate is None else fail_rate,
+            current.drop_rate if drop_rate is None else drop_rate,
+        )
+        self.faults = new  # one assignment: handlers see the old or the new set, never a mix
+        return new.as_dict()
+
+    async def admin_state(self, request: web.Request) -> web.Response:
+        if denied := self._admin_denied(request):
+            return denied
+        return _json(200, self.state(request.query.get("subject")))
+
+    def state(self, subject: str | None = None) -> dict[str, Any]:
+        gen = self.generator
+        return {
+            "subjects": self.store.describe(subject),
+            "subject_count": self.store.subject_count(),
+            "published": self.store.published,
+            "faults": self.faults.as_dict(),
+            "generator": None if gen is None else gen.describe(),
+            "requests": dict(self.counters),
+            "config": self._describe_config(),
+            "process_cpu_s": round(time.process_time(), 3),
+        }
+
+    async def admin_generate(self, request: web.Request) -> web.Response:
+        if denied := self._admin_denied(request):
+            return denied
+        if request.method == "POST":
+            try:
+                spec = GeneratorSpec.from_json(await request.json())
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                return _json(400, {"error": str(exc)})
+            info = await self.start_generator(spec)
+            info["subject_names"] = list(spec.resolved[:1000])
+            return _json(200, info)
+        if request.method == "DELETE":
+            return _json(200, {"generator": await self.stop_generator()})
+        gen = self.generator
+        return _json(200, {"generator": None if gen is None else gen.describe()})
+
+    async def start_generator(self, spec: GeneratorSpec) -> dict[str, Any]:
+        """Start a generator, replacing (stopping) any running one."""
+        await self.stop_generator()
+        gen = self.generator = Generator(self.store, spec)
+        gen.start()
+        return {"generator": gen.describe()}
+
+    async def stop_generator(self) -> dict[str, Any] | None:
+        gen = self.generator
+        if gen is None:
+            return None
+        await gen.stop()
+        return gen.describe()
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        await self.stop_generator()
