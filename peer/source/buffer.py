@@ -1,0 +1,114 @@
+"""A bounded buffer of events, ordered per subject, drained round-robin across subjects.
+
+Not synchronised: the owner (a source) guards it with its own lock, together with the
+subscription table, so "is this answer still wanted?" and "buffer it" are one atomic step.
+
+Bounds are on events (messages and gaps) and on content bytes. The fetcher asks
+:meth:`EventBuffer.fetchable` before sending a request and passes :meth:`room` to the tracker,
+which accepts only what fits; so the buffer never exceeds its bounds, except by a single
+message larger than the whole byte bound (accepted alone into an empty buffer, or nothing
+could ever move). Fetching stops when full and starts again below three quarters (hysteresis:
+otherwise every freed slot would trigger a request that brings back mostly what does not fit).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+
+from peer.source.base import Event, Message
+
+
+def event_size(event: Event) -> int:
+    return len(event.content) if isinstance(event, Message) else 0
+
+
+class EventBuffer:
+    __slots__ = (
+        "_full",
+        "_low_bytes",
+        "_low_events",
+        "_queues",
+        "_ready",
+        "max_bytes",
+        "max_events",
+        "nbytes",
+        "nevents",
+    )
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError("buffer bounds must be positive")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._low_events = max_events - max(1, max_events // 4)
+        self._low_bytes = max_bytes - max(1, max_bytes // 4)
+        self.nevents = 0
+        self.nbytes = 0
+        self._queues: dict[str, deque[Event]] = {}
+        # Subjects with buffered events, in the order they are to be drained.
+        self._ready: OrderedDict[str, None] = OrderedDict()
+        self._full = False
+
+    def __len__(self) -> int:
+        return self.nevents
+
+    def room(self) -> tuple[int, int]:
+        """(events, bytes) that can still be added."""
+        return self.max_events - self.nevents, self.max_bytes - self.nbytes
+
+    def fetchable(self) -> bool:
+        """Whether fetching more is worthwhile now (with hysteresis, see the module doc)."""
+        if self._full:
+            if self.nevents <= self._low_events and self.nbytes <= self._low_bytes:
+                self._full = False
+        elif self.nevents >= self.max_events or self.nbytes >= self.max_bytes:
+            self._full = True
+        return not self._full
+
+    def extend(self, subject: str, events: Iterable[Event], nbytes: int) -> None:
+        """Append ``subject``'s events (``nbytes`` = their content bytes) after its others."""
+        queue = self._queues.get(subject)
+        if queue is None:
+            queue = self._queues[subject] = deque()
+        before = len(queue)
+        queue.extend(events)
+        added = len(queue) - before
+        if added and not before:
+            self._ready[subject] = None
+        self.nevents += added
+        self.nbytes += nbytes
+        if self.nevents >= self.max_events or self.nbytes >= self.max_bytes:
+            self._full = True
+
+    def discard(self, subject: str) -> int:
+        """Drop every buffered event of ``subject``; returns how many."""
+        queue = self._queues.pop(subject, None)
+        self._ready.pop(subject, None)
+        if not queue:
+            return 0
+        self.nevents -= len(queue)
+        self.nbytes -= sum(event_size(e) for e in queue)
+        return len(queue)
+
+    def take(self, max_events: int) -> list[Event]:
+        """Up to ``max_events`` events: per subject in order, subjects in turn."""
+        out: list[Event] = []
+        ready = self._ready
+        queues = self._queues
+        freed = 0
+        while ready and len(out) < max_events:
+            subject, _ = ready.popitem(last=False)
+            queue = queues[subject]
+            want = max_events - len(out)
+            if len(queue) <= want:
+                batch = list(queue)
+                del queues[subject]
+            else:
+                batch = [queue.popleft() for _ in range(want)]
+                ready[subject] = None  # more to come: back of the line
+            out.extend(batch)
+            freed += sum(event_size(e) for e in batch)
+        self.nevents -= len(out)
+        self.nbytes -= freed
+        return out

@@ -1,0 +1,592 @@
+"""The REST source: polls MigratoryData's documented ``GET /rest/consume`` for each subject.
+
+Threads: the peer calls the :class:`Source` methods from its own thread(s); an asyncio loop
+in a daemon thread does the HTTP work (one aiohttp session, keep-alive, at most
+``max_concurrency`` requests in flight). The two meet in one lock that guards the
+subscription table, the event buffer and the counters; ``poll`` waits on a condition of it.
+
+Per subject, one task loops: wait until fetching is allowed (not paused, buffer below its
+bound), send the request its :class:`SubjectTracker` asks for, decode the answer, and, under
+the lock and only if the subscription is still the same one (subscribing again or
+unsubscribing replaces or removes it, so answers of an old subscription are dropped), let the
+tracker turn it into events and buffer them. A subject that yielded data is polled again at
+once; an idle one backs off up to ``poll_idle_max``.
+
+Faults: connect errors, timeouts, dropped connections and 5xx are transient: the server is
+marked down (failover to another by weight) and the request retried with jittered exponential
+backoff (tenacity). HTTP 403 raises :class:`EntitlementDeniedError` from ``poll``; other 4xx
+raise :class:`SourceError`; both name the subject and stop only that subject. A malformed
+answer is counted, logged and asked again after a backoff, indefinitely (no crash loop).
+
+The token travels as a query parameter, so URLs are never logged, and error texts from the
+HTTP library are scrubbed before they reach a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import re
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, NoReturn
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.source.base import Event, Message, Position, SourceStats, StartPolicy
+from peer.source.buffer import EventBuffer
+from peer.source.pacing import IdleBackoff, jittered_backoff
+from peer.source.rest_config import RestSourceConfig
+from peer.source.resume import DEFAULT_POLICY, ConsumeRequest, Outcome, SubjectTracker
+from peer.source.servers import ServerAddress, ServerPool
+from peer.source.wire import MalformedResponseError, decode_consume, decode_error
+
+__all__ = ["RestSource", "RestSourceConfig"]
+
+log = logging.getLogger("peer.source")
+
+CONSUME_PATH: Final = "/rest/consume"
+_START_TIMEOUT_S: Final = 10.0
+_STOP_TIMEOUT_S: Final = 10.0
+_TLS_CLOSE_GRACE_S: Final = 0.25
+_TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
+
+
+class _TransientError(Exception):
+    """A fault worth retrying, possibly on another server."""
+
+    def __init__(self, server: ServerAddress, reason: str) -> None:
+        super().__init__(reason)
+        self.server = server
+        self.reason = reason
+
+
+@dataclass(eq=False, slots=True)
+class _Subscription:
+    """One subscription of a subject; a new ``subscribe`` makes a new one (generation + 1)."""
+
+    subject: str
+    generation: int
+    tracker: SubjectTracker
+
+
+class RestSource:
+    """A :class:`peer.source.base.Source` over MigratoryData's REST consume interface."""
+
+    def __init__(self, config: RestSourceConfig, *, rng: random.Random | None = None) -> None:
+        self._config = config
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._subs: dict[str, _Subscription] = {}
+        self._generation = 0
+        self._buffer = EventBuffer(config.max_buffered_messages, config.max_buffered_bytes)
+        #: fatal errors waiting to be raised from poll, with the subject they stopped
+        self._errors: deque[tuple[str, SourceError]] = deque()
+        self._paused = False
+        self._closed = False
+        self._room_waiting = False
+        # counters (under the lock, except requests/request_errors: loop thread only)
+        self._messages = 0
+        self._duplicates = 0
+        self._gaps = 0
+        self._malformed = 0
+        self._requests = 0
+        self._request_errors = 0
+        # the loop thread's world
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._pool = ServerPool(config.servers, down_for=config.server_down_for, rng=self._rng)
+        self._urls = {s: f"{config.scheme}://{s.netloc}{CONSUME_PATH}" for s in config.servers}
+        self._token = config.token.reveal() if config.token is not None else None
+        self._stop: stop_base
+        if config.retry_give_up is None:
+            self._stop = stop_never
+        else:
+            self._stop = stop_after_delay(config.retry_give_up)
+
+    def __repr__(self) -> str:
+        servers = ",".join(str(s) for s in self._config.servers)
+        return f"RestSource(servers={servers!r}, subjects={len(self._subs)})"
+
+    # -- the Source protocol ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop thread (idempotent); subjects subscribed before start begin now."""
+        with self._lock:
+            if self._closed:
+                raise SourceError("the REST source is closed; create a new one")
+            if self._thread is not None:
+                return
+            ready = threading.Event()
+            failure: list[BaseException] = []
+            self._thread = threading.Thread(
+                target=self._run, args=(ready, failure), name="mdpeer-rest-source", daemon=True
+            )
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT_S):
+            raise SourceError(f"the REST source did not start within {_START_TIMEOUT_S} s")
+        if failure:
+            raise SourceError(f"the REST source failed to start: {failure[0]!r}")
+
+    def subscribe(
+        self, subject: str, *, after: Position | None, policy: StartPolicy = DEFAULT_POLICY
+    ) -> None:
+        if not isinstance(subject, str) or not subject:
+            raise ValueError(f"subject {subject!r}: expected a non-empty string")
+        with self._lock:
+            if self._closed:
+                raise SourceError(f"subject {subject!r}: the REST source is closed")
+            self._generation += 1
+            tracker = SubjectTracker(
+                subject, after=after, policy=policy, history_fetch=self._config.history_fetch
+            )
+            sub = _Subscription(subject, self._generation, tracker)
+            replaced = self._subs.get(subject)
+            self._subs[subject] = sub
+            dropped = self._buffer.discard(subject)
+            self._drop_errors(subject)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._spawn, sub)
+        log.debug(
+            "subscribed",
+            extra={
+                "subject": subject,
+                "after": str(after) if after else None,
+                "policy": str(policy),
+                "reset": replaced is not None,
+                "discarded": dropped,
+            },
+        )
+
+    def unsubscribe(self, subject: str) -> None:
+        with self._lock:
+            sub = self._subs.pop(subject, None)
+            if sub is None:
+                return
+            self._buffer.discard(subject)
+            self._drop_errors(subject)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._cancel, sub)
+        log.debug("unsubscribed", extra={"subject": subject})
+
+    def subjects(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._subs)
+
+    def poll(self, max_events: int, timeout: float) -> list[Event]:
+        """Up to ``max_events`` events, waiting at most ``timeout`` seconds for the first."""
+        if max_events < 1:
+            raise ValueError(f"max_events={max_events}: must be >= 1")
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            thread = self._thread
+            if thread is None:
+                raise RuntimeError("RestSource.poll() before start()")
+            while True:
+                if self._errors:
+                    raise self._errors.popleft()[1]
+                if not self._closed and not thread.is_alive():
+                    raise SourceError("the REST source's loop thread ended unexpectedly")
+                if self._buffer.nevents:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return []
+                self._cond.wait(remaining)
+            events = self._buffer.take(max_events)
+            wake = self._room_waiting and not self._paused and self._buffer.fetchable()
+            if wake:
+                self._room_waiting = False
+        if wake:
+            self._poke()
+        return events
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            if not self._paused:
+                return
+            self._paused = False
+            self._room_waiting = False
+        self._poke()
+
+    def stats(self) -> SourceStats:
+        with self._lock:
+            return SourceStats(
+                subjects=len(self._subs),
+                messages=self._messages,
+                duplicates_dropped=self._duplicates,
+                gaps=self._gaps,
+                malformed=self._malformed,
+                requests=self._requests,
+                request_errors=self._request_errors,
+                buffered=self._buffer.nevents,
+                paused=self._paused,
+                server_head={
+                    s: sub.tracker.head for s, sub in self._subs.items() if sub.tracker.head
+                },
+            )
+
+    def close(self) -> None:
+        """Stop fetching, close connections and the loop thread (idempotent)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            loop, stopping, thread = self._loop, self._stopping, self._thread
+            self._cond.notify_all()
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended on its own
+                loop.call_soon_threadsafe(stopping.set)
+        if thread is not None:
+            thread.join(_STOP_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("the REST source thread did not stop in time")
+
+    def __enter__(self) -> RestSource:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers called with the lock held ---------------------------------------------------
+
+    def _drop_errors(self, subject: str) -> None:
+        """A new or ended subscription makes earlier fatal errors of the subject moot."""
+        if self._errors:
+            self._errors = deque(e for e in self._errors if e[0] != subject)
+
+    def _current(self, sub: _Subscription) -> bool:
+        return self._subs.get(sub.subject) is sub and not self._closed
+
+    # -- the loop thread ---------------------------------------------------------------------
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            asyncio.run(self._main(ready))
+        except BaseException as exc:  # report start failures to start(); later ones are logged
+            if not ready.is_set():
+                failure.append(exc)
+                ready.set()
+            else:
+                log.exception("the REST source loop failed")
+
+    async def _main(self, ready: threading.Event) -> None:
+        cfg = self._config
+        tls: ssl.SSLContext | bool = True
+        if cfg.tls_ca_file is not None:
+            tls = ssl.create_default_context(cafile=str(cfg.tls_ca_file))
+        connector = aiohttp.TCPConnector(limit=cfg.max_concurrency, keepalive_timeout=30, ssl=tls)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+        self._sem = asyncio.Semaphore(cfg.max_concurrency)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        try:
+            with self._lock:
+                self._loop = asyncio.get_running_loop()
+                for sub in self._subs.values():
+                    self._spawn(sub)
+                closed = self._closed
+            ready.set()
+            if not closed:
+                await self._stopping.wait()
+        finally:
+            tasks = [task for _, task in self._tasks.values()]
+            self._tasks.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._session.close()
+            if cfg.encryption:
+                # A request cancelled mid-answer leaves its TLS connection closing
+                # asynchronously (close_notify), untracked by aiohttp: give it a moment,
+                # or the socket outlives the loop (a ResourceWarning, and an unclean close).
+                await asyncio.sleep(_TLS_CLOSE_GRACE_S)
+            with self._lock:
+                self._loop = None
+
+    def _spawn(self, sub: _Subscription) -> None:
+        """(loop thread) Start ``sub``'s task, replacing an older subscription's."""
+        current = self._tasks.get(sub.subject)
+        if current is not None:
+            if current[0] >= sub.generation:
+                return  # already running, or superseded by a newer subscription
+            current[1].cancel()
+        task = asyncio.get_running_loop().create_task(
+            self._follow(sub), name=f"follow {sub.subject}"
+        )
+        self._tasks[sub.subject] = (sub.generation, task)
+        task.add_done_callback(functools.partial(self._forget, sub))
+
+    def _cancel(self, sub: _Subscription) -> None:
+        """(loop thread) Stop ``sub``'s task unless a newer subscription replaced it."""
+        current = self._tasks.get(sub.subject)
+        if current is not None and current[0] <= sub.generation:
+            del self._tasks[sub.subject]
+            current[1].cancel()
+
+    def _forget(self, sub: _Subscription, task: asyncio.Task[None]) -> None:
+        current = self._tasks.get(sub.subject)
+        if current is not None and current[1] is task:
+            del self._tasks[sub.subject]
+
+    def _poke(self) -> None:
+        """(any thread) Wake the tasks waiting for room or for resume."""
+        with self._lock:
+            loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # closing
+                loop.call_soon_threadsafe(wake.set)
+
+    async def _until_fetchable(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            with self._lock:
+                if not self._paused and self._buffer.fetchable():
+                    return
+                self._room_waiting = True
+            await self._wake.wait()
+
+    async def _follow(self, sub: _Subscription) -> None:
+        """(loop thread) Poll one subject for as long as its subscription lasts."""
+        try:
+            await self._follow_loop(sub)
+        except asyncio.CancelledError:
+            raise
+        except SourceError as exc:
+            self._fail(sub, exc)
+        except Exception as exc:  # a bug must not silently stall a subject
+            log.exception("REST source task failed", extra={"subject": sub.subject})
+            self._fail(sub, SourceError(f"subject {sub.subject!r}: internal error: {exc!r}"))
+
+    async def _follow_loop(self, sub: _Subscription) -> None:
+        cfg = self._config
+        idle = IdleBackoff(cfg.poll_idle_min, cfg.poll_idle_max, self._rng)
+        subject = sub.subject
+        malformed = 0
+        while True:
+            await self._until_fetchable()
+            request = sub.tracker.next_request()
+            try:
+                messages = decode_consume(subject, await self._fetch(subject, request))
+                # messages are validated as the tracker reaches them: the same fault
+                outcome = self._accept(sub, request, messages)
+            except MalformedResponseError as exc:
+                malformed += 1
+                with self._lock:
+                    if not self._current(sub):
+                        return
+                    self._malformed += 1
+                delay = jittered_backoff(malformed, cfg.retry_initial, cfg.retry_max, self._rng)
+                log.warning(
+                    "malformed consume answer, asking again later",
+                    extra={
+                        "subject": subject,
+                        "reason": exc.reason,
+                        "request": str(request),
+                        "attempt": malformed,
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                await asyncio.sleep(delay)
+                continue
+            malformed = 0
+            if outcome is None:
+                return
+            self._report(sub, outcome)
+            if outcome.progressed:
+                idle.reset()
+            else:
+                await asyncio.sleep(idle.next_delay())
+
+    def _accept(
+        self, sub: _Subscription, request: ConsumeRequest, messages: Sequence[Message]
+    ) -> Outcome | None:
+        with self._cond:
+            if not self._current(sub):
+                return None
+            buffer = self._buffer
+            room_events, room_bytes = buffer.room()
+            outcome = sub.tracker.apply(
+                request,
+                messages,
+                room_events=max(room_events, 0),
+                room_bytes=max(room_bytes, 0),
+                force_first=not buffer.nevents,
+            )
+            if outcome.events:
+                buffer.extend(sub.subject, outcome.events, outcome.nbytes)
+                self._cond.notify_all()
+            self._messages += outcome.messages
+            self._duplicates += outcome.duplicates
+            self._gaps += len(outcome.gaps)
+        return outcome
+
+    def _report(self, sub: _Subscription, outcome: Outcome) -> None:
+        for gap in outcome.gaps:
+            log.warning(
+                "gap in subject stream",
+                extra={
+                    "subject": gap.subject,
+                    "kind": gap.kind.value,
+                    "after": str(gap.after) if gap.after else None,
+                    "resumed_at": str(gap.resumed_at),
+                    "missing": gap.missing,
+                },
+            )
+        if outcome.duplicates:
+            log.debug(
+                "dropped duplicates",
+                extra={"subject": sub.subject, "duplicates": outcome.duplicates},
+            )
+
+    def _fail(self, sub: _Subscription, exc: SourceError) -> None:
+        with self._cond:
+            if not self._current(sub):
+                return
+            self._errors.append((sub.subject, exc))
+            self._cond.notify_all()
+        log.error("subject stopped", extra={"subject": sub.subject, "error": self._scrub(str(exc))})
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _fetch(self, subject: str, request: ConsumeRequest) -> bytes:
+        """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
+        params = {"subject": subject, **request.params()}
+        if self._token is not None:
+            params["token"] = self._token
+        try:
+            return await self._attempt(subject, params)  # the common case: no retry machinery
+        except _TransientError:
+            pass
+        cfg = self._config
+        first_wait = self._rng.uniform(0, cfg.retry_initial)
+        await asyncio.sleep(first_wait)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_TransientError),
+            wait=wait_random_exponential(multiplier=cfg.retry_initial, max=cfg.retry_max),
+            stop=self._stop,
+            reraise=True,
+            before_sleep=lambda state: self._log_retry(subject, state),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(subject, params)
+        except _TransientError as exc:
+            self._give_up(subject, exc)
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _give_up(self, subject: str, exc: _TransientError) -> NoReturn:
+        servers = ", ".join(str(s) for s in self._config.servers)
+        raise SourceUnavailableError(
+            f"subject {subject!r}: no MigratoryData server answered within "
+            f"retry_give_up={self._config.retry_give_up} s (servers {servers}); "
+            f"last error from {exc.server.netloc}: {exc.reason}",
+            hint="check that the servers are up and reachable",
+        )
+
+    def _log_retry(self, subject: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug(
+            "retrying consume",
+            extra={
+                "subject": subject,
+                "attempt": state.attempt_number,
+                "error": getattr(exc, "reason", None),
+                "server": exc.server.netloc if isinstance(exc, _TransientError) else None,
+            },
+        )
+
+    async def _attempt(self, subject: str, params: dict[str, str]) -> bytes:
+        assert self._session is not None
+        assert self._sem is not None
+        server = self._pool.choose()
+        async with self._sem:
+            self._requests += 1
+            try:
+                async with self._session.get(self._urls[server], params=params) as resp:
+                    status = resp.status
+                    body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._server_failed(server, self._describe(exc))
+        if status == 200:
+            if self._pool.mark_up(server):
+                log.info("server answering again", extra={"server": server.netloc})
+            return body
+        if status >= 500 or status in (408, 429):
+            self._server_failed(server, f"HTTP {status}: {self._scrub(decode_error(body))}")
+        detail = self._scrub(decode_error(body))
+        if status == 403:
+            raise EntitlementDeniedError(subject, detail)
+        if status == 400:
+            raise SourceError(
+                f"subject {subject!r}: the server refused the request (HTTP 400): {detail}",
+                hint="check the subject: it must look like /segment[/segment...]",
+            )
+        raise SourceError(
+            f"subject {subject!r}: server {server.netloc} answered HTTP {status}: {detail}",
+            hint="check the servers setting and that REST is enabled on the server",
+        )
+
+    def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
+        self._request_errors += 1
+        if self._pool.mark_down(server):
+            log.warning(
+                "server failing, trying others",
+                extra={
+                    "server": server.netloc,
+                    "reason": reason,
+                    "down_for_s": self._config.server_down_for,
+                },
+            )
+        raise _TransientError(server, reason)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc)
+        return self._scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+    def _scrub(self, text: str) -> str:
+        """Remove the token from text that may quote a URL or a request."""
+        if self._token:
+            text = text.replace(self._token, "***")
+        return _TOKEN_PARAM.sub(r"\1***", text)

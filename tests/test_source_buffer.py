@@ -1,0 +1,113 @@
+"""The bounded per-subject event buffer and the idle-poll pacing."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.source.base import Event, Gap, GapKind, Message, Position
+from peer.source.buffer import EventBuffer
+from peer.source.pacing import IdleBackoff, jittered_backoff
+
+
+def m(subject: str, seq: int, size: int = 1) -> Message:
+    return Message(subject, b"x" * size, 1, seq, "RECOVERED")
+
+
+def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
+    buf = EventBuffer(100, 10_000)
+    buf.extend("/a", [m("/a", 1), m("/a", 2), m("/a", 3)], 3)
+    buf.extend("/b", [m("/b", 1)], 1)
+    assert [(e.subject, e.seq) for e in buf.take(2) if isinstance(e, Message)] == [
+        ("/a", 1),
+        ("/a", 2),
+    ]
+    buf.extend("/a", [m("/a", 4)], 1)
+    # /a had to go to the back of the line: /b comes first now
+    assert [(e.subject, e.seq) for e in buf.take(10) if isinstance(e, Message)] == [
+        ("/b", 1),
+        ("/a", 3),
+        ("/a", 4),
+    ]
+    assert len(buf) == 0
+    assert buf.nbytes == 0
+
+
+def test_discard_forgets_one_subject_and_frees_its_room() -> None:
+    buf = EventBuffer(10, 1000)
+    gap = Gap("/a", GapKind.EPOCH_CHANGE, Position(1, 1), Position(2, 1))
+    buf.extend("/a", [gap, m("/a", 1, 100)], 100)
+    buf.extend("/b", [m("/b", 1, 10)], 10)
+    assert buf.discard("/a") == 2
+    assert buf.discard("/a") == 0
+    assert buf.room() == (9, 990)
+    assert buf.take(10) == [m("/b", 1, 10)]
+
+
+def test_fetchable_has_hysteresis() -> None:
+    buf = EventBuffer(8, 10**6)
+    assert buf.fetchable()
+    buf.extend("/a", [m("/a", i) for i in range(8)], 8)
+    assert not buf.fetchable()
+    buf.take(1)
+    assert not buf.fetchable()  # 7 of 8: still above the low mark (6)
+    buf.take(1)
+    assert buf.fetchable()
+    buf.extend("/a", [m("/a", 9, 10**6)], 10**6)  # the byte bound counts too
+    assert not buf.fetchable()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.sampled_from(["/a", "/b", "/c"]), st.integers(1, 5)),
+            st.tuples(st.just("take"), st.just(""), st.integers(1, 7)),
+            st.tuples(st.just("discard"), st.sampled_from(["/a", "/b", "/c"]), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
+def test_buffer_counts_and_order_hold_under_any_interleaving(
+    ops: list[tuple[str, str, int]],
+) -> None:
+    buf = EventBuffer(1000, 10**6)
+    next_seq = {"/a": 0, "/b": 0, "/c": 0}
+    expected: dict[str, list[int]] = {"/a": [], "/b": [], "/c": []}
+    for op, subject, n in ops:
+        if op == "put":
+            events: list[Event] = []
+            for _ in range(n):
+                next_seq[subject] += 1
+                events.append(m(subject, next_seq[subject], 2))
+                expected[subject].append(next_seq[subject])
+            buf.extend(subject, events, 2 * n)
+        elif op == "take":
+            for event in buf.take(n):
+                assert isinstance(event, Message)
+                assert expected[event.subject].pop(0) == event.seq
+        else:
+            buf.discard(subject)
+            expected[subject].clear()
+        assert len(buf) == sum(len(v) for v in expected.values())
+        assert buf.nbytes == 2 * len(buf)
+
+
+def test_idle_backoff_doubles_to_the_maximum_and_resets() -> None:
+    idle = IdleBackoff(0.05, 1.0, rng=random.Random(3))
+    delays = [idle.next_delay() for _ in range(8)]
+    assert 0.045 <= delays[0] <= 0.05
+    assert all(b > a for a, b in itertools.pairwise(delays[:5]))
+    assert all(0.9 <= d <= 1.0 for d in delays[5:])
+    idle.reset()
+    assert idle.next_delay() <= 0.05
+
+
+def test_jittered_backoff_stays_within_bounds() -> None:
+    rng = random.Random(5)
+    for failures in range(1, 40):
+        delay = jittered_backoff(failures, 0.1, 5.0, rng)
+        assert 0.05 <= delay <= 5.0

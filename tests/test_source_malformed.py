@@ -1,0 +1,196 @@
+"""Malformed answers and unexpected statuses, served by a tiny scripted HTTP server of our own.
+
+This is not a stand-in for MigratoryData (that is peer.sim); it only produces the broken input
+a well-behaved server never sends: bad JSON, wrong types, a wrong subject, odd statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from peer.errors import SourceError
+from peer.source.base import Event, Message, Position
+from peer.source.rest import RestSource, RestSourceConfig
+from peer.source.servers import parse_servers
+
+SUBJECT = "/bad/a"
+Reply = tuple[int, bytes]
+
+
+def good(first: int, last: int, subject: str = SUBJECT) -> bytes:
+    messages = [
+        {
+            "message_type": "RECOVERED",
+            "content": f"c{seq}",
+            "closure": None,
+            "retained": True,
+            "compressed": False,
+            "epoch": 1,
+            "seq": seq,
+        }
+        for seq in range(first, last + 1)
+    ]
+    return json.dumps({"subject": subject, "messages": messages}).encode()
+
+
+class ScriptedServer:
+    """Answers consume from ``script`` (one reply per request) and then from ``fallback``."""
+
+    def __init__(
+        self,
+        script: list[Reply],
+        fallback: Callable[[int], Reply],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.script = list(script)
+        self.fallback = fallback
+        self.requests: list[dict[str, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _consume(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.query))
+        seq = int(request.query.get("seq", "0"))
+        status, body = self.script.pop(0) if self.script else self.fallback(seq)
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    async def _start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/rest/consume", self._consume)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        await site.start()
+        return f"127.0.0.1:{self._runner.addresses[0][1]}"
+
+    def start(self) -> None:
+        self._thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., tuple[ScriptedServer, RestSource]]]:
+    made: list[tuple[ScriptedServer, RestSource]] = []
+
+    def make(
+        script: list[Reply], fallback: Callable[[int], Reply], **config: Any
+    ) -> tuple[ScriptedServer, RestSource]:
+        server = ScriptedServer(script, fallback)
+        server.start()
+        settings: dict[str, Any] = {
+            "poll_idle_min": 0.01,
+            "poll_idle_max": 0.05,
+            "retry_initial": 0.01,
+            "retry_max": 0.05,
+        }
+        settings.update(config)
+        source = RestSource(RestSourceConfig(servers=parse_servers(server.url), **settings))
+        source.start()
+        made.append((server, source))
+        return server, source
+
+    yield make
+    for server, source in made:
+        source.close()
+        server.stop()
+
+
+def up_to(last: int) -> Callable[[int], Reply]:
+    """A correct inclusive server holding seqs 1..last."""
+    return lambda seq: (200, good(max(seq, 1), last))
+
+
+def drain_messages(source: RestSource, n: int, deadline_s: float = 15) -> list[Message]:
+    events: list[Event] = []
+    end = time.monotonic() + deadline_s
+    while sum(isinstance(e, Message) for e in events) < n:
+        assert time.monotonic() < end, f"only {events}"
+        events += source.poll(100, 0.05)
+    return [e for e in events if isinstance(e, Message)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"{not json",
+        b'{"subject": "/bad/a", "messages": "nope"}',
+        b'["a list"]',
+        good(1, 3, subject="/other/subject"),
+        # seq 2 has a string seq: the whole answer is refused, seq 1 included
+        good(1, 1)[:-2]
+        + b', {"message_type": "RECOVERED", "content": "x", "epoch": 1, "seq": "2"}]}',
+        # a bool is no sequence number
+        json.dumps(
+            {
+                "subject": SUBJECT,
+                "messages": [{"message_type": "X", "content": "y", "epoch": 1, "seq": True}],
+            }
+        ).encode(),
+        json.dumps(
+            {"subject": SUBJECT, "messages": [{"content": "no type", "epoch": 1, "seq": 1}]}
+        ).encode(),
+    ],
+    ids=[
+        "not-json",
+        "messages-not-list",
+        "not-object",
+        "wrong-subject",
+        "bad-seq-type",
+        "bool-seq",
+        "missing-field",
+    ],
+)
+def test_malformed_answers_are_counted_and_retried_never_partially_delivered(
+    bad: bytes, scripted: Callable[..., tuple[ScriptedServer, RestSource]]
+) -> None:
+    server, source = scripted([(200, bad), (200, bad)], up_to(3))
+    source.subscribe(SUBJECT, after=Position(1, 0))
+    got = drain_messages(source, 3)
+    assert [(m.seq, m.content) for m in got] == [(1, b"c1"), (2, b"c2"), (3, b"c3")]
+    assert source.stats().malformed == 2
+    assert source.poll(100, 0.2) == []
+    # the bad answers did not move the position: every request asked from 1:0 until good
+    assert [r["seq"] for r in server.requests[:3]] == ["0", "0", "0"]
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_transient_statuses_are_retried(
+    status: int, scripted: Callable[..., tuple[ScriptedServer, RestSource]]
+) -> None:
+    _, source = scripted([(status, b'{"error": "busy"}')] * 3, up_to(2))
+    source.subscribe(SUBJECT, after=Position(1, 0))
+    assert [m.seq for m in drain_messages(source, 2)] == [1, 2]
+    assert source.stats().request_errors == 3
+
+
+def test_unexpected_client_error_status_is_fatal_for_the_subject(
+    scripted: Callable[..., tuple[ScriptedServer, RestSource]],
+) -> None:
+    _, source = scripted([(404, b"<html>not found</html>")], up_to(2))
+    source.subscribe(SUBJECT, after=Position(1, 0))
+    with pytest.raises(SourceError, match="HTTP 404") as info:
+        drain_messages(source, 1)
+    assert SUBJECT in str(info.value)
+    assert info.value.hint is not None
+    # resubscribing clears the failure and starts the subject again
+    source.subscribe(SUBJECT, after=Position(1, 0))
+    assert [m.seq for m in drain_messages(source, 2)] == [1, 2]
