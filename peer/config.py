@@ -1,0 +1,347 @@
+"""Peer settings: defaults < config file < ``MDPEER_*`` environment < command-line flags.
+
+The config file is TOML (see docs/CONFIG.md) or the vendor connector's JSON (its
+``migratorydata.*`` source settings are used). Every value is checked when the settings are
+built; an error names the setting as the operator wrote it (TOML key, env var or flag) and the
+value. Secrets (entitlement token, Kafka passwords) come from a value or a file, are held as
+:class:`peer.secret.Secret` and are revealed only inside the librdkafka dicts built here.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from peer.connector import parse_servers
+from peer.errors import ConfigError
+from peer.routes import validate_topic
+from peer.secret import Secret
+
+ENV_PREFIX: Final = "MDPEER_"
+#: librdkafka properties from the environment: MDPEER_RDKAFKA_SASL_PASSWORD -> sasl.password
+KAFKA_ENV_PREFIX: Final = "MDPEER_RDKAFKA_"
+HIDDEN: Final = "***"
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+KAFKA_SECTIONS: Final = ("kafka", "kafka_producer", "kafka_consumer")
+
+#: librdkafka properties mdpeer sets itself; overriding them would break exactly-once or
+#: the shard protocol, so the passthrough tables refuse them and say what to use instead.
+MANAGED_KAFKA: Final = MappingProxyType(
+    {
+        "bootstrap.servers": "use the 'bootstrap' setting",
+        "metadata.broker.list": "use the 'bootstrap' setting",
+        "group.id": "use the 'group' setting",
+        "transactional.id": "derived from 'group' and 'peer_id'",
+        "group.instance.id": "use 'static_membership' (the peer id becomes the instance id)",
+        "group.protocol": "use the 'group_protocol' setting",
+        "partition.assignment.strategy": "use the 'assignment_strategy' setting",
+        "session.timeout.ms": "use the 'session_timeout_ms' setting",
+        "transaction.timeout.ms": "use the 'transaction_timeout_ms' setting",
+        "enable.idempotence": "always true: exactly-once needs it",
+        "acks": "always 'all': exactly-once needs it",
+        "request.required.acks": "always 'all': exactly-once needs it",
+        "isolation.level": "always read_committed: shard state must never see aborted records",
+        "enable.auto.commit": "always false: offsets commit inside the transaction",
+        "enable.auto.offset.store": "always false: offsets commit inside the transaction",
+        "auto.offset.reset": "always earliest: shard state is rebuilt from the beginning",
+    }
+)
+
+
+def is_secret_property(name: str) -> bool:
+    """librdkafka properties whose values must never be shown."""
+    return (
+        "password" in name
+        or "secret" in name
+        or name in ("ssl.key.pem", "sasl.oauthbearer.config")
+        or name.endswith("private.key.pem")
+    )
+
+
+KafkaProps = Mapping[str, str | Secret]
+
+
+# --- the settings -----------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(name, value, "expected an integer")
+    if not low <= value <= high:
+        raise ConfigError(name, value, f"expected {low} to {high}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, value, f"expected one of: {', '.join(choices)}")
+
+
+def _check_name(name: str, value: object, what: str) -> None:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ConfigError(name, value, f"{what}: 1 to 200 of ASCII letters, digits, '.', '_', '-'")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """How to reach MigratoryData (the ``[source]`` table)."""
+
+    servers: tuple[str, ...] = ()
+    encryption: bool = False
+    token: Secret | None = None
+    #: an idle subject is polled at growing intervals up to this
+    poll_idle_max_ms: int = 1000
+    request_timeout_ms: int = 10_000
+    #: REST requests in flight at once
+    max_concurrency: int = 16
+    #: messages the source buffers before it stops fetching (backpressure)
+    max_buffered_messages: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.servers:
+            given: object = self.servers  # a "host:port,..." string is welcome too
+            given = given if isinstance(given, str) else list(self.servers)
+            object.__setattr__(self, "servers", parse_servers(given, "source.servers"))
+        if not isinstance(self.encryption, bool):
+            raise ConfigError("source.encryption", self.encryption, "expected true or false")
+        if self.token is not None and not isinstance(self.token, Secret):
+            raise ConfigError("source.token", HIDDEN, "expected a Secret")
+        _check_int("source.poll_idle_max_ms", self.poll_idle_max_ms, 50, 60_000)
+        _check_int("source.request_timeout_ms", self.request_timeout_ms, 100, 300_000)
+        _check_int("source.max_concurrency", self.max_concurrency, 1, 1024)
+        _check_int("source.max_buffered_messages", self.max_buffered_messages, 1, 10_000_000)
+
+    def rest_settings(self) -> dict[str, object]:
+        """The same settings in the names and units of ``RestSourceConfig.from_settings``."""
+        return {
+            "servers": list(self.servers),
+            "encryption": self.encryption,
+            "token": self.token,
+            "max_concurrency": self.max_concurrency,
+            "poll_idle_max": self.poll_idle_max_ms / 1000,
+            "request_timeout": self.request_timeout_ms / 1000,
+            "max_buffered_messages": self.max_buffered_messages,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """Everything ``mdpeer run`` needs. Empty ``control_topic``/``peer_id`` take defaults."""
+
+    bootstrap: str
+    group: str = "mdpeer"
+    control_topic: str = ""  # default f"{group}.control"
+    peer_id: str = ""  # default: the host name
+    static_membership: bool = False
+    group_protocol: str = "classic"
+    assignment_strategy: str = "cooperative-sticky"
+    session_timeout_ms: int = 10_000
+    source: SourceSettings = field(default_factory=SourceSettings)
+    commit_interval_ms: int = 100
+    max_batch: int = 10_000
+    max_in_flight: int = 50_000
+    transaction_timeout_ms: int = 60_000
+    on_revoke_budget_ms: int = 5_000
+    header_prefix: str = "md."
+    audit_topic: str | None = None
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"  # health checks come from outside the container
+    log_level: str = "INFO"
+    log_format: str = "json"
+    routes_file: Path | None = None
+    kafka: KafkaProps = field(default_factory=dict)
+    kafka_producer: KafkaProps = field(default_factory=dict)
+    kafka_consumer: KafkaProps = field(default_factory=dict)
+    #: things the loader noticed and the CLI should print (e.g. ignored connector keys)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bootstrap, str) or not self.bootstrap.strip():
+            raise ConfigError("bootstrap", self.bootstrap, "Kafka's bootstrap servers are needed")
+        if any(not part.strip() or " " in part.strip() for part in self.bootstrap.split(",")):
+            raise ConfigError("bootstrap", self.bootstrap, "expected host:port[,host:port...]")
+        _check_name("group", self.group, "a group id")
+        set_ = object.__setattr__
+        if not self.control_topic:
+            set_(self, "control_topic", f"{self.group}.control")
+        validate_topic(self.control_topic, "control_topic")
+        if not self.peer_id:
+            set_(self, "peer_id", socket.gethostname())
+        _check_name("peer_id", self.peer_id, "a peer id")
+        if not isinstance(self.static_membership, bool):
+            raise ConfigError("static_membership", self.static_membership, "expected true or false")
+        _check_choice("group_protocol", self.group_protocol, ("classic", "consumer"))
+        _check_choice(
+            "assignment_strategy",
+            self.assignment_strategy,
+            ("cooperative-sticky", "range", "roundrobin"),
+        )
+        _check_int("session_timeout_ms", self.session_timeout_ms, 1000, 3_600_000)
+        if not isinstance(self.source, SourceSettings):
+            raise ConfigError("source", self.source, "expected SourceSettings")
+        _check_int("transaction_timeout_ms", self.transaction_timeout_ms, 1000, 900_000)
+        _check_int("commit_interval_ms", self.commit_interval_ms, 1, 60_000)
+        if self.commit_interval_ms * 2 > self.transaction_timeout_ms:
+            raise ConfigError(
+                "commit_interval_ms",
+                self.commit_interval_ms,
+                f"must be at most half of transaction_timeout_ms ({self.transaction_timeout_ms})"
+                " so a transaction never outlives its timeout",
+            )
+        _check_int("on_revoke_budget_ms", self.on_revoke_budget_ms, 100, 900_000)
+        if self.on_revoke_budget_ms >= self.transaction_timeout_ms:
+            raise ConfigError(
+                "on_revoke_budget_ms",
+                self.on_revoke_budget_ms,
+                f"must be below transaction_timeout_ms ({self.transaction_timeout_ms})",
+            )
+        _check_int("max_batch", self.max_batch, 1, 1_000_000)
+        _check_int("max_in_flight", self.max_in_flight, 1, 10_000_000)
+        if self.max_in_flight < self.max_batch:
+            raise ConfigError(
+                "max_in_flight",
+                self.max_in_flight,
+                f"must be at least max_batch ({self.max_batch}) or no batch could fill",
+            )
+        if (
+            not isinstance(self.header_prefix, str)
+            or len(self.header_prefix) > 64
+            or any(c.isspace() or not c.isprintable() for c in self.header_prefix)
+        ):
+            raise ConfigError(
+                "header_prefix", self.header_prefix, "up to 64 printable characters, no spaces"
+            )
+        if self.audit_topic is not None:
+            validate_topic(self.audit_topic, "audit_topic")
+            if self.audit_topic == self.control_topic:
+                raise ConfigError("audit_topic", self.audit_topic, "must not be the control topic")
+        _check_int("metrics_port", self.metrics_port, 0, 65535)
+        if not isinstance(self.metrics_host, str) or not self.metrics_host:
+            raise ConfigError("metrics_host", self.metrics_host, "expected a host or address")
+        level = self.log_level.upper() if isinstance(self.log_level, str) else self.log_level
+        _check_choice("log_level", level, _LOG_LEVELS)
+        set_(self, "log_level", level)
+        _check_choice("log_format", self.log_format, ("json", "text"))
+        if self.routes_file is not None and not isinstance(self.routes_file, Path):
+            raise ConfigError("routes_file", self.routes_file, "expected a path")
+        for section in KAFKA_SECTIONS:
+            set_(self, section, MappingProxyType(_check_kafka(section, getattr(self, section))))
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.group}-{self.peer_id}"
+
+    def require_source(self) -> None:
+        """``mdpeer run`` needs MigratoryData servers; admin commands do not."""
+        if not self.source.servers:
+            raise ConfigError(
+                "source.servers",
+                (),
+                "no MigratoryData server: set --servers, MDPEER_SERVERS or [source] servers",
+            )
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """Plain values (for ``mdpeer validate`` / status); secrets masked unless redact=False."""
+
+        def plain(value: object) -> object:
+            if isinstance(value, Secret):
+                return HIDDEN if redact else value.reveal()
+            if isinstance(value, SourceSettings):
+                return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if isinstance(value, Path):
+                return str(value)
+            return value
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "notes"}
+
+
+def _check_kafka(section: str, props: object) -> dict[str, str | Secret]:
+    if not isinstance(props, Mapping):
+        raise ConfigError(section, props, "expected a table of librdkafka properties")
+    out: dict[str, str | Secret] = {}
+    for name, value in props.items():
+        label = f"{section}.{name}"
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise ConfigError(section, name, "a librdkafka property name")
+        if name in MANAGED_KAFKA:
+            raise ConfigError(label, _shown(name, value), f"set by mdpeer: {MANAGED_KAFKA[name]}")
+        if is_secret_property(name):
+            if isinstance(value, str):
+                out[name] = Secret(value, source=label)
+            elif isinstance(value, Secret):
+                out[name] = value
+            else:
+                raise ConfigError(label, HIDDEN, "expected a string")
+        elif isinstance(value, str):
+            out[name] = value
+        else:
+            raise ConfigError(label, value, "expected a string (the loader converts numbers)")
+    return out
+
+
+def _shown(name: str, value: object) -> object:
+    return HIDDEN if is_secret_property(name) else value
+
+
+# --- librdkafka configuration ------------------------------------------------------------------
+
+
+def _reveal(props: KafkaProps) -> dict[str, str]:
+    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
+
+
+def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
+    """The transactional producer's librdkafka config (secrets revealed: do not log it)."""
+    conf: dict[str, str | int | bool] = {
+        "client.id": f"mdpeer-{settings.peer_id}",
+        "linger.ms": 5,
+        # Room for checkpoint and dead-letter records besides the data kept in flight.
+        "queue.buffering.max.messages": max(100_000, settings.max_in_flight * 2),
+    }
+    conf.update(_reveal(settings.kafka))
+    conf.update(_reveal(settings.kafka_producer))
+    conf.update(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "transactional.id": settings.transactional_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "transaction.timeout.ms": settings.transaction_timeout_ms,
+        }
+    )
+    return conf
+
+
+def consumer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
+    """The control-topic consumer's librdkafka config (secrets revealed: do not log it)."""
+    conf: dict[str, str | int | bool] = {"client.id": f"mdpeer-{settings.peer_id}"}
+    conf.update(_reveal(settings.kafka))
+    conf.update(_reveal(settings.kafka_consumer))
+    conf.update(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": settings.group,
+            "group.protocol": settings.group_protocol,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    if settings.group_protocol == "classic":
+        # With KIP-848 the broker assigns and times out members; these are refused there.
+        conf["partition.assignment.strategy"] = settings.assignment_strategy
+        conf["session.timeout.ms"] = settings.session_timeout_ms
+        conf["heartbeat.interval.ms"] = min(3000, settings.session_timeout_ms // 3)
+    if settings.static_membership:
+        conf["group.instance.id"] = settings.peer_id
+    return conf
