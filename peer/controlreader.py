@@ -1,0 +1,368 @@
+"""Read control partitions from the beginning to their end and rebuild each shard's state.
+
+This is lifecycle step 2 of DESIGN.md (on_assign: rebuild routes + checkpoints before
+fetching) and the read side of the admin commands (``routes list``, ``checkpoints list``,
+``status``).
+
+The reader is a plain consumer that never joins a group: ``assign`` (not ``subscribe``), no
+offset commits, so reading never disturbs the peers' group and needs no group ACL beyond
+describe. It reads with ``isolation.level=read_committed``: checkpoints of aborted
+transactions must never be applied, or a subject would resume after data that never became
+visible (I2, I4).
+
+Where "the end" is. For a read_committed consumer the end is the partition's *last stable
+offset* (LSO), not the high watermark: the high watermark also counts records of open
+transactions, which this consumer will not be given until they commit or abort, and a peer's
+transaction stays open up to ``transaction.timeout.ms`` if the peer died. librdkafka reports
+the LSO through ``PARTITION_EOF`` when the fetch position reaches it (aborted records and
+transaction markers before it are skipped, the position still advances past them); the
+offset it carries is where a group consumer resumes. One race remains: a transaction that
+was just committed is acknowledged before the coordinator has written its markers, so for a
+few milliseconds its records are below the high watermark but above the LSO. The reader
+therefore aims at the high watermark seen when it began and gives the LSO ``settle`` seconds
+to reach it; only then does it accept the LSO as the end (a transaction really is open).
+A deadline bounds the whole read: :class:`ControlReadTimeoutError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from peer.control import (
+    CheckpointRecord,
+    CommandRecord,
+    ControlRecordError,
+    MisplacedRecordError,
+    ShardState,
+    UnsupportedVersionError,
+    decode,
+)
+from peer.errors import MdpeerError
+from peer.routes import Route, RouteTable
+
+log = logging.getLogger(__name__)
+
+#: how long a command may wait for Kafka before it says Kafka is unreachable
+DEFAULT_TIMEOUT: Final = 10.0
+
+#: group-membership properties a base consumer config may carry that an assign-only reader
+#: must not use (a static member id would fence the peer that owns it)
+_GROUP_ONLY: Final = frozenset(
+    {
+        "group.instance.id",
+        "group.protocol",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "enable.auto.offset.store",
+    }
+)
+
+
+class KafkaUnavailableError(MdpeerError):
+    """Kafka did not answer within the time allowed. Names the bootstrap servers."""
+
+    def __init__(self, bootstrap: str, timeout: float, detail: str = "") -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        super().__init__(
+            f"Kafka at {bootstrap!r} did not answer within {round(timeout, 1):g}s"
+            + (f" ({detail})" if detail else ""),
+            hint="check --bootstrap / MDPEER_BOOTSTRAP, that the brokers run and are reachable "
+            "from here, and the security settings (kafka.* properties)",
+        )
+
+
+class ControlTopicMissingError(MdpeerError):
+    """The control topic does not exist (the deployment was not initialised)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"control topic {topic!r} does not exist",
+            hint="run `mdpeer init` for this group first (or check --group / control_topic)",
+        )
+
+
+class ControlReadTimeoutError(MdpeerError):
+    """A control partition was not read to its end before the deadline."""
+
+    def __init__(self, topic: str, pending: Mapping[int, int | None], timeout: float) -> None:
+        self.topic = topic
+        self.pending = dict(pending)
+        where = ", ".join(
+            f"{p} (at offset {'start' if o is None else o})" for p, o in sorted(pending.items())
+        )
+        super().__init__(
+            f"control topic {topic!r}: partitions {where} not read to their end within "
+            f"{timeout:g}s",
+            hint="Kafka is slow or unreachable; retry, or raise the timeout",
+        )
+
+
+@dataclass(slots=True)
+class ShardStateWithEnd:
+    """A shard rebuilt from its partition, and the offset its read ended at.
+
+    ``end_offset`` is the next offset to consume (the LSO reached): the runner resumes its
+    group consumer there, so no record is applied twice or skipped.
+    """
+
+    state: ShardState
+    end_offset: int
+    #: records that could not be applied (bad or misplaced); logged, kept for status output
+    problems: list[ControlRecordError] = field(default_factory=list)
+
+
+def reader_config(base: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (e.g. ``consumer_config(settings)``) turned into an assign-only reader's."""
+    conf = {k: v for k, v in base.items() if k not in _GROUP_ONLY}
+    # librdkafka wants a group id even for assign(); nothing is ever committed under it.
+    group = conf.get("group.id") or "mdpeer"
+    conf.update(
+        {
+            "group.id": f"{group}.reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            # never create the control topic by looking it up
+            "allow.auto.create.topics": False,
+        }
+    )
+    conf.setdefault("logger", logging.getLogger("peer.kafka"))
+    return conf
+
+
+def _bootstrap(conf: Mapping[str, Any]) -> str:
+    return str(conf.get("bootstrap.servers") or conf.get("metadata.broker.list") or "?")
+
+
+def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: float) -> int:
+    """The partition count (shard count P) of ``topic``, from the cluster's metadata."""
+    try:
+        md = consumer.list_topics(topic, timeout=max(timeout, 0.1))
+    except KafkaException as exc:
+        raise KafkaUnavailableError(bootstrap, timeout, str(exc.args[0])) from None
+    meta = md.topics.get(topic)
+    if meta is None or (
+        meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    ):
+        raise ControlTopicMissingError(topic)
+    if meta.error is not None:
+        raise MdpeerError(f"control topic {topic!r}: {meta.error.str()}")
+    return len(meta.partitions)
+
+
+#: how long a partition may take to make stable what its high watermark already counts
+DEFAULT_SETTLE: Final = 2.0
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where the read of one partition stands."""
+
+    #: the high watermark when the read began: everything below it is committed, aborted or
+    #: in an open transaction
+    target: int
+    #: the latest PARTITION_EOF (the LSO reached), and when the first one came
+    eof: int | None = None
+    first_eof_at: float | None = None
+    #: offset of the last record read (for the timeout message)
+    last: int | None = None
+
+
+def _high_watermarks(
+    conf: Mapping[str, Any], topic: str, partitions: list[int], bootstrap: str, deadline: float
+) -> dict[int, int]:
+    # A read_uncommitted handle: for a read_committed one librdkafka reports the LSO instead.
+    probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
+    try:
+        out = {}
+        for p in partitions:
+            wait = max(deadline - time.monotonic(), 0.1)
+            try:
+                _, high = probe.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=wait, cached=False
+                )
+            except KafkaException as exc:
+                raise KafkaUnavailableError(bootstrap, wait, str(exc.args[0])) from None
+            out[p] = int(high)
+        return out
+    finally:
+        probe.close()
+
+
+def read_shards(
+    consumer_conf_base: Mapping[str, Any],
+    topic: str,
+    partitions: Iterable[int] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    settle: float = DEFAULT_SETTLE,
+) -> dict[int, ShardStateWithEnd]:
+    """Rebuild the state of ``partitions`` (default: all) of the control topic.
+
+    Each partition is read from its beginning with read_committed until the read reaches
+    the high watermark seen when it began. Right after a transaction commits, its records
+    sit below the high watermark but not yet below the LSO (the coordinator writes the
+    commit markers just after acknowledging the commit), so a read that stopped at the
+    first LSO could miss the newest checkpoints; it waits up to ``settle`` seconds for the
+    LSO to catch up. A transaction that stays open (its producer died or is slow) holds
+    the LSO back until it times out: after ``settle`` the read ends at the LSO, with every
+    committed record before it.
+
+    Raises :class:`KafkaUnavailableError` / :class:`ControlTopicMissingError` /
+    :class:`ControlReadTimeoutError` within ``timeout`` seconds; a record written by a newer
+    mdpeer raises :class:`UnsupportedVersionError` (the shard must not be owned by this one).
+    """
+    conf = reader_config(consumer_conf_base)
+    bootstrap = _bootstrap(conf)
+    deadline = time.monotonic() + timeout
+    consumer = Consumer(conf)
+    try:
+        shards = topic_partitions(consumer, topic, bootstrap, timeout)
+        wanted = sorted(set(range(shards) if partitions is None else partitions))
+        for p in wanted:
+            if not 0 <= p < shards:
+                raise ValueError(f"partition {p} is not in [0, {shards}) of {topic!r}")
+        states = {p: ShardStateWithEnd(ShardState(p, shards), 0) for p in wanted}
+        if not wanted:
+            return states
+        targets = _high_watermarks(conf, topic, wanted, bootstrap, deadline)
+        pending = {p: _Progress(targets[p]) for p in wanted}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        while pending:
+            now = time.monotonic()
+            for p, prog in list(pending.items()):
+                if prog.eof is not None and (
+                    prog.eof >= prog.target
+                    or now - (prog.first_eof_at or now) >= settle
+                    or now >= deadline
+                ):
+                    states[p].end_offset = prog.eof
+                    del pending[p]
+            if not pending:
+                break
+            if now >= deadline:
+                raise ControlReadTimeoutError(
+                    topic, {p: prog.last for p, prog in pending.items()}, timeout
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=min(deadline - now, 0.1)):
+                part, offset = msg.partition(), msg.offset()
+                assert part is not None
+                assert offset is not None
+                prog_or_none = pending.get(part)
+                if prog_or_none is None:
+                    # a record after the end of a finished partition: whoever resumes at
+                    # end_offset reads it
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        prog_or_none.eof = offset
+                        if prog_or_none.first_eof_at is None:
+                            prog_or_none.first_eof_at = time.monotonic()
+                        continue
+                    if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+                        continue  # librdkafka retries; the deadline bounds it
+                    raise MdpeerError(f"control topic {topic!r} partition {part}: {err.str()}")
+                _apply(states[part], msg.key(), msg.value(), offset)
+                prog_or_none.last = offset
+        return states
+    finally:
+        consumer.close()
+
+
+def _apply(shard: ShardStateWithEnd, key: bytes | None, value: bytes | None, offset: int) -> None:
+    shard.end_offset = offset + 1
+    if key is None:
+        problem = ControlRecordError(f"<no key>@{offset}", "a control record needs a key")
+    else:
+        try:
+            shard.state.apply(decode(key, value), offset)
+            return
+        except UnsupportedVersionError:
+            raise
+        except MisplacedRecordError as exc:
+            problem = exc
+        except ControlRecordError as exc:
+            problem = exc
+    log.warning(
+        "control record not applied: %s",
+        problem,
+        extra={"shard": shard.state.partition, "offset": offset},
+    )
+    shard.problems.append(problem)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSnapshot:
+    """Every shard of a control topic, read to its end: what ``routes list``, ``checkpoints
+    list`` and ``status`` print."""
+
+    topic: str
+    shards: dict[int, ShardStateWithEnd]
+
+    @property
+    def partitions(self) -> int:
+        return next(iter(self.shards.values())).state.shards if self.shards else 0
+
+    def routes(self) -> RouteTable:
+        return RouteTable(r for s in self.shards.values() for r in s.state.routes.values())
+
+    def route_list(self) -> list[Route]:
+        return list(self.routes().routes())
+
+    def checkpoints(self) -> dict[str, CheckpointRecord]:
+        out = {
+            subject: ckpt
+            for s in self.shards.values()
+            for subject, ckpt in s.state.checkpoints.items()
+        }
+        return dict(sorted(out.items()))
+
+    def pending_commands(self) -> dict[str, CommandRecord]:
+        out = {
+            subject: cmd
+            for s in self.shards.values()
+            for subject, cmd in s.state.pending_commands().items()
+        }
+        return dict(sorted(out.items()))
+
+    def problems(self) -> list[ControlRecordError]:
+        return [p for s in self.shards.values() for p in s.problems]
+
+
+def read_control_topic(
+    consumer_conf_base: Mapping[str, Any],
+    topic: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    settle: float = DEFAULT_SETTLE,
+) -> ControlSnapshot:
+    """Read every shard of ``topic`` (for the admin commands)."""
+    return ControlSnapshot(
+        topic, read_shards(consumer_conf_base, topic, None, timeout, settle=settle)
+    )
+
+
+__all__ = [
+    "ControlReadTimeoutError",
+    "ControlSnapshot",
+    "ControlTopicMissingError",
+    "KafkaUnavailableError",
+    "ShardStateWithEnd",
+    "read_control_topic",
+    "read_shards",
+    "reader_config",
+    "topic_partitions",
+]

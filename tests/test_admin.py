@@ -1,0 +1,269 @@
+"""Control topic administration against the real broker: create, check, write routes/commands."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from peer.admin import (
+    ControlTopicConfigError,
+    ControlWriteError,
+    RouteRemoval,
+    ShardCountMismatchError,
+    admin_client,
+    admin_producer,
+    describe_control_topic,
+    describe_group,
+    ensure_control_topic,
+    write_command,
+    write_routes,
+)
+from peer.control import Command, decode
+from peer.controlreader import (
+    ControlTopicMissingError,
+    KafkaUnavailableError,
+    read_control_topic,
+    read_shards,
+)
+from peer.routes import Route, RouteTable
+from peer.shards import shard_of
+from tests.fixtures.kafka import GroupFactory, TopicFactory, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def control_name(kafka_admin: AdminClient) -> Iterator[Callable[[], str]]:
+    """Names for control topics the code under test creates; deleted afterwards."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"ctl.{uuid.uuid4().hex[:10]}.control")
+        return names[-1]
+
+    yield make
+    if names:
+        for future in kafka_admin.delete_topics(names, operation_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result(10)
+
+
+def test_ensure_creates_compacted_topic_idempotently(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    first = ensure_control_topic(kafka_admin, topic, 6, None, bootstrap=kafka_bootstrap)
+    assert (first.created, first.partitions) == (True, 6)
+    assert first.config["cleanup.policy"] == "compact"
+    assert first.config["segment.ms"] == "600000"
+    again = ensure_control_topic(kafka_admin, topic, 6, None, bootstrap=kafka_bootstrap)
+    assert (again.created, again.partitions) == (False, 6)
+    described = describe_control_topic(kafka_admin, topic)
+    assert described.partitions == 6
+    assert described.replication_factor >= 1
+
+
+def test_other_shard_count_is_refused_with_the_reason(
+    kafka_admin: AdminClient, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    ensure_control_topic(kafka_admin, topic, 3, None)
+    with pytest.raises(ShardCountMismatchError) as info:
+        ensure_control_topic(kafka_admin, topic, 12, None)
+    err = info.value
+    assert (err.existing, err.wanted) == (3, 12)
+    assert "cannot change" in str(err)
+    assert "murmur2" in str(err)
+    assert err.hint is not None
+    assert "new group" in err.hint
+
+
+def test_a_topic_that_is_not_compacted_is_refused(
+    kafka_admin: AdminClient, unique_topic: TopicFactory
+) -> None:
+    topic = unique_topic(3, config={"cleanup.policy": "delete"})
+    with pytest.raises(ControlTopicConfigError, match=r"cleanup\.policy='delete'"):
+        ensure_control_topic(kafka_admin, topic, 3, None)
+
+
+def test_describe_a_missing_topic(kafka_admin: AdminClient) -> None:
+    with pytest.raises(ControlTopicMissingError, match="does not exist"):
+        describe_control_topic(kafka_admin, f"missing.{uuid.uuid4().hex[:8]}")
+
+
+def test_write_routes_then_read_back_on_their_shards(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    shards = 5
+    ensure_control_topic(kafka_admin, topic, shards, None)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    group = f"g{uuid.uuid4().hex[:8]}"
+    producer = admin_producer(conf, group)
+    routes = [Route(f"/s/{i}", f"topic{i % 3}", key="k" if i % 2 else None) for i in range(20)]
+    assert write_routes(producer, topic, shards, routes) == 20
+    # one removal, one change
+    changed = Route("/s/1", "other")
+    assert write_routes(producer, topic, shards, [RouteRemoval("/s/0"), changed]) == 2
+
+    states = read_shards(conf, topic, timeout=20)
+    assert sorted(states) == list(range(shards))
+    expected = {r.subject: r for r in routes[1:]} | {"/s/1": changed}
+    for p, shard in states.items():
+        assert shard.problems == []
+        assert shard.state.routes == {s: r for s, r in expected.items() if shard_of(s, shards) == p}
+    # every record sits on its subject's shard; the removal is a real tombstone
+    records = read_topic(kafka_bootstrap, topic)
+    assert len(records) == 22
+    for partition, key, value in records:
+        assert key is not None
+        assert partition == shard_of(decode(key, value).subject, shards)
+    assert [(k, v) for _, k, v in records if k == b"route:/s/0"][-1][1] is None
+
+    snapshot = read_control_topic(conf, topic, timeout=20)
+    assert snapshot.partitions == shards
+    assert snapshot.routes() == RouteTable(expected.values())
+
+
+def test_write_routes_from_a_diff_and_a_command(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    ensure_control_topic(kafka_admin, topic, 2, None)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+    current = RouteTable([Route("/a", "ta"), Route("/b", "tb")])
+    write_routes(producer, topic, 2, current.routes())
+    desired = RouteTable([Route("/b", "tb2"), Route("/c", "tc")])
+    write_routes(producer, topic, 2, current.diff(desired))
+    command = Command.reset("7:42")
+    write_command(producer, topic, 2, "/b", command, by="test")
+
+    snapshot = read_control_topic(conf, topic, timeout=20)
+    assert snapshot.routes() == desired
+    pending = snapshot.pending_commands()
+    assert list(pending) == ["/b"]
+    assert pending["/b"].command == command
+    assert pending["/b"].meta["by"] == "test"
+
+
+def test_thousand_routes_rebuild_exactly(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    shards = 8
+    ensure_control_topic(kafka_admin, topic, shards, None)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+    routes = [Route(f"/load/{i:04d}", f"t{i % 7}", key=f"k{i}") for i in range(1000)]
+    write_routes(producer, topic, shards, routes, timeout=30)
+    snapshot = read_control_topic(conf, topic, timeout=30)
+    assert snapshot.routes() == RouteTable(routes)
+    assert sum(s.end_offset for s in snapshot.shards.values()) >= 1000
+    for p, shard in snapshot.shards.items():
+        assert all(shard_of(s, shards) == p for s in shard.state.routes)
+
+
+def _dead_bootstrap() -> str:
+    # A port nothing listens on: bound then closed (connections are refused).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def test_unreachable_kafka_is_a_clear_error_in_bounded_time() -> None:
+    bootstrap = _dead_bootstrap()
+    conf = {"bootstrap.servers": bootstrap}
+    calls: list[Callable[[], object]] = [
+        lambda: ensure_control_topic(
+            admin_client(conf), "x.control", 3, None, bootstrap=bootstrap, timeout=2
+        ),
+        lambda: read_shards(conf, "x.control", timeout=2),
+        lambda: admin_producer(conf, "g", timeout=2),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(KafkaUnavailableError) as info:
+            call()
+        assert time.monotonic() - started < 10
+        assert bootstrap in str(info.value)
+        assert info.value.hint is not None
+
+
+def test_a_failed_write_applies_nothing(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    ensure_control_topic(kafka_admin, topic, 2, None)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+    # Told the topic has 10 partitions: some records aim at partitions that do not exist.
+    routes = [Route(f"/x/{i}", "t") for i in range(20)]
+    assert any(shard_of(r.subject, 10) >= 2 for r in routes)
+    assert any(shard_of(r.subject, 10) < 2 for r in routes)
+    with pytest.raises(ControlWriteError, match="nothing applied"):
+        write_routes(producer, topic, 10, routes, timeout=10)
+    assert read_control_topic(conf, topic, timeout=20).routes() == RouteTable()
+    # the producer is still usable for the next (valid) batch
+    write_routes(producer, topic, 2, routes[:3])
+    assert len(read_control_topic(conf, topic, timeout=20).routes()) == 3
+
+
+def test_a_newer_admin_command_fences_an_older_one(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    topic = control_name()
+    ensure_control_topic(kafka_admin, topic, 2, None)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    group = f"g{uuid.uuid4().hex[:8]}"
+    older = admin_producer(conf, group)
+    newer = admin_producer(conf, group)
+    with pytest.raises(ControlWriteError, match="fenced"):
+        write_routes(older, topic, 2, [Route("/old", "t")])
+    write_routes(newer, topic, 2, [Route("/new", "t")])
+    assert list(read_control_topic(conf, topic, timeout=20).routes()) == ["/new"]
+
+
+def test_describe_group_shows_who_owns_which_shard(
+    kafka_admin: AdminClient,
+    kafka_bootstrap: str,
+    control_name: Callable[[], str],
+    unique_group: GroupFactory,
+) -> None:
+    topic = control_name()
+    ensure_control_topic(kafka_admin, topic, 4, None)
+    group = unique_group()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": group,
+            "client.id": "mdpeer-peer-a",
+            "session.timeout.ms": 6000,
+        }
+    )
+    try:
+        assigned: list[int] = []
+
+        def on_assign(_: Consumer, tps: list[TopicPartition]) -> None:
+            assigned.extend(tp.partition for tp in tps)
+
+        consumer.subscribe([topic], on_assign=on_assign)
+        deadline = time.monotonic() + 30
+        while len(assigned) < 4:
+            assert time.monotonic() < deadline, "no assignment within 30s"
+            consumer.poll(0.2)
+        info = describe_group(kafka_admin, group, topic)
+        assert [m.peer for m in info.members] == ["peer-a"]
+        assert info.members[0].shards == (0, 1, 2, 3)
+        assert set(info.owners()) == {0, 1, 2, 3}
+        assert info.state == "STABLE"
+    finally:
+        consumer.close()

@@ -1,0 +1,144 @@
+"""Rebuilding shard state with read_committed: aborted checkpoints never count, and an open
+transaction ends the read at the last stable offset instead of hanging."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+
+from peer.control import encode_checkpoint, encode_route
+from peer.controlreader import ControlTopicMissingError, read_shards, reader_config
+from peer.routes import Route
+from peer.shards import shard_of
+from peer.source.base import Position
+from tests.fixtures.kafka import TopicFactory
+
+pytestmark = pytest.mark.kafka
+
+SHARDS = 3
+COMPACT = {"cleanup.policy": "compact"}
+
+
+def subject_on(partition: int, prefix: str = "/s/") -> str:
+    """A subject whose shard is ``partition`` of SHARDS."""
+    return next(
+        f"{prefix}{i}" for i in range(1000) if shard_of(f"{prefix}{i}", SHARDS) == partition
+    )
+
+
+@pytest.fixture
+def txn_producer(kafka_bootstrap: str) -> Iterator[Producer]:
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "transactional.id": f"test-ckpt-{uuid.uuid4().hex[:8]}",
+            "transaction.timeout.ms": 60000,
+        }
+    )
+    producer.init_transactions(30)
+    yield producer
+    producer.flush(5)
+
+
+def produce(producer: Producer, topic: str, subject: str, record: tuple[bytes, bytes]) -> None:
+    producer.produce(topic, key=record[0], value=record[1], partition=shard_of(subject, SHARDS))
+
+
+def test_committed_checkpoints_count_aborted_ones_do_not(
+    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+) -> None:
+    topic = unique_topic(SHARDS, config=COMPACT)
+    subject = subject_on(1)
+    producer = txn_producer
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_route(Route(subject, "data")))
+    produce(producer, topic, subject, encode_checkpoint(subject, 1, 10, peer="p1"))
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 1, 99))
+    assert producer.flush(30) == 0
+    producer.abort_transaction(30)
+
+    states = read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [1], timeout=20)
+    assert list(states) == [1]
+    shard = states[1]
+    assert shard.state.routes == {subject: Route(subject, "data")}
+    ckpt = shard.state.checkpoints[subject]
+    assert ckpt.position == Position(1, 10)
+    assert ckpt.meta["peer"] == "p1"
+    # 2 records + commit marker + aborted record + abort marker: the read ends past them all
+    assert shard.end_offset == 5
+    assert shard.state.offset == 1
+
+
+def test_open_transaction_ends_the_read_at_the_last_stable_offset(
+    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+) -> None:
+    topic = unique_topic(SHARDS, config=COMPACT)
+    subject = subject_on(2)
+    producer = txn_producer
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
+    assert producer.flush(30) == 0  # in the log, beyond the LSO while open
+    try:
+        started = time.monotonic()
+        states = read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [0, 2], timeout=15)
+        assert time.monotonic() - started < 15
+        assert states[2].state.checkpoints[subject].position == Position(3, 5)
+        assert states[2].end_offset == 2  # the open transaction's first record
+        assert states[0].end_offset == 0  # an empty partition ends at once
+        assert states[0].state.routes == {}
+    finally:
+        producer.abort_transaction(30)
+
+
+def test_reader_config_drops_group_membership() -> None:
+    base = {
+        "bootstrap.servers": "h:1",
+        "group.id": "mdpeer",
+        "group.instance.id": "peer-a",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10000,
+        "isolation.level": "read_uncommitted",
+        "enable.auto.commit": True,
+        "security.protocol": "SASL_SSL",
+    }
+    conf = reader_config(base)
+    assert "group.instance.id" not in conf
+    assert "partition.assignment.strategy" not in conf
+    assert conf["group.id"] != "mdpeer"
+    assert conf["isolation.level"] == "read_committed"
+    assert conf["enable.auto.commit"] is False
+    assert conf["security.protocol"] == "SASL_SSL"
+
+
+def test_missing_control_topic(kafka_bootstrap: str) -> None:
+    with pytest.raises(ControlTopicMissingError, match="does not exist") as info:
+        read_shards(
+            {"bootstrap.servers": kafka_bootstrap}, f"nope.{uuid.uuid4().hex[:8]}", timeout=10
+        )
+    assert info.value.hint is not None
+    assert "mdpeer init" in info.value.hint
+
+
+def test_a_read_right_after_a_commit_sees_it(
+    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+) -> None:
+    # The commit is acknowledged before its markers are written: the read must wait for them.
+    topic = unique_topic(SHARDS, config=COMPACT)
+    subject = subject_on(0)
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    for seq in range(1, 6):
+        txn_producer.begin_transaction()
+        produce(txn_producer, topic, subject, encode_checkpoint(subject, 1, seq))
+        txn_producer.commit_transaction(30)
+        states = read_shards(conf, topic, [0], timeout=15)
+        assert states[0].state.checkpoints[subject].position == Position(1, seq)
+        assert states[0].end_offset == 2 * seq  # record + commit marker per transaction
