@@ -173,6 +173,9 @@ class PeerSettings:
         if not self.peer_id:
             set_(self, "peer_id", socket.gethostname())
         _check_name("peer_id", self.peer_id, "a peer id")
+        if self.peer_id == "admin":
+            # <group>-admin is the transactional id of the admin commands (peer.admin)
+            raise ConfigError("peer_id", self.peer_id, "reserved for the admin commands")
         if not isinstance(self.static_membership, bool):
             raise ConfigError("static_membership", self.static_membership, "expected true or false")
         _check_choice("group_protocol", self.group_protocol, ("classic", "consumer"))
@@ -306,6 +309,9 @@ def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
         "linger.ms": 5,
         # Room for checkpoint and dead-letter records besides the data kept in flight.
         "queue.buffering.max.messages": max(100_000, settings.max_in_flight * 2),
+        # The writer sets partitions itself (Java's murmur2); this keeps any record it does
+        # not place on the same partition a Java client would choose.
+        "partitioner": "murmur2_random",
     }
     conf.update(_reveal(settings.kafka))
     conf.update(_reveal(settings.kafka_producer))
@@ -316,6 +322,9 @@ def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
             "enable.idempotence": True,
             "acks": "all",
             "transaction.timeout.ms": settings.transaction_timeout_ms,
+            # A target topic deleted after the writer checked it must not come back with
+            # broker defaults: refuse instead.
+            "allow.auto.create.topics": False,
         }
     )
     return conf

@@ -468,6 +468,13 @@ def test_producer_config() -> None:
     assert conf["linger.ms"] == "20"  # the passthrough wins over mdpeer's default
     assert conf["client.rack"] == "r1"
     assert conf["client.id"] == "mdpeer-p1"
+    assert conf["partitioner"] == "murmur2_random"  # Java-compatible placement
+    assert conf["allow.auto.create.topics"] is False  # a deleted topic is not recreated
+
+
+def test_peer_id_admin_is_reserved() -> None:
+    with pytest.raises(ConfigError, match="peer_id='admin': reserved"):
+        PeerSettings(bootstrap="k:1", peer_id="admin")
 
 
 def test_consumer_config_classic() -> None:

@@ -1,0 +1,137 @@
+"""The Kafka record of a MigratoryData message: headers, partition, size, dead-letter copy."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from peer.routes import Route
+from peer.shards import murmur2, to_positive
+from peer.source.base import Message
+
+#: librdkafka's default ``message.max.bytes``
+DEFAULT_MESSAGE_MAX_BYTES: Final = 1_000_000
+#: bytes of a v2 record besides key, value and header bytes (length, attributes, deltas,
+#: varints), rounded up so the up-front check errs on the safe side
+RECORD_OVERHEAD: Final = 64
+#: per header: the varints of its key and value lengths
+HEADER_OVERHEAD: Final = 10
+
+Headers = list[tuple[str, bytes]]
+
+
+class WriteOutcome(enum.Enum):
+    """What :meth:`TransactionalWriter.write` did with a message."""
+
+    WRITTEN = "written"
+    SKIPPED = "skipped"  # oversize, route says skip: counted; the caller still checkpoints it
+    DEAD_LETTERED = "dead-lettered"  # oversize: a truncated copy went to the dead-letter topic
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStats:
+    """What one committed transaction held."""
+
+    records: int  # data records (dead-letter records included)
+    checkpoints: int
+    skipped: int
+    dead_lettered: int
+    offsets: int
+    duration_s: float  # from begin() to the end of the commit
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Running totals, for metrics."""
+
+    written: int = 0
+    skipped_oversize: int = 0
+    dead_lettered: int = 0
+    checkpoints: int = 0
+    commits: int = 0
+    aborts: int = 0
+    delivery_failures: int = 0
+    #: times write() had to wait for the local queue to drain (backpressure)
+    queue_waits: int = 0
+
+
+def record_size(value: bytes, key: bytes | None, headers: Headers) -> int:
+    """An upper bound of the size librdkafka checks against ``message.max.bytes``."""
+    size = RECORD_OVERHEAD + len(value) + (len(key) if key is not None else 0)
+    for name, hvalue in headers:
+        size += HEADER_OVERHEAD + len(name.encode("utf-8")) + len(hvalue)
+    return size
+
+
+def java_partition(data: bytes, partitions: int) -> int:
+    """The partition Kafka's Java default partitioner gives a record keyed ``data``."""
+    return to_positive(murmur2(data)) % partitions
+
+
+def message_headers(message: Message, prefix: str) -> Headers:
+    """subject, epoch, seq, type, closure (if any), retained, qos (if known); UTF-8 values."""
+    headers: Headers = [
+        (f"{prefix}subject", message.subject.encode("utf-8")),
+        (f"{prefix}epoch", str(message.epoch).encode()),
+        (f"{prefix}seq", str(message.seq).encode()),
+        (f"{prefix}type", message.message_type.encode("utf-8")),
+    ]
+    if message.closure is not None:
+        headers.append((f"{prefix}closure", message.closure.encode("utf-8")))
+    headers.append((f"{prefix}retained", b"true" if message.retained else b"false"))
+    if message.qos is not None:
+        headers.append((f"{prefix}qos", message.qos.encode("utf-8")))
+    return headers
+
+
+def route_key(route: Route) -> bytes | None:
+    return route.key.encode("utf-8") if route.key is not None else None
+
+
+def partition_basis(route: Route) -> bytes:
+    """What a record's partition is hashed from: the key, or the subject when keyless (I5)."""
+    return (route.key if route.key is not None else route.subject).encode("utf-8")
+
+
+def dead_letter_record(
+    message: Message, route: Route, size: int, limit: int, prefix: str
+) -> tuple[bytes | None, bytes, Headers]:
+    """(key, value, headers) of the dead-letter copy of an oversize ``message``.
+
+    Headers: the message's own (subject, epoch, seq, ...) plus ``reason=oversize``, the
+    record ``size``, the ``limit`` and the ``original-topic``, and ``truncated`` with the
+    number of content bytes kept. The value keeps as many leading content bytes as fit under
+    the limit (so it may end inside a UTF-8 sequence); the key is the route's.
+    """
+    key = route_key(route)
+    headers = message_headers(message, prefix)
+    headers += [
+        (f"{prefix}reason", b"oversize"),
+        (f"{prefix}size", str(size).encode()),
+        (f"{prefix}limit", str(limit).encode()),
+        (f"{prefix}original-topic", route.topic.encode("utf-8")),
+        # the widest value it can take, so the room computed below is never too large
+        (f"{prefix}truncated", str(len(message.content)).encode()),
+    ]
+    room = max(limit - record_size(b"", key, headers), 0)
+    value = message.content[:room]
+    headers[-1] = (f"{prefix}truncated", str(len(value)).encode())
+    return key, value, headers
+
+
+__all__ = [
+    "DEFAULT_MESSAGE_MAX_BYTES",
+    "HEADER_OVERHEAD",
+    "RECORD_OVERHEAD",
+    "CommitStats",
+    "Headers",
+    "WriteOutcome",
+    "WriterStats",
+    "dead_letter_record",
+    "java_partition",
+    "message_headers",
+    "partition_basis",
+    "record_size",
+    "route_key",
+]
