@@ -1,9 +1,236 @@
-"""Admin commands: init, validate, status, routes ..., checkpoints ... (placeholder)."""
+"""Admin commands: ``init``, ``validate``, ``status`` and the ``routes`` / ``checkpoints``
+sub-apps (peer.cli.routes_cmd, peer.cli.checkpoints_cmd, peer.cli.status_cmd)."""
 
 from __future__ import annotations
 
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final
+
 import typer
+
+from peer.admin import admin_client, ensure_control_topic
+from peer.cli import checkpoints_cmd, routes_cmd, status_cmd
+from peer.cli.common import expected_errors
+from peer.cli.options import (
+    DEFAULT_TIMEOUT,
+    Bootstrap,
+    ConfigFile,
+    Group,
+    JsonOut,
+    Timeout,
+    deployment,
+)
+from peer.configload import load_settings
+from peer.errors import ConfigError
+from peer.routefile import load_routes, read_text
+from peer.routes import RoutesFile
+
+DEFAULT_SHARDS: Final = 12
+#: stands in for a bootstrap a config file leaves to the environment (validate never connects)
+_NO_BOOTSTRAP: Final = "unset.invalid:9092"
 
 
 def register(app: typer.Typer) -> None:
     """Add the admin commands and sub-apps to the root app."""
+    app.command()(init)
+    app.command()(validate)
+    app.command()(status_cmd.status)
+    app.add_typer(routes_cmd.app, name="routes")
+    app.add_typer(checkpoints_cmd.app, name="checkpoints")
+
+
+def init(
+    *,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            max=10_000,
+            help=f"Shards (control topic partitions); default {DEFAULT_SHARDS}, or tasks.max "
+            "of --from-connector. Fixed for the life of the deployment; more shards let "
+            "more peers share the work.",
+            show_default=False,
+        ),
+    ] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            "--replication-factor",
+            min=1,
+            max=32,
+            help="Replicas of the control topic (default: the broker's default); 3 in "
+            "production (min.insync.replicas is then 2).",
+            show_default=False,
+        ),
+    ] = None,
+    from_connector: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-connector",
+            help="The vendor connector's JSON as is: tasks.max becomes the shard count "
+            "(unless --shards) and its subject routes are applied.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    bootstrap: Bootstrap = None,
+    group: Group = None,
+    config: ConfigFile = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    json_out: JsonOut = False,
+) -> None:
+    """Create the deployment's control topic (compacted, one partition per shard).
+
+    Idempotent: running it again on the same deployment changes nothing. It refuses to
+    change the shard count of an existing deployment (see docs/OPERATIONS.md for how to
+    migrate to another count).
+
+    Examples:
+      mdpeer init --bootstrap kafka:9092 --group orders --shards 24 --replication-factor 3
+      mdpeer init --bootstrap kafka:9092 --from-connector connector.json
+    """
+    with expected_errors():
+        routes: RoutesFile | None = None
+        if from_connector is not None:
+            routes = load_routes(from_connector)
+            routes_cmd.print_notes(routes.notes)
+        count, why = _shard_count(shards, routes)
+        dep = deployment(bootstrap, group, config, timeout)
+        info = ensure_control_topic(
+            admin_client(dep.client_conf()),
+            dep.topic,
+            count,
+            replication_factor,
+            bootstrap=dep.bootstrap,
+            timeout=dep.timeout,
+        )
+        if not json_out:
+            state = "created" if info.created else "exists already, unchanged:"
+            typer.echo(
+                f"control topic {info.topic} {state} {info.partitions} shards ({why}), "
+                f"replication factor {info.replication_factor}",
+                err=True,
+            )
+        applied: dict[str, Any] | None = None
+        if routes is not None and from_connector is not None:
+            applied = routes_cmd.apply_routes(
+                dep,
+                routes_cmd.read_snapshot(dep),
+                routes.table,
+                prune=False,
+                dry_run=False,
+                json_out=json_out,
+                source=str(from_connector),
+            )
+            if not json_out and routes.source is not None:
+                typer.echo(
+                    f"the MigratoryData settings of {from_connector} (servers, token) are "
+                    f"used by: mdpeer run --config {from_connector}",
+                    err=True,
+                )
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "control_topic": info.topic,
+                    "created": info.created,
+                    "shards": info.partitions,
+                    "replication_factor": info.replication_factor,
+                    "routes": applied,
+                }
+            )
+        )
+
+
+def _shard_count(shards: int | None, routes: RoutesFile | None) -> tuple[int, str]:
+    if shards is not None:
+        return shards, "--shards"
+    if routes is not None and routes.shards is not None:
+        return routes.shards, f"tasks.max of {routes.path}"
+    return DEFAULT_SHARDS, "the default"
+
+
+def validate(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A peer config (.toml), a routes file (.toml) or a connector .json.",
+            dir_okay=False,
+        ),
+    ],
+    *,
+    json_out: JsonOut = False,
+) -> None:
+    """Check a peer config or routes file without touching Kafka; print what it holds.
+
+    A .toml with only [[route]]/[[template]] tables is a routes file, any other .toml a peer
+    config (its routes_file is checked too). A .json is the vendor connector's config, which
+    serves as both. The first error is printed with the field it concerns; exit 1.
+
+    Examples:
+      mdpeer validate routes.toml
+      mdpeer validate /etc/mdpeer/peer.toml
+      mdpeer validate connector.json --json
+    """
+    with expected_errors():
+        report = _validate(file)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{file}: valid {report['kind']}")
+    for name, value in report.items():
+        if name not in ("kind", "notes", "file") and value is not None:
+            typer.echo(f"  {name}: {value}")
+    routes_cmd.print_notes(report["notes"])
+
+
+def _validate(file: Path) -> dict[str, Any]:
+    suffix = file.suffix.lower()
+    if suffix == ".json":
+        routes = load_routes(file)
+        return {**_routes_report(routes, "connector config"), "file": str(file)}
+    if suffix != ".toml":
+        raise ConfigError("FILE", str(file), "expected a .toml (config or routes) or a .json")
+    try:
+        doc = tomllib.loads(read_text(file, "FILE"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+    if doc and set(doc) <= {"route", "template"}:
+        return {**_routes_report(load_routes(file), "routes file"), "file": str(file)}
+    overrides = {} if "bootstrap" in doc else {"bootstrap": _NO_BOOTSTRAP}
+    # The file alone: the environment is what `run` adds at start, not part of the file.
+    settings = load_settings(file, {}, overrides)
+    report: dict[str, Any] = {
+        "kind": "peer config",
+        "file": str(file),
+        "bootstrap": settings.bootstrap if "bootstrap" in doc else None,
+        "group": settings.group,
+        "control_topic": settings.control_topic,
+        "servers": ", ".join(settings.source.servers) if settings.source.servers else None,
+        "routes_file": str(settings.routes_file) if settings.routes_file else None,
+        "notes": list(settings.notes),
+    }
+    if "bootstrap" not in doc:
+        report["notes"].append("bootstrap is not set: give it with --bootstrap or MDPEER_BOOTSTRAP")
+    if settings.routes_file is not None:
+        routes = load_routes(settings.routes_file)
+        report["routes"] = len(routes.table)
+        report["notes"].extend(routes.notes)
+    return report
+
+
+def _routes_report(routes: RoutesFile, kind: str) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "kind": kind,
+        "routes": len(routes.table),
+        "templates": len(routes.table.templates) or None,
+        "suggested_shards": routes.shards,
+        "servers": None,
+        "notes": list(routes.notes),
+    }
+    if routes.source is not None and routes.source.servers:
+        report["servers"] = ", ".join(routes.source.servers)
+    return report

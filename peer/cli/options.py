@@ -1,0 +1,134 @@
+"""Options shared by the admin commands, and how they become Kafka client settings.
+
+The admin commands read the same settings as ``mdpeer run`` (flags > ``MDPEER_*`` env >
+``--config`` file > defaults, see peer.configload), so an operator who has a peer's config
+file at hand points the admin commands at the same cluster, group and security properties
+with ``--config peer.toml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+
+from peer.config import PeerSettings
+from peer.configload import load_settings
+from peer.secret import Secret
+
+#: seconds an admin command waits for Kafka before it reports it unreachable
+DEFAULT_TIMEOUT: Final = 10.0
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        envvar="MDPEER_BOOTSTRAP",
+        help="Kafka bootstrap servers, host:port[,host:port...] (or `bootstrap` in --config).",
+        show_default=False,
+    ),
+]
+Group = Annotated[
+    str | None,
+    typer.Option(
+        "--group",
+        "-g",
+        envvar="MDPEER_GROUP",
+        help="Consumer group of the deployment; its control topic is <group>.control "
+        "(unless control_topic is set in --config). Default: mdpeer.",
+        show_default=False,
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="MDPEER_CONFIG",
+        help="A peer config file (TOML or connector JSON): its Kafka settings are used.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        envvar="MDPEER_ADMIN_TIMEOUT",
+        min=0.5,
+        max=600.0,
+        help="Seconds to wait for Kafka before reporting it unreachable.",
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (for scripts).")]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Where one deployment's control topic lives and how to reach it."""
+
+    settings: PeerSettings
+    timeout: float
+
+    @property
+    def group(self) -> str:
+        return self.settings.group
+
+    @property
+    def topic(self) -> str:
+        return self.settings.control_topic
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def client_conf(self, section: str = "kafka") -> dict[str, Any]:
+        """librdkafka properties for an admin client, producer (``kafka_producer``) or reader
+        (``kafka_consumer``): bootstrap, the shared ``[kafka]`` table and the section's own.
+        Secrets are revealed here: never print the result."""
+        conf: dict[str, Any] = {"client.id": "mdpeer-admin"}
+        conf.update(_reveal(self.settings.kafka))
+        if section != "kafka":
+            conf.update(_reveal(getattr(self.settings, section)))
+        conf["bootstrap.servers"] = self.settings.bootstrap
+        if section == "kafka_consumer":
+            conf["group.id"] = self.settings.group
+        return conf
+
+
+def _reveal(props: Mapping[str, str | Secret]) -> dict[str, str]:
+    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
+
+
+def deployment(
+    bootstrap: str | None, group: str | None, config: Path | None, timeout: float
+) -> Deployment:
+    """Resolve the options (flags > env > config file > defaults); ConfigError names the field."""
+    settings = load_settings(config, os.environ, {"bootstrap": bootstrap, "group": group})
+    _quiet_client_logs(settings.log_level)
+    return Deployment(settings, timeout)
+
+
+def _quiet_client_logs(level: str) -> None:
+    # librdkafka reports every retry and refused connection; an admin command turns what
+    # matters into one `error:` line, so its chatter is only shown when asked for (DEBUG).
+    if level != "DEBUG":
+        logging.getLogger("peer.kafka").setLevel(logging.CRITICAL)
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Bootstrap",
+    "ConfigFile",
+    "Deployment",
+    "Group",
+    "JsonOut",
+    "Timeout",
+    "deployment",
+]
