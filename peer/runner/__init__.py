@@ -1,0 +1,42 @@
+"""The peer process behind ``mdpeer run`` (see :mod:`peer.runner.peer`)."""
+
+from __future__ import annotations
+
+import logging
+
+from peer.config import PeerSettings
+from peer.observability import Health, ObservabilityServer, PeerMetrics
+from peer.runner.peer import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Peer, PeerFatalError
+from peer.source.rest import RestSource
+from peer.source.rest_config import RestSourceConfig
+
+log = logging.getLogger("peer.runner")
+
+
+def run_peer(settings: PeerSettings) -> int:
+    """Build the source, metrics and the peer from ``settings``; run until stopped.
+
+    Returns the exit code. Configuration problems raise :class:`peer.errors.MdpeerError`
+    before anything joins the group.
+    """
+    settings.require_source()
+    source = RestSource(RestSourceConfig.from_settings(settings.source.rest_settings()))
+    # a shard rebuild may wait up to transaction.timeout.ms for a dead peer's transaction
+    metrics = PeerMetrics()
+    health = Health(heartbeat_timeout=max(30.0, settings.transaction_timeout_ms / 1000 + 45))
+    server: ObservabilityServer | None = None
+    if settings.metrics_port:
+        server = ObservabilityServer(
+            metrics, health, host=settings.metrics_host, port=settings.metrics_port
+        ).start()
+    peer = Peer(settings, source, metrics=metrics, health=health)
+    peer.install_signal_handlers()
+    try:
+        return peer.run()
+    finally:
+        source.close()
+        if server is not None:
+            server.stop()
+
+
+__all__ = ["EXIT_CONFIG", "EXIT_FATAL", "EXIT_OK", "Peer", "PeerFatalError", "run_peer"]

@@ -1,0 +1,77 @@
+"""The peer's bookkeeping: what commit and abort do to per-subject positions (no broker)."""
+
+from __future__ import annotations
+
+from peer.control import ShardState
+from peer.routes import Route
+from peer.runner.shardset import OwnedShard, ShardSet, SubjectTrack
+from peer.shards import shard_of
+from peer.source.base import Position, StartPolicy
+
+
+def owned_with(subject: str, shards: int = 4) -> ShardSet:
+    p = shard_of(subject, shards)
+    state = ShardState(p, shards)
+    state.routes[subject] = Route(subject, "topic1")
+    owned = ShardSet()
+    owned.shards[p] = OwnedShard(state, 0)
+    owned.subjects[subject] = SubjectTrack(p, Position(1, 5), StartPolicy())
+    return owned
+
+
+def test_commit_moves_pending_to_committed_and_abort_drops_it() -> None:
+    owned = owned_with("/a")
+    track = owned.subjects["/a"]
+    assert owned.dirty() == {}
+    track.pending = Position(1, 9)
+    assert track.last() == Position(1, 9)
+    assert list(owned.dirty()) == ["/a"]
+    owned.aborted_all()
+    after_abort = owned.subjects["/a"]
+    assert (after_abort.pending, after_abort.committed) == (None, Position(1, 5))  # redo point
+    track.pending = Position(1, 7)
+    owned.committed_all()
+    done = owned.subjects["/a"]
+    assert (done.committed, done.pending) == (Position(1, 7), None)
+    assert owned.dirty() == {}
+
+
+def test_an_unacknowledged_reset_stays_dirty_until_committed() -> None:
+    owned = owned_with("/a")
+    track = owned.subjects["/a"]
+    track.needs_ack = True
+    owned.aborted_all()
+    assert list(owned.dirty()) == ["/a"]
+    owned.committed_all()
+    assert owned.dirty() == {}
+
+
+def test_routes_are_looked_up_only_for_owned_tracked_subjects() -> None:
+    owned = owned_with("/a")
+    assert owned.route("/a") == Route("/a", "topic1")
+    assert owned.route("/b") is None
+    assert owned.subjects_of(shard_of("/a", 4)) == ["/a"]
+    owned.shards.clear()
+    assert owned.route("/a") is None
+
+
+def test_commits_are_remembered_per_shard_until_the_shard_goes() -> None:
+    owned = owned_with("/a")
+    p = shard_of("/a", 4)
+    track = owned.subjects["/a"]
+    track.cmd = "c1"
+    track.pending = Position(2, 3)
+    owned.committed_all()
+    assert owned.remembered["/a"] == (p, Position(2, 3), "c1")
+    owned.forget(p)
+    assert owned.remembered == {}
+    assert owned.subjects == {}
+    assert owned.shards == {}
+
+
+def test_lag_counts_same_epoch_distance_per_shard() -> None:
+    owned = owned_with("/a")
+    p = shard_of("/a", 4)
+    assert owned.lag({"/a": Position(1, 12)}) == {p: 7}
+    assert owned.lag({"/a": Position(2, 1)}) == {p: 0}  # epoch changed: unknown, not guessed
+    assert owned.lag({}) == {p: 0}
