@@ -1,0 +1,494 @@
+"""``mdpeer demo``: a whole deployment on this machine, watched by a read_committed consumer.
+
+Order of start: local Kafka → reference server → control topic, target topics, routes →
+peers (``mdpeer run`` subprocesses) → checker → publisher. Everything started is pushed on
+one :class:`contextlib.ExitStack`, so every exit path (end of the run, an exception,
+Ctrl-C, SIGTERM) stops it in reverse order. The JVMs and the peers are also tied to this
+process (``setpriv --pdeathsig``), so even a SIGKILL of the demo leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Final
+
+from peer.demo.check import CommittedCounter
+from peer.demo.procs import PeerProc, alive, spawn_peer
+from peer.demo.summary import DemoResult
+from peer.demo.view import DemoStatus, PeerRow, View
+from peer.errors import MdpeerError
+
+GROUP: Final = "demo"
+#: the vendor connector's quick-start routes: subject, topic, key
+ROUTES: Final = (("/server/status1", "topic1", None), ("/server/status2", "topic2", "mykey"))
+#: run directories kept under the cache (older ones are removed at start)
+KEEP_RUNS: Final = 3
+
+
+class DemoError(MdpeerError):
+    """The demo could not run (a step failed); the message names the step."""
+
+
+class DemoInterruptedError(MdpeerError):
+    """SIGTERM (or SIGHUP) asked the demo to stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    #: seconds of publishing; None = until Ctrl-C
+    duration: float | None = None
+    kill_one: bool = False
+    #: messages per second on each of the two subjects
+    rate: float = 50.0
+    peers: int = 3
+    shards: int = 6
+    partitions: int = 3
+    session_timeout_ms: int = 6000
+    transaction_timeout_ms: int = 10000
+    #: bound on waiting, after publishing stopped, for the consumer to see everything
+    catch_up_timeout: float = 90.0
+    #: bound on waiting for the peers to own every shard
+    ready_timeout: float = 90.0
+    run_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.duration is not None and not self.duration > 0:
+            raise DemoError(f"duration={self.duration!r}: must be > 0 seconds")
+        if not self.rate > 0:
+            raise DemoError(f"rate={self.rate!r}: must be > 0 messages per second")
+        if not 1 <= self.peers <= 9:
+            raise DemoError(f"peers={self.peers!r}: must be 1..9")
+        if self.kill_one and self.peers < 2:
+            raise DemoError("kill_one: needs at least 2 peers (one must survive)")
+        if not 1 <= self.shards <= 1000:
+            raise DemoError(f"shards={self.shards!r}: must be 1..1000")
+        if not 1 <= self.partitions <= 100:
+            raise DemoError(f"partitions={self.partitions!r}: must be 1..100")
+
+    def kill_after(self) -> float:
+        """Seconds of publishing before ``--kill-one`` strikes."""
+        return self.duration / 3 if self.duration is not None else 10.0
+
+
+def progress(line: str) -> None:
+    print(f"demo: {line}", file=sys.stderr, flush=True)
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+
+def default_run_dir() -> Path:
+    from peer.localkafka import cache_dir
+
+    base = cache_dir() / "demo"
+    base.mkdir(parents=True, exist_ok=True)
+    runs = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("run-"))
+    for old in runs[: max(len(runs) - (KEEP_RUNS - 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return base / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise :class:`DemoInterruptedError` (SIGINT raises KeyboardInterrupt)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise DemoInterruptedError(f"stopped by signal {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C raises KeyboardInterrupt even when SIGINT came in ignored (a background job)
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While cleaning up: a second Ctrl-C must not leave half of the processes running."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, view_out: IO[str] | None = None) -> None:
+        self.o = options
+        self.view_out = view_out
+        self.run_dir = options.run_dir or default_run_dir()
+        self.result = DemoResult(run_dir=str(self.run_dir))
+        self.peers: list[PeerProc] = []
+        self.events: list[str] = []
+        self._owners: dict[int, str] = {}
+        self._started = time.monotonic()
+        self._publish_started: float | None = None
+
+    # -- entry -------------------------------------------------------------------------------
+
+    def run(self) -> DemoResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stack = contextlib.ExitStack()
+        try:
+            with _signals_raise():
+                try:
+                    self._run(stack)
+                finally:
+                    with _signals_ignored():
+                        progress("stopping everything the demo started")
+                        stack.close()
+        except (KeyboardInterrupt, DemoInterruptedError) as exc:
+            self.result.interrupted = True
+            progress(f"interrupted ({exc or 'Ctrl-C'}); everything it started is stopped")
+        except MdpeerError as exc:
+            self.result.reason = str(exc)
+        except Exception as exc:  # a failed step: report it, cleanup already ran
+            self.result.reason = f"{type(exc).__name__}: {exc}"
+        _close_file_handlers(logging.getLogger("peer.demo.clients"))
+        self.result.left_running = sorted(p for p in self.result.pids.values() if alive(p))
+        self._record_pids()
+        return self.result
+
+    def _clients_logger(self) -> logging.Logger:
+        """librdkafka's logs of the demo's own clients go to clients.log in the run dir:
+        retries on a new broker and disconnects at shutdown would clutter the view."""
+        logger = logging.getLogger("peer.demo.clients")
+        logger.propagate = False
+        _close_file_handlers(logger)
+        if not logger.handlers:
+            # a client that outlives the run (held by a traceback) logs nowhere, not on stderr
+            logger.addHandler(logging.NullHandler())
+        handler = logging.FileHandler(self.run_dir / "clients.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return logger
+
+    def _record_pids(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.run_dir / "pids.json").write_text(json.dumps(self.result.pids, indent=2) + "\n")
+
+    def _step(self, what: str) -> None:
+        progress(what)
+
+    def _run(self, stack: contextlib.ExitStack) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from peer.admin import admin_producer, ensure_control_topic, write_routes
+
+        bootstrap = self._start_kafka(stack)
+        clients = self._clients_logger()
+        admin_conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": clients}
+        admin = AdminClient(admin_conf)
+        sim = self._start_sim(stack)
+
+        control = f"{GROUP}.control"
+        self._step(f"creating control topic {control} ({self.o.shards} shards)")
+        ensure_control_topic(admin, control, self.o.shards, None, bootstrap=bootstrap)
+        topics = [topic for _, topic, _ in ROUTES]
+        self._step(f"creating topics {', '.join(topics)} ({self.o.partitions} partitions each)")
+        _create_topics(admin, topics, self.o.partitions)
+        self._step("applying routes: " + ", ".join(f"{s} → {t}" for s, t, _ in ROUTES))
+        producer = admin_producer(
+            {"bootstrap.servers": bootstrap, "logger": clients},
+            GROUP,
+        )
+        write_routes(producer, control, self.o.shards, _routes())
+        producer.flush(10)
+        del producer
+
+        config = self._write_config(bootstrap, sim.port)
+        stack.callback(self._stop_peers)
+        for i in range(1, self.o.peers + 1):
+            peer = spawn_peer(self.run_dir, config, f"demo-{i}")
+            self.peers.append(peer)
+            self.result.pids[f"peer {peer.peer_id}"] = peer.proc.pid
+            self._step(f"started peer {peer.peer_id} (pid {peer.proc.pid}, log {peer.log})")
+        self._record_pids()
+
+        counter = CommittedCounter(bootstrap, topics, logger=clients)
+        counter.start()
+        stack.callback(counter.stop)
+
+        view = View(self.view_out)
+        stack.enter_context(view)
+        self._wait_ready(admin, control, view, counter, sim)
+
+        from peer.sim.generator import GeneratorSpec
+
+        subjects = tuple(s for s, _, _ in ROUTES)
+        sim.start_generator(GeneratorSpec(subjects=subjects, rate=self.o.rate * len(subjects)))
+        stack.callback(_quietly(sim.stop_generator))
+        self._publish_started = time.monotonic()
+        self.result.joining_moves = self.result.shard_moves
+        view.event(
+            f"publishing {self.o.rate:g} msg/s on each of {', '.join(subjects)}"
+            + (f" for {self.o.duration:g}s" if self.o.duration else " (Ctrl-C stops)")
+        )
+
+        try:
+            self._publish_loop(admin, control, counter, sim, view)
+        except KeyboardInterrupt:
+            if self.o.duration is not None:
+                raise
+            # interactive run: Ctrl-C ends publishing; a second one skips the check
+            view.event("Ctrl-C: stopping publishing, then checking (Ctrl-C again to skip)")
+        sim.stop_generator()
+        view.event("publishing stopped; waiting for the consumer to see every message")
+
+        published = _published(sim)
+        deadline = time.monotonic() + self.o.catch_up_timeout
+        while True:
+            seen = counter.per_subject()
+            distinct_ok = all(counter.distinct(s) >= head for s, (_, head) in published.items())
+            view.update(self._observe(admin, control, counter, sim, "catching up"))
+            if distinct_ok and all(seen.get(s, 0) >= h for s, (_, h) in published.items()):
+                self.result.caught_up = True
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        # what arrives late would be a duplicate: give it a moment to show up
+        time.sleep(1.0)
+        view.update(self._observe(admin, control, counter, sim, "done"), force=True)
+        self.result.published = {s: h for s, (_, h) in published.items()}
+        self.result.per_topic = counter.per_topic()
+        self.result.checks = counter.check(published)
+
+    def _publish_loop(
+        self, admin: Any, control: str, counter: CommittedCounter, sim: Any, view: View
+    ) -> None:
+        killed = False
+        while self.o.duration is None or self._publishing_for() < self.o.duration:
+            if self.o.kill_one and not killed and self._publishing_for() >= self.o.kill_after():
+                self._kill_one(view)
+                killed = True
+            view.update(self._observe(admin, control, counter, sim, "publishing"))
+            time.sleep(0.5)
+
+    def _stop_peers(self) -> None:
+        """SIGTERM all at once (each commits and leaves), then wait; SIGKILL stragglers."""
+        for peer in self.peers:
+            peer.terminate()
+        for peer in self.peers:
+            peer.stop()
+            code = peer.proc.returncode
+            self.result.peer_exits[peer.peer_id] = code
+            if not peer.killed and code != 0:
+                progress(f"peer {peer.peer_id} exited with code {code}; see {peer.log}")
+
+    def _publishing_for(self) -> float:
+        return 0.0 if self._publish_started is None else time.monotonic() - self._publish_started
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _start_kafka(self, stack: contextlib.ExitStack) -> str:
+        from peer.localkafka import LocalKafka, PortInUseError, free_port_base, stderr_progress
+
+        for attempt in range(3):
+            port = free_port_base(1)
+            data = self.run_dir / "kafka"
+            self._step(f"starting a local Kafka on 127.0.0.1:{port} (data {data})")
+            try:
+                cluster = LocalKafka(
+                    data,
+                    nodes=1,
+                    port=port,
+                    fresh=True,
+                    tie_to_parent=True,
+                    progress=lambda line: stderr_progress(f"demo: {line}"),
+                ).start()
+            except PortInUseError:
+                if attempt == 2:
+                    raise
+                continue
+            stack.callback(_quietly(functools.partial(cluster.stop, grace=10.0)))
+            for node, pid in cluster.running_pids().items():
+                self.result.pids[f"kafka node {node}"] = pid
+            self._step(f"Kafka ready at {cluster.bootstrap}")
+            return cluster.bootstrap
+        raise DemoError("no free ports for the local Kafka")
+
+    def _start_sim(self, stack: contextlib.ExitStack) -> Any:
+        from peer.sim.server import SimConfig, SimServer
+
+        # a big cache: a killed peer's subjects are resumed from it after the failover
+        sim = SimServer(SimConfig(port=0, cache_size=1_000_000, cache_expire_s=3600.0))
+        url = sim.start()
+        stack.callback(_quietly(sim.stop))
+        self._step(f"reference MigratoryData server at {url}")
+        return sim
+
+    def _write_config(self, bootstrap: str, sim_port: int) -> Path:
+        path = self.run_dir / "peer.toml"
+        path.write_text(
+            "\n".join(
+                [
+                    "# written by mdpeer demo",
+                    f'bootstrap = "{bootstrap}"',
+                    f'group = "{GROUP}"',
+                    f"session_timeout_ms = {self.o.session_timeout_ms}",
+                    f"transaction_timeout_ms = {self.o.transaction_timeout_ms}",
+                    "commit_interval_ms = 100",
+                    "[source]",
+                    f'servers = "127.0.0.1:{sim_port}"',
+                ]
+            )
+            + "\n"
+        )
+        return path
+
+    def _wait_ready(
+        self, admin: Any, control: str, view: View, counter: CommittedCounter, sim: Any
+    ) -> None:
+        """Until every shard has an owner and every peer answers /readyz (bounded)."""
+        deadline = time.monotonic() + self.o.ready_timeout
+        while True:
+            status = self._observe(admin, control, counter, sim, "peers joining")
+            view.update(status)
+            dead = [p.peer_id for p in self.peers if p.proc.poll() is not None]
+            if dead:
+                raise DemoError(
+                    f"peer(s) {', '.join(dead)} exited at start; see the logs in {self.run_dir}"
+                )
+            if not status.unowned and all(r.state == "ready" for r in status.peers):
+                view.event(f"all {self.o.shards} shards owned by {len(self.peers)} peers")
+                return
+            if time.monotonic() >= deadline:
+                raise DemoError(
+                    f"the peers did not own every shard within {self.o.ready_timeout:g}s "
+                    f"(unowned {list(status.unowned)}); see the logs in {self.run_dir}"
+                )
+            time.sleep(0.5)
+
+    def _kill_one(self, view: View) -> None:
+        victim = next((p for p in self.peers if p.proc.poll() is None), None)
+        if victim is None:
+            return
+        victim.proc.kill()
+        victim.proc.wait(10)
+        victim.killed = True
+        self.result.killed = victim.peer_id
+        line = (
+            f"after {self._publishing_for():.1f}s of publishing: SIGKILL {victim.peer_id} "
+            f"(pid {victim.proc.pid}); "
+            f"its shards move after the session timeout ({self.o.session_timeout_ms} ms)"
+        )
+        self.events.append(line)
+        view.event(line)
+
+    def _observe(
+        self, admin: Any, control: str, counter: CommittedCounter, sim: Any, phase: str
+    ) -> DemoStatus:
+        from peer.admin import describe_group
+
+        shards: dict[str, tuple[int, ...]] = {}
+        group_state = "?"
+        try:
+            info = describe_group(admin, GROUP, control, timeout=2.0)
+        except MdpeerError:
+            info = None
+        if info is not None:
+            group_state = info.state
+            for m in info.members:
+                shards[m.peer] = shards.get(m.peer, ()) + m.shards
+            for shard, member in info.owners().items():
+                before = self._owners.get(shard)
+                if before is not None and before != member.peer:
+                    self.result.shard_moves += 1
+                    self.events.append(f"shard {shard}: {before} → {member.peer}")
+                self._owners[shard] = member.peer
+        owned = {s for ss in shards.values() for s in ss}
+        published = {s: h for s, (_, h) in _published(sim).items()}
+        visible = counter.per_topic()
+        return DemoStatus(
+            elapsed_s=time.monotonic() - self._started,
+            phase=phase,
+            published=published,
+            visible=visible,
+            peers=tuple(
+                PeerRow(p.peer_id, p.proc.pid, p.state(), tuple(sorted(shards.get(p.peer_id, ()))))
+                for p in self.peers
+            ),
+            group_state=group_state,
+            unowned=tuple(s for s in range(self.o.shards) if s not in owned),
+            shard_moves=self.result.shard_moves,
+            events=tuple(self.events),
+        )
+
+
+def _routes() -> list[Any]:
+    from peer.routes import Route
+
+    return [Route(subject, topic, key=key) for subject, topic, key in ROUTES]
+
+
+def _published(sim: Any) -> dict[str, tuple[int, int]]:
+    """subject → (epoch, head seq) on the reference server (0, 0 before the first message)."""
+    state: dict[str, Any] = sim.state()
+    subjects: dict[str, Any] = state.get("subjects", state)
+    out: dict[str, tuple[int, int]] = {}
+    for subject, _, _ in ROUTES:
+        desc = subjects.get(subject)
+        out[subject] = (0, 0) if not desc else (int(desc["epoch"]), int(desc["head_seq"]))
+    return out
+
+
+def _create_topics(admin: Any, topics: list[str], partitions: int, timeout: float = 30.0) -> None:
+    from confluent_kafka.cimpl import NewTopic
+
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in topics],
+        operation_timeout=timeout,
+    )
+    for fut in futures.values():
+        fut.result(timeout)
+    deadline = time.monotonic() + timeout
+    for topic in topics:
+        while True:
+            meta = admin.list_topics(topic=topic, timeout=5).topics.get(topic)
+            if (
+                meta is not None
+                and meta.error is None
+                and len(meta.partitions) == partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            ):
+                break
+            if time.monotonic() >= deadline:
+                raise DemoError(f"topic {topic!r} has no leader for every partition in {timeout}s")
+            time.sleep(0.1)
+
+
+def _close_file_handlers(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _quietly(fn: Callable[[], object]) -> Callable[[], None]:
+    """A cleanup step whose failure must not skip the next ones."""
+
+    def call() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            progress(f"cleanup step failed: {type(exc).__name__}: {exc}")
+
+    return call

@@ -1,0 +1,219 @@
+"""``mdpeer demo`` end to end: a real local Kafka, the reference server and real peers.
+
+The demo runs as a subprocess through a tiny typer app holding only ``demo`` (the same
+command the root app registers), with piped output, so its view degrades to plain lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from peer.demo.check import SubjectCheck
+from peer.demo.orchestrate import DemoError, DemoOptions
+from peer.demo.procs import alive
+from peer.demo.summary import DemoResult
+from peer.demo.view import DemoStatus, PeerRow, View
+
+_APP = (
+    "import typer\n"
+    "from peer.cli.demo_cmd import register\n"
+    "app = typer.Typer()\n"
+    "register(app)\n"
+    "@app.callback()\n"
+    "def main() -> None:\n"
+    "    pass\n"
+    "app()\n"
+)
+
+
+def _demo_argv(*args: str) -> list[str]:
+    return [sys.executable, "-c", _APP, "demo", *args]
+
+
+def _env() -> dict[str, str]:
+    # the demo starts its own Kafka; a test session's MDPEER_BOOTSTRAP must not leak in
+    return {k: v for k, v in os.environ.items() if k != "MDPEER_BOOTSTRAP"}
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _status() -> DemoStatus:
+    return DemoStatus(
+        elapsed_s=12.5,
+        phase="publishing",
+        published={"/server/status1": 10, "/server/status2": 12},
+        visible={"topic1": 9, "topic2": 12},
+        peers=(PeerRow("demo-1", 11, "ready", (0, 1)), PeerRow("demo-2", 12, "killed", ())),
+        group_state="STABLE",
+        unowned=(),
+        shard_moves=2,
+    )
+
+
+def test_plain_view_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    with View(out) as view:
+        view.update(_status(), force=True)
+        view.event("SIGKILL demo-2")
+    text = out.getvalue()
+    assert "published /server/status1=10 /server/status2=12" in text
+    assert "visible topic1=9 topic2=12" in text
+    assert "demo-2[killed]:-" in text
+    assert "demo-1[ready]:0,1" in text
+    assert "SIGKILL demo-2" in text
+
+
+def test_live_view_renders_the_tables() -> None:
+    out = io.StringIO()
+    with View(out, live=True) as view:
+        view.update(_status())
+        view.event("SIGKILL demo-2")
+    text = out.getvalue()
+    assert "/server/status1 → topic1" in text
+    assert "demo-2" in text
+    assert "killed" in text
+    assert "shard moves 2" in text
+    assert "SIGKILL demo-2" in text
+
+
+def test_summary_fails_with_the_reason() -> None:
+    bad = SubjectCheck("/server/status1", 10, 11, 1, 0, 0, 1, 0)
+    good = SubjectCheck("/server/status2", 10, 10, 0, 0, 0, 1, 0)
+    result = DemoResult(checks=[bad, good], caught_up=True)
+    assert not result.ok
+    lines = result.lines()
+    assert any("exactly-once /server/status1" in ln and "duplicates 1" in ln for ln in lines)
+    assert lines[-1] == "exactly-once check: FAILED: subjects failing: /server/status1"
+    assert DemoResult(checks=[good], caught_up=True).ok
+    assert not DemoResult(checks=[good], caught_up=False).ok
+    assert not DemoResult(checks=[good], caught_up=True, left_running=[123]).ok
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(DemoError, match="duration"):
+        DemoOptions(duration=0)
+    with pytest.raises(DemoError, match="kill_one"):
+        DemoOptions(kill_one=True, peers=1)
+    assert DemoOptions(duration=30).kill_after() == 10.0
+
+
+@pytest.mark.kafka
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_demo_duration_kill_one_exactly_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        _demo_argv("--duration", "20", "--kill-one", "--json", "--run-dir", str(run_dir)),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_env(),
+        check=False,
+    )
+    tail = proc.stderr[-6000:]
+    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{tail}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True, summary
+    assert summary["per_topic"]["topic1"] > 0
+    assert summary["per_topic"]["topic2"] > 0
+    assert summary["killed"] is not None
+    checks = {c["subject"]: c for c in summary["checks"]}
+    assert set(checks) == {"/server/status1", "/server/status2"}
+    for subject, check in checks.items():
+        assert check["expected"] > 0, subject
+        assert check["delivered"] == check["expected"], check
+        assert check["duplicates"] == check["missing"] == check["order_violations"] == 0
+    # the human summary (stderr under --json): the lines a person reads
+    assert "exactly-once /server/status1: expected" in proc.stderr
+    assert "exactly-once /server/status2: expected" in proc.stderr
+    assert "exactly-once check: PASSED" in proc.stderr
+    # plain periodic lines, not a live table: the output is a pipe
+    assert "demo " in proc.stderr
+    assert "published /server/status1=" in proc.stderr
+    # the killed peer died by SIGKILL; the others stopped cleanly on SIGTERM
+    exits = summary["peer_exits"]
+    assert exits.pop(summary["killed"]) == -signal.SIGKILL
+    assert exits == dict.fromkeys(exits, 0), exits
+    assert len(exits) == 2
+    # every process it started (3 peers + the broker) is gone, as recorded
+    pids = summary["pids"]
+    assert len(pids) == 4, pids
+    recorded = json.loads((run_dir / "pids.json").read_text())
+    assert recorded == pids
+    assert _wait_gone(list(pids.values()), 5.0) == []
+
+
+class _Lines:
+    """Reads a pipe line by line in a thread (so the child never blocks on a full pipe)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(needle in line for line in list(self.lines)):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.text()[-4000:]}")
+            time.sleep(0.1)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.mark.kafka
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_sigterm_stops_everything(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with subprocess.Popen(
+        _demo_argv("--json", "--run-dir", str(run_dir)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            lines = _Lines(proc.stderr)
+            lines.wait_for("publishing 50 msg/s", 240)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(120)
+            lines.join(10)
+            assert code == 130, lines.text()[-3000:]
+            assert "interrupted (stopped by signal SIGTERM)" in lines.text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    pids = json.loads((run_dir / "pids.json").read_text())
+    assert len(pids) == 4, pids
+    assert _wait_gone(list(pids.values()), 5.0) == []
