@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 from peer.config import PeerSettings
 from peer.observability import Health, ObservabilityServer, PeerMetrics
@@ -34,6 +35,10 @@ def run_peer(settings: PeerSettings) -> int:
     try:
         return peer.run()
     finally:
+        # The outcome is decided: a repeated SIGTERM (an impatient orchestrator) must not turn
+        # a clean exit 0 into death by signal while the interpreter winds down.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         source.close()
         if server is not None:
             server.stop()
