@@ -145,7 +145,7 @@ class PeerSettings:
     commit_interval_ms: int = 100
     max_batch: int = 10_000
     max_in_flight: int = 50_000
-    transaction_timeout_ms: int = 60_000
+    transaction_timeout_ms: int = 10_000
     on_revoke_budget_ms: int = 5_000
     header_prefix: str = "md."
     audit_topic: str | None = None
@@ -350,7 +350,7 @@ def consumer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
         # With KIP-848 the broker assigns and times out members; these are refused there.
         conf["partition.assignment.strategy"] = settings.assignment_strategy
         conf["session.timeout.ms"] = settings.session_timeout_ms
-        conf["heartbeat.interval.ms"] = min(3000, settings.session_timeout_ms // 3)
+        conf["heartbeat.interval.ms"] = min(1000, settings.session_timeout_ms // 3)
     if settings.static_membership:
         conf["group.instance.id"] = settings.peer_id
     return conf

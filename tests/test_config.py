@@ -489,7 +489,7 @@ def test_consumer_config_classic() -> None:
     assert conf["group.protocol"] == "classic"
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
     assert conf["session.timeout.ms"] == 10_000
-    assert conf["heartbeat.interval.ms"] == 3000
+    assert conf["heartbeat.interval.ms"] == 1000
     assert conf["fetch.wait.max.ms"] == "50"
     assert "group.instance.id" not in conf
     assert "transactional.id" not in conf
