@@ -277,6 +277,10 @@ def read_shards(
                     raise MdpeerError(f"control topic {topic!r} partition {part}: {err.str()}")
                 _apply(states[part], msg.key(), msg.value(), offset)
                 prog_or_none.last = offset
+                if offset >= prog_or_none.target:
+                    # Everything below the target was read: on a partition that keeps getting
+                    # commits, librdkafka may never report PARTITION_EOF, so this is the end.
+                    del pending[part]
         return states
     finally:
         consumer.close()
