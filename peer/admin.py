@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from peer.control import Command, encode_command, encode_route, encode_route_removal
 from peer.controlreader import (
@@ -50,6 +51,7 @@ from peer.controlreader import (
     KafkaUnavailableError,
 )
 from peer.errors import ConfigError, MdpeerError
+from peer.kafkaerrors import is_retriable
 from peer.routes import Route, RouteDiff, validate_subject, validate_topic
 from peer.shards import shard_of
 
@@ -310,9 +312,19 @@ def describe_group(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> GroupInfo:
     """Members of the peers' consumer group and the control shards each owns (for status)."""
+    # A group that is forming answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS at once:
+    # retriable, so ask again within the time budget instead of calling Kafka unreachable.
+    retrying = Retrying(
+        retry=retry_if_exception(is_retriable),
+        stop=stop_after_delay(timeout),
+        wait=wait_random_exponential(multiplier=0.05, max=0.5),
+        reraise=True,
+    )
     try:
-        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(
-            timeout
+        desc = retrying(
+            lambda: admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(
+                timeout
+            )
         )
     except KafkaException as exc:
         raise _unavailable(bootstrap, timeout, exc) from None
