@@ -151,7 +151,9 @@ def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: fl
     try:
         md = consumer.list_topics(topic, timeout=max(timeout, 0.1))
     except KafkaException as exc:
-        raise KafkaUnavailableError(bootstrap, timeout, str(exc.args[0])) from None
+        err = exc.args[0] if exc.args else None
+        detail = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise KafkaUnavailableError(bootstrap, timeout, detail) from None
     meta = md.topics.get(topic)
     if meta is None or (
         meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART

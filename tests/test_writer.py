@@ -13,11 +13,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
@@ -35,63 +32,11 @@ from peer.routes import Oversize, Route
 from peer.shards import murmur2, shard_of, to_positive
 from peer.source.base import Message, Position
 from peer.writer import TransactionalWriter, WriteOutcome
-from tests.fixtures.kafka import GroupFactory, TopicFactory
+from tests.fixtures.kafka import GroupFactory, TopicFactory, read_records
 
 pytestmark = pytest.mark.kafka
 
 CONTROL_PARTITIONS = 4
-
-
-@dataclass(frozen=True)
-class Rec:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-
-
-def read_records(
-    bootstrap: str, topic: str, *, isolation: str = "read_committed", timeout: float = 30.0
-) -> list[Rec]:
-    """Every record of ``topic`` up to its current end (LSO for read_committed), with headers."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader.{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": isolation,
-        }
-    )
-    try:
-        md = consumer.list_topics(topic, timeout=timeout)
-        partitions = sorted(md.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        pending = set(partitions)
-        out: list[Rec] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topic}: {sorted(pending)} not read to the end"
-            got = consumer.poll(0.2)
-            if got is None:
-                continue
-            err = got.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                pending.discard(got.partition())
-                continue
-            part, offset = got.partition(), got.offset()
-            assert part is not None
-            assert offset is not None
-            raw = got.headers() or []
-            pairs = raw.items() if isinstance(raw, dict) else raw
-            headers = {k: v for k, v in pairs if isinstance(v, bytes)}
-            out.append(Rec(part, offset, got.key(), got.value(), headers))
-        out.sort(key=lambda r: (r.partition, r.offset))
-        return out
-    finally:
-        consumer.close()
 
 
 def java_partition_of(data: bytes, partitions: int) -> int:
