@@ -432,7 +432,6 @@ class RestSource:
             malformed = 0
             if outcome is None:
                 return
-            self._report(sub, outcome)
             if outcome.progressed:
                 idle.reset()
             else:
@@ -453,6 +452,8 @@ class RestSource:
                 room_bytes=max(room_bytes, 0),
                 force_first=not buffer.nevents,
             )
+            # Logged before the events become visible, so a gap's log line precedes its event.
+            self._report(sub, outcome)
             if outcome.events:
                 buffer.extend(sub.subject, outcome.events, outcome.nbytes)
                 self._cond.notify_all()
