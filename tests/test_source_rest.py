@@ -449,3 +449,19 @@ def test_bounded_buffer_and_pause_resume(
     got += collect(source, count(600 - len(messages_of(got))))
     for subject in subjects:
         assert [m.seq for m in messages_of(got, subject)] == list(range(1, 201))
+
+
+def test_an_answer_larger_than_the_buffer_is_fetched_once(
+    sim_factory: Callable[..., SimServer], make_source: SourceFactory
+) -> None:
+    sim = sim_factory()
+    positions = publish_all(sim, "/carry/a", 120)
+    source = make_source(sim.url, max_buffered_messages=10)
+    source.subscribe("/carry/a", after=Position(1, 0))
+    got = messages_of(collect(source, count(120)))
+    # The first answer held all 120; the rest of it was handed back as room appeared, not
+    # asked for again (fetching again would take at least 12 requests with room for 10).
+    consumes = sim.state()["requests"].get("consume", 0)
+    assert consumes <= 2, consumes
+    assert [m.position for m in got] == positions
+    assert source.stats().duplicates_dropped == 0

@@ -7,6 +7,7 @@ drives the tracker the way the REST source does; hypothesis explores the combina
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -80,17 +81,35 @@ class ModelServer:
         return out[: self.limit] if self.limit else out
 
 
-def step(tracker: SubjectTracker, server: ModelServer, room: int = BIG) -> tuple[list[Event], bool]:
+def step(
+    tracker: SubjectTracker, server: ModelServer, room: int = BIG, carry: Carry | None = None
+) -> tuple[list[Event], bool]:
+    """One poll, as the REST source does it: with ``carry``, a truncated answer's rest is
+    handed back as the answer to the next positional request instead of asking again."""
     request = tracker.next_request()
-    out = tracker.apply(request, server.consume(request), room_events=room, room_bytes=BIG)
+    rest = carry.rest if carry is not None else None
+    continued = rest is not None and request.kind is RequestKind.FROM
+    answer: Sequence[Message] = rest if continued and rest is not None else server.consume(request)
+    if carry is not None:
+        carry.rest = None
+    out = tracker.apply(request, answer, room_events=room, room_bytes=BIG, continued=continued)
     assert out.duplicates == 0 or server.rewind, "a well-behaved server caused duplicates"
+    if carry is not None:
+        carry.rest = out.rest
+        carry.used += continued
     return out.events, out.progressed
 
 
-def drain(tracker: SubjectTracker, server: ModelServer) -> list[Event]:
+@dataclass
+class Carry:
+    rest: Sequence[Message] | None = None
+    used: int = 0
+
+
+def drain(tracker: SubjectTracker, server: ModelServer, carry: Carry | None = None) -> list[Event]:
     events: list[Event] = []
     for _ in range(10_000):
-        got, progressed = step(tracker, server)
+        got, progressed = step(tracker, server, carry=carry)
         events += got
         if not progressed:
             return events
@@ -164,8 +183,10 @@ OPS = st.lists(
         st.just(("before_first", 0)),
     ),
     ops=OPS,
+    carried=st.booleans(),
 )
 def test_resume_delivers_exactly_what_follows_the_checkpoint(
+    carried: bool,
     inclusive: bool,
     limit: int,
     cache_size: int,
@@ -186,18 +207,19 @@ def test_resume_delivers_exactly_what_follows_the_checkpoint(
     else:
         after = Position(1, 0)
     tracker = SubjectTracker(SUBJECT, after=after)
+    carry = Carry() if carried else None
     events: list[Event] = []
     for op, n, extra in ops:
         if op == "publish":
             server.publish(n, skip=extra)
         elif op == "poll":
-            got, _ = step(tracker, server, room=n)
+            got, _ = step(tracker, server, room=n, carry=carry)
             events += got
         elif op == "expire":
             server.expire(n)
         else:
             server.bump()
-    events += drain(tracker, server)
+    events += drain(tracker, server, carry)
 
     delivered = check_stream(events, after, server.published)
     positions = [m.position for m in server.published]
@@ -376,3 +398,25 @@ def test_an_answer_to_another_request_is_refused() -> None:
     tracker = SubjectTracker(SUBJECT, after=Position(1, 1))
     with pytest.raises(ValueError, match="does not answer"):
         tracker.apply(ConsumeRequest(RequestKind.SNAPSHOT), [], room_events=BIG, room_bytes=BIG)
+
+
+def test_a_truncated_answer_hands_back_its_rest_and_continues_from_it() -> None:
+    tracker = SubjectTracker(SUBJECT, after=Position(1, 0))
+    request = tracker.next_request()
+    answer = [msg(1, i) for i in range(1, 8)]
+    out = tracker.apply(request, answer, room_events=3, room_bytes=BIG)
+    assert [m.seq for m in out.events if isinstance(m, Message)] == [1, 2, 3]
+    assert out.truncated
+    assert out.rest is not None
+    assert [m.seq for m in out.rest] == [4, 5, 6, 7]
+    # A hole right at the cut is the server's own (it held both): a seq jump, not expiry.
+    rest = [msg(1, 5), msg(1, 6)]
+    out = tracker.apply(
+        tracker.next_request(), rest, room_events=BIG, room_bytes=BIG, continued=True
+    )
+    assert out.events[0] == Gap(SUBJECT, GapKind.SEQ_JUMP, Position(1, 3), Position(1, 5), 1)
+    assert out.rest is None
+    with pytest.raises(ValueError, match="positional"):
+        SubjectTracker(SUBJECT, after=None).apply(
+            ConsumeRequest(RequestKind.SNAPSHOT), [], room_events=1, room_bytes=1, continued=True
+        )

@@ -36,9 +36,20 @@ def test_the_documented_shape_decodes_to_messages() -> None:
         "/w/a", "é1".encode(), 2, 1, "RECOVERED", "c", retained=False, compressed=False
     )
     assert got[-1].closure is None
-    assert got[0:2] == list(got)
+    assert list(got[0:2]) == list(got)
     with pytest.raises(IndexError):
         got[2]
+
+
+def test_a_slice_is_lazy_and_names_the_answers_index() -> None:
+    got = decode_consume("/w/a", body(raw(1), raw(2), {"content": "no type"}, raw(4)))
+    tail = got[1:]
+    assert len(tail) == 3
+    assert tail[0].seq == 2  # built on access; the malformed one was not reached
+    with pytest.raises(MalformedResponseError, match=r"messages\[2\] lacks 'message_type'"):
+        tail[1]
+    assert list(got[3:]) == [got[3]]
+    assert len(got[5:]) == 0
 
 
 def test_optional_fields_default_when_absent() -> None:

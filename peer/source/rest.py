@@ -55,7 +55,13 @@ from peer.source.base import Event, Message, Position, SourceStats, StartPolicy
 from peer.source.buffer import EventBuffer
 from peer.source.pacing import IdleBackoff, jittered_backoff
 from peer.source.rest_config import RestSourceConfig
-from peer.source.resume import DEFAULT_POLICY, ConsumeRequest, Outcome, SubjectTracker
+from peer.source.resume import (
+    DEFAULT_POLICY,
+    ConsumeRequest,
+    Outcome,
+    RequestKind,
+    SubjectTracker,
+)
 from peer.source.servers import ServerAddress, ServerPool
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
@@ -104,6 +110,8 @@ class RestSource:
         self._paused = False
         self._closed = False
         self._room_waiting = False
+        #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
+        self._carried_bytes = 0
         # counters (under the lock, except requests/request_errors: loop thread only)
         self._messages = 0
         self._duplicates = 0
@@ -403,42 +411,76 @@ class RestSource:
         idle = IdleBackoff(cfg.poll_idle_min, cfg.poll_idle_max, self._rng)
         subject = sub.subject
         malformed = 0
-        while True:
-            await self._until_fetchable()
-            request = sub.tracker.next_request()
-            try:
-                messages = decode_consume(subject, await self._fetch(subject, request))
-                # messages are validated as the tracker reaches them: the same fault
-                outcome = self._accept(sub, request, messages)
-            except MalformedResponseError as exc:
-                malformed += 1
-                with self._lock:
-                    if not self._current(sub):
+        # The unexamined part of the last answer, kept so a large answer is parsed once: the
+        # tracker takes it as the answer to its next (positional) request. Bounded in all by
+        # max_buffered_bytes; over that, the rest is fetched again as before.
+        carry: Sequence[Message] | None = None
+        carry_bytes = 0
+        try:
+            while True:
+                await self._until_fetchable()
+                request = sub.tracker.next_request()
+                continued = carry is not None and request.kind is RequestKind.FROM
+                self._carried_bytes -= carry_bytes
+                messages, carry, carry_bytes = (carry if continued else None), None, 0
+                try:
+                    body_len = 0
+                    if messages is None:
+                        body = await self._fetch(subject, request)
+                        body_len = len(body)
+                        messages = decode_consume(subject, body)
+                    # messages are validated as the tracker reaches them: the same fault
+                    outcome = self._accept(sub, request, messages, continued=continued)
+                except MalformedResponseError as exc:
+                    malformed += 1
+                    if not await self._malformed_pause(sub, exc, request, malformed):
                         return
-                    self._malformed += 1
-                delay = jittered_backoff(malformed, cfg.retry_initial, cfg.retry_max, self._rng)
-                log.warning(
-                    "malformed consume answer, asking again later",
-                    extra={
-                        "subject": subject,
-                        "reason": exc.reason,
-                        "request": str(request),
-                        "attempt": malformed,
-                        "retry_in_s": round(delay, 3),
-                    },
-                )
-                await asyncio.sleep(delay)
-                continue
-            malformed = 0
-            if outcome is None:
-                return
-            if outcome.progressed:
-                idle.reset()
-            else:
-                await asyncio.sleep(idle.next_delay())
+                    continue
+                malformed = 0
+                if outcome is None:
+                    return
+                if outcome.rest is not None and messages:
+                    share = body_len * len(outcome.rest) // len(messages) if body_len else 0
+                    estimate = share or sum(len(m.content) for m in outcome.rest)
+                    if self._carried_bytes + estimate <= cfg.max_buffered_bytes:
+                        carry, carry_bytes = outcome.rest, estimate
+                        self._carried_bytes += estimate
+                if outcome.progressed:
+                    idle.reset()
+                else:
+                    await asyncio.sleep(idle.next_delay())
+        finally:
+            self._carried_bytes -= carry_bytes
+
+    async def _malformed_pause(
+        self, sub: _Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
+    ) -> bool:
+        """Count a malformed answer and back off; False when the subscription has ended."""
+        with self._lock:
+            if not self._current(sub):
+                return False
+            self._malformed += 1
+        delay = jittered_backoff(n, self._config.retry_initial, self._config.retry_max, self._rng)
+        log.warning(
+            "malformed consume answer, asking again later",
+            extra={
+                "subject": sub.subject,
+                "reason": exc.reason,
+                "request": str(request),
+                "attempt": n,
+                "retry_in_s": round(delay, 3),
+            },
+        )
+        await asyncio.sleep(delay)
+        return True
 
     def _accept(
-        self, sub: _Subscription, request: ConsumeRequest, messages: Sequence[Message]
+        self,
+        sub: _Subscription,
+        request: ConsumeRequest,
+        messages: Sequence[Message],
+        *,
+        continued: bool = False,
     ) -> Outcome | None:
         with self._cond:
             if not self._current(sub):
@@ -451,6 +493,7 @@ class RestSource:
                 room_events=max(room_events, 0),
                 room_bytes=max(room_bytes, 0),
                 force_first=not buffer.nevents,
+                continued=continued,
             )
             # Logged before the events become visible, so a gap's log line precedes its event.
             self._report(sub, outcome)

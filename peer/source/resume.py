@@ -30,7 +30,9 @@ One :class:`SubjectTracker` per subscription says which consume request to send 
   treated as empty, and its cached messages are delivered: a few extra old messages rather
   than a silent loss of new ones.)
 * **Bounded.** ``apply`` accepts only as many events and bytes as the caller has room for; the
-  position advances only over what was accepted, so the rest is simply fetched again.
+  position advances only over what was accepted. The rest is fetched again, or, as the answer
+  to the next positional request, handed back by the caller (:attr:`Outcome.rest`) so a large
+  answer is parsed once.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class Outcome:
     truncated: bool = False
     #: the tracker learned something (position or phase) even if it delivered nothing
     advanced: bool = False
+    #: when truncated after a position was reached: the messages of the answer not yet
+    #: examined, which the caller may hand back (``continued=True``) instead of fetching again
+    rest: Sequence[Message] | None = None
 
     @property
     def progressed(self) -> bool:
@@ -149,15 +154,21 @@ class SubjectTracker:
         room_events: int,
         room_bytes: int,
         force_first: bool = False,
+        continued: bool = False,
     ) -> Outcome:
         """Turn the answer to ``request`` (which must be :meth:`next_request`'s) into events.
 
         At most ``room_events`` events and ``room_bytes`` content bytes are accepted, except
         that with ``force_first`` the first message (and its gap) always is, so one message
         larger than the whole buffer cannot stall the subject.
+
+        ``continued``: ``messages`` is the :attr:`Outcome.rest` of the previous answer, not a
+        new answer; its first message is then no evidence of cache expiry.
         """
         if request != self.next_request():
             raise ValueError(f"{request} does not answer the pending {self.next_request()}")
+        if continued and request.kind is not RequestKind.FROM:
+            raise ValueError(f"a continued answer needs a positional request, not {request}")
         out = Outcome()
         if messages:
             self.head = messages[-1].position
@@ -180,7 +191,15 @@ class SubjectTracker:
                 self._phase = Phase.EMPTY
                 out.advanced = True
             return out
-        self._take(messages, out, request, room_events, room_bytes, force_first=force_first)
+        self._take(
+            messages,
+            out,
+            request,
+            room_events,
+            room_bytes,
+            force_first=force_first,
+            continued=continued,
+        )
         if self.last is not None and self._phase is not Phase.FOLLOW:
             self._phase = Phase.FOLLOW
             out.advanced = True
@@ -195,8 +214,9 @@ class SubjectTracker:
         room_bytes: int,
         *,
         force_first: bool,
+        continued: bool,
     ) -> None:
-        positional = request.kind is RequestKind.FROM
+        positional = request.kind is RequestKind.FROM and not continued
         requested = request.position
         last = self.last
         known = last is not None
@@ -229,6 +249,8 @@ class SubjectTracker:
             need = 2 if gap is not None else 1
             if (need > room_events or size > room_bytes) and not (force_first and not events):
                 out.truncated = True
+                if taken is not None or last is not None:
+                    out.rest = messages[index:]
                 break
             if gap is not None:
                 events.append(gap)

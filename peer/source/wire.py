@@ -6,9 +6,10 @@ or delivered out of order with its neighbours.
 
 The JSON is parsed whole, but each message is validated and built only when it is first
 looked at (:class:`MessageList`): an answer larger than the room left in the buffer is cut by
-the tracker, and the messages it never reached cost nothing beyond parsing (they are fetched,
-and validated, again later). A malformed message raises while the tracker reads the answer,
-before it commits anything, so all-or-nothing holds for every message that could be delivered.
+the tracker, and the messages it never reached cost nothing beyond parsing (the source hands
+them back to the tracker when there is room again, or fetches them again). A malformed message
+raises while the tracker reads the answer, before it commits anything, so all-or-nothing holds
+for every message that could be delivered.
 
 Required per message: ``message_type`` (string), ``content`` (string), ``epoch`` and ``seq``
 (non-negative integers). ``closure`` (string or null), ``retained`` and ``compressed``
@@ -36,14 +37,25 @@ class MalformedResponseError(SourceError):
 
 
 class MessageList(Sequence[Message]):
-    """The messages of one consume answer, each validated and built on first access."""
+    """The messages of one consume answer, each validated and built on first access.
 
-    __slots__ = ("_built", "_raw", "_subject")
+    A slice is another lazy ``MessageList`` (what is not reached is never built); ``base`` is
+    the index of its first message in the answer, so errors name the answer's index.
+    """
 
-    def __init__(self, subject: str, raw: list[Any]) -> None:
+    __slots__ = ("_base", "_built", "_raw", "_subject")
+
+    def __init__(
+        self,
+        subject: str,
+        raw: list[Any],
+        built: list[Message | None] | None = None,
+        base: int = 0,
+    ) -> None:
         self._subject = subject
         self._raw = raw
-        self._built: list[Message | None] = [None] * len(raw)
+        self._built: list[Message | None] = [None] * len(raw) if built is None else built
+        self._base = base
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -52,11 +64,17 @@ class MessageList(Sequence[Message]):
     def __getitem__(self, index: int) -> Message: ...
 
     @overload
-    def __getitem__(self, index: slice) -> list[Message]: ...
+    def __getitem__(self, index: slice) -> MessageList: ...
 
-    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+    def __getitem__(self, index: int | slice) -> Message | MessageList:
         if isinstance(index, slice):
-            return [self._get(i) for i in range(*index.indices(len(self._raw)))]
+            start, stop, step = index.indices(len(self._raw))
+            if step != 1:
+                raise ValueError("a MessageList slice must be contiguous")
+            stop = max(start, stop)
+            return MessageList(
+                self._subject, self._raw[start:stop], self._built[start:stop], self._base + start
+            )
         n = len(self._raw)
         if not -n <= index < n:
             raise IndexError(index)
@@ -65,15 +83,15 @@ class MessageList(Sequence[Message]):
     def _get(self, i: int) -> Message:
         msg = self._built[i]
         if msg is None:
-            msg = self._built[i] = _message(self._subject, i, self._raw[i])
+            msg = self._built[i] = _message(self._subject, self._base + i, self._raw[i])
         return msg
 
     def __iter__(self) -> Iterator[Message]:
-        built, raw, subject = self._built, self._raw, self._subject
+        built, raw, subject, base = self._built, self._raw, self._subject, self._base
         for i, item in enumerate(raw):
             msg = built[i]
             if msg is None:
-                msg = built[i] = _message(subject, i, item)
+                msg = built[i] = _message(subject, base + i, item)
             yield msg
 
 
