@@ -470,6 +470,7 @@ def test_producer_config() -> None:
     assert conf["client.id"] == "mdpeer-p1"
     assert conf["partitioner"] == "murmur2_random"  # Java-compatible placement
     assert conf["allow.auto.create.topics"] is False  # a deleted topic is not recreated
+    assert conf["delivery.report.only.error"] is True  # no Python call per delivered record
 
 
 def test_peer_id_admin_is_reserved() -> None:

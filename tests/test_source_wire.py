@@ -1,4 +1,4 @@
-"""Decoding consume answers: documented shape, all-or-nothing, lazy validation."""
+"""Decoding consume answers: documented shape, all-or-nothing, errors that name the path."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from peer.source.base import Message, Position
-from peer.source.resume import SubjectTracker
+from peer.source.base import Message
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
 
@@ -41,43 +40,67 @@ def test_the_documented_shape_decodes_to_messages() -> None:
         got[2]
 
 
-def test_a_slice_is_lazy_and_names_the_answers_index() -> None:
-    got = decode_consume("/w/a", body(raw(1), raw(2), {"content": "no type"}, raw(4)))
+def test_a_slice_is_a_lazy_list_with_the_answers_indices() -> None:
+    got = decode_consume("/w/a", body(raw(1), raw(2), raw(3), raw(4)))
     tail = got[1:]
     assert len(tail) == 3
-    assert tail[0].seq == 2  # built on access; the malformed one was not reached
-    with pytest.raises(MalformedResponseError, match=r"messages\[2\] lacks 'message_type'"):
-        tail[1]
+    assert [m.seq for m in tail] == [2, 3, 4]
     assert list(got[3:]) == [got[3]]
     assert len(got[5:]) == 0
+    with pytest.raises(ValueError, match="contiguous"):
+        got[::2]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ({"content": "no type", "epoch": 2, "seq": 3}, r"messages\[2\]: .*`message_type`"),
+        (raw(3, seq="3"), r"messages\[2\]\.seq: Expected `int`, got `str`"),
+        (raw(3, seq=True), r"messages\[2\]\.seq: Expected `int`, got `bool`"),
+        (raw(3, epoch=-1), r"messages\[2\]\.epoch: Expected `int` >= 0"),
+        (raw(3, closure=7), r"messages\[2\]\.closure: Expected `str \| null`"),
+        (raw(3, retained="yes"), r"messages\[2\]\.retained: Expected `bool`"),
+        ("text", r"messages\[2\]: Expected `object`"),
+    ],
+)
+def test_one_malformed_message_rejects_the_whole_answer_naming_its_path(
+    message: object, reason: str
+) -> None:
+    with pytest.raises(MalformedResponseError, match=reason):
+        decode_consume("/w/a", json.dumps({"messages": [raw(1), raw(2), message]}).encode())
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"[1]", "Expected `object`, got `array`"),
+        (b'{"messages": 3}', r"messages: Expected `array`"),
+        (b"{}", "missing required field `messages`"),
+        (b'{"messages": [', "not JSON"),
+        (b'{"subject": "/w/b", "messages": []}', "answer is for subject /w/b"),
+        # a lone surrogate escape is JSON text but no UTF-8: refused, never half-encoded
+        (
+            b'{"messages": [{"message_type": "x", "content": "\\ud800", "epoch": 1, "seq": 1}]}',
+            "not JSON",
+        ),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_refused_with_the_reason(
+    answer: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedResponseError, match=reason):
+        decode_consume("/w/a", answer)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    (msg,) = decode_consume("/w/a", body(raw(1, ttl=5, extra={"a": 1})))
+    assert msg.seq == 1
 
 
 def test_optional_fields_default_when_absent() -> None:
     minimal = {"message_type": "SNAPSHOT", "content": "x", "epoch": 0, "seq": 0}
     (msg,) = decode_consume("/w/a", body(minimal))
     assert (msg.closure, msg.retained, msg.compressed) == (None, True, False)
-
-
-def test_messages_are_validated_when_reached_and_the_tracker_commits_nothing() -> None:
-    answer = decode_consume("/w/a", body(raw(1), raw(2), raw(3, seq="3"), raw(4)))
-    assert answer[0].seq == 1  # fine so far: nothing is validated before it is read
-    tracker = SubjectTracker("/w/a", after=Position(2, 0))
-    request = tracker.next_request()
-    with pytest.raises(MalformedResponseError, match=r"messages\[2\]"):
-        tracker.apply(request, answer, room_events=10, room_bytes=10**6)
-    assert tracker.last == Position(2, 0)
-
-
-def test_a_cut_answer_never_validates_what_it_does_not_deliver() -> None:
-    answer = decode_consume("/w/a", body(raw(1), raw(2), raw(3, seq=None)))
-    tracker = SubjectTracker("/w/a", after=Position(2, 0))
-    request = tracker.next_request()
-    with pytest.raises(MalformedResponseError):  # the head (last message) is always read
-        tracker.apply(request, answer, room_events=1, room_bytes=10**6)
-    ok = decode_consume("/w/a", body(raw(1), raw(2), raw(3, epoch=True), raw(4)))
-    out = tracker.apply(request, ok, room_events=1, room_bytes=10**6)
-    assert [m.seq for m in out.events if isinstance(m, Message)] == [1]
-    assert out.truncated
 
 
 def test_error_bodies_are_quoted_briefly() -> None:

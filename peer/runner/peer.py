@@ -86,6 +86,7 @@ class Peer:
         self._fatal: BaseException | None = None
         self._paused = False
         self._txn_topics: dict[str, int] = {}
+        self._turn_in: dict[str, int] = {}
         self._last_commit = time.monotonic()
         self._ctx = {"peer": settings.peer_id, "txn": settings.transactional_id}
         self._consumer_conf = consumer_config(settings)
@@ -406,6 +407,10 @@ class Peer:
             room = max(1, min(_EVENTS_PER_TURN, s.max_batch - writer.transaction_records))
             for event in self.source.poll(room, _IDLE_POLL_S):
                 self._handle(event)
+            if self._turn_in:  # counted per turn: a labelled metric per message is costly
+                for topic, n in self._turn_in.items():
+                    self.metrics.messages_in.labels(topic).inc(n)
+                self._turn_in.clear()
         due = writer.transaction_open and (
             writer.transaction_records >= s.max_batch or writer.transaction_age() >= max_age
         )
@@ -435,11 +440,13 @@ class Peer:
         last = track.last()
         if last is not None and event.epoch == last.epoch and event.seq <= last.seq:
             return  # the source's duty, double-checked: never a duplicate (I4)
-        self.metrics.messages_in.labels(route.topic).inc()
-        self._ensure_txn()
+        topic = route.topic
+        self._turn_in[topic] = self._turn_in.get(topic, 0) + 1
+        if not self._writer.transaction_open:
+            self._ensure_txn()
         outcome = self._writer.write(event, route)
         if outcome is WriteOutcome.WRITTEN:
-            self._txn_topics[route.topic] = self._txn_topics.get(route.topic, 0) + 1
+            self._txn_topics[topic] = self._txn_topics.get(topic, 0) + 1
         elif outcome is WriteOutcome.SKIPPED:
             self.metrics.oversized.labels(route.topic, "skip").inc()
         else:

@@ -4,24 +4,27 @@ The answer is all or nothing: one malformed message rejects the whole answer (no
 delivered, the subject is asked again later), so a bad message can never be skipped silently
 or delivered out of order with its neighbours.
 
-The JSON is parsed whole, but each message is validated and built only when it is first
-looked at (:class:`MessageList`): an answer larger than the room left in the buffer is cut by
-the tracker, and the messages it never reached cost nothing beyond parsing (the source hands
-them back to the tracker when there is room again, or fetches them again). A malformed message
-raises while the tracker reads the answer, before it commits anything, so all-or-nothing holds
-for every message that could be delivered.
+The whole answer is parsed and type-checked at once by a typed decoder (msgspec, in C: about
+three times faster than ``json`` plus checks in Python, and the error names the path, e.g.
+``messages[2].seq``). :class:`Message` objects are built only when first looked at
+(:class:`MessageList`): an answer larger than the room left in the buffer is cut by the
+tracker, and the source hands the rest back to it when there is room again.
 
 Required per message: ``message_type`` (string), ``content`` (string), ``epoch`` and ``seq``
-(non-negative integers). ``closure`` (string or null), ``retained`` and ``compressed``
-(booleans) are type-checked when present and default to null / true / false when absent: the
-documentation lists them, but their absence does not make the message ambiguous.
+(non-negative integers; ``true`` is no number). ``closure`` (string or null), ``retained`` and
+``compressed`` (booleans) are type-checked when present and default to null / true / false
+when absent: the documentation lists them, but their absence does not make the message
+ambiguous. Unknown fields are ignored (a newer server may add some).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import Annotated, overload
+
+import msgspec
 
 from peer.errors import SourceError
 from peer.source.base import Message
@@ -36,8 +39,31 @@ class MalformedResponseError(SourceError):
         super().__init__(f"subject {subject!r}: malformed consume answer: {reason}")
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _WireMessage(msgspec.Struct, frozen=True, gc=False):
+    message_type: str
+    content: str
+    epoch: _Count
+    seq: _Count
+    closure: str | None = None
+    retained: bool = True
+    compressed: bool = False
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    messages: list[_WireMessage]
+    subject: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Answer)
+#: msgspec's "... - at `$.messages[2].seq`" → ("...", "messages[2].seq")
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
 class MessageList(Sequence[Message]):
-    """The messages of one consume answer, each validated and built on first access.
+    """The messages of one consume answer, each built on first access.
 
     A slice is another lazy ``MessageList`` (what is not reached is never built); ``base`` is
     the index of its first message in the answer, so errors name the answer's index.
@@ -48,7 +74,7 @@ class MessageList(Sequence[Message]):
     def __init__(
         self,
         subject: str,
-        raw: list[Any],
+        raw: list[_WireMessage],
         built: list[Message | None] | None = None,
         base: int = 0,
     ) -> None:
@@ -98,53 +124,41 @@ class MessageList(Sequence[Message]):
 def decode_consume(subject: str, body: bytes) -> MessageList:
     """Parse and validate a consume answer for ``subject``; raise MalformedResponseError."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedResponseError(subject, f"not JSON ({_short(exc)})") from None
-    if type(doc) is not dict:
-        raise MalformedResponseError(subject, "expected a JSON object")
-    got = doc.get("subject")
-    if got is not None and got != subject:
-        raise MalformedResponseError(subject, f"answer is for subject {_short(got)}")
-    raw = doc.get("messages")
-    if type(raw) is not list:
-        raise MalformedResponseError(subject, "'messages' is missing or not a list")
-    return MessageList(subject, raw)
+        answer = _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise MalformedResponseError(subject, _where(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedResponseError(subject, f"not JSON ({_short(str(exc))})") from None
+    if answer.subject is not None and answer.subject != subject:
+        raise MalformedResponseError(subject, f"answer is for subject {_short(answer.subject)}")
+    return MessageList(subject, answer.messages)
 
 
-def _message(subject: str, index: int, item: Any) -> Message:
-    if type(item) is not dict:
-        raise MalformedResponseError(subject, f"messages[{index}] is not an object")
+def _where(error: str) -> str:
+    """``messages[2].seq: Expected `int`, got `str``` from msgspec's wording."""
+    match = _AT.match(error)
+    if match is None or not match.group("path"):
+        return _short(error)
+    return _short(f"{match.group('path')}: {match.group('what')}")
+
+
+def _message(subject: str, index: int, item: _WireMessage) -> Message:
     try:
-        message_type = item["message_type"]
-        content = item["content"]
-        epoch = item["epoch"]
-        seq = item["seq"]
-    except KeyError as exc:
-        raise MalformedResponseError(subject, f"messages[{index}] lacks {exc.args[0]!r}") from None
-    closure = item.get("closure")
-    retained = item.get("retained", True)
-    compressed = item.get("compressed", False)
-    # type() is, not isinstance: bool is an int subclass, and True is no sequence number.
-    if (
-        type(message_type) is not str
-        or type(content) is not str
-        or type(epoch) is not int
-        or type(seq) is not int
-        or epoch < 0
-        or seq < 0
-        or (closure is not None and type(closure) is not str)
-        or type(retained) is not bool
-        or type(compressed) is not bool
-    ):
-        raise MalformedResponseError(subject, f"messages[{index}] has a field of the wrong type")
-    try:
-        data = content.encode()
-    except UnicodeEncodeError:
+        data = item.content.encode()
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800) is valid JSON, not UTF-8
         raise MalformedResponseError(
-            subject, f"messages[{index}] content is not valid UTF-8 text"
+            subject, f"messages[{index}].content is not valid UTF-8 text"
         ) from None
-    return Message(subject, data, epoch, seq, message_type, closure, retained, compressed)
+    return Message(
+        subject,
+        data,
+        item.epoch,
+        item.seq,
+        item.message_type,
+        item.closure,
+        item.retained,
+        item.compressed,
+    )
 
 
 def decode_error(body: bytes) -> str:

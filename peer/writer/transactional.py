@@ -30,14 +30,13 @@ from peer.writer.records import (
     DEFAULT_MESSAGE_MAX_BYTES,
     CommitStats,
     Headers,
+    RecordTemplate,
     WriteOutcome,
     WriterStats,
     dead_letter_record,
     java_partition,
     message_headers,
     partition_basis,
-    record_size,
-    route_key,
 )
 
 log = logging.getLogger("peer.writer")
@@ -46,6 +45,9 @@ log = logging.getLogger("peer.writer")
 _DRAIN_POLL: Final = 0.05
 #: delivery reports of records a failed transaction purged from the queue
 _PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+_Report = Callable[[KafkaError | None, object], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class TransactionalWriter:
         self._txn: _Txn | None = None
         self._checkpoints: dict[str, tuple[Position, str | None]] = {}
         self._failures: list[_DeliveryFailure] = []
+        self._templates: dict[str, RecordTemplate] = {}
 
     # --- state -------------------------------------------------------------------------------
 
@@ -187,26 +190,35 @@ class TransactionalWriter:
 
     def write(self, message: Message, route: Route) -> WriteOutcome:
         """Produce ``message`` to ``route``'s topic in the open transaction."""
-        txn = self._open("write")
-        if message.subject != route.subject:
-            raise WriterStateError(
-                f"write(): message of {message.subject!r} given the route of {route.subject!r}"
-            )
-        partition = self.partition_for(route)
-        key = route_key(route)
-        headers = self.headers_of(message)
-        size = record_size(message.content, key, headers)
+        txn = self._txn
+        if txn is None:
+            txn = self._open("write")
+        template = self._templates.get(message.subject)
+        if template is None or template.route is not route:
+            template = self._template(message, route)
+        headers, size = template.headers_and_size(message)
         if size > self.message_max_bytes:
             return self._oversize(message, route, txn, size)
+        producer = self._producer
+        if len(producer) >= self.max_in_flight:
+            self._wait_below(self.max_in_flight)
         try:
-            self._produce(
+            producer.produce(
                 route.topic,
-                partition,
-                key=key,
-                value=message.content,
-                headers=headers,
-                message=message,
-                size=size,
+                message.content,
+                template.key,
+                partition=template.partition,
+                headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
+                on_delivery=self._reporter(route.topic, message, size),
+            )
+        except BufferError:
+            self._enqueue_when_room(
+                route.topic,
+                message.content,
+                template.key,
+                template.partition,
+                headers,
+                report=self._reporter(route.topic, message, size),
             )
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
@@ -217,6 +229,15 @@ class TransactionalWriter:
         txn.records += 1
         self.stats.written += 1
         return WriteOutcome.WRITTEN
+
+    def _template(self, message: Message, route: Route) -> RecordTemplate:
+        if message.subject != route.subject:
+            raise WriterStateError(
+                f"write(): message of {message.subject!r} given the route of {route.subject!r}"
+            )
+        template = RecordTemplate(route, self.partition_for(route), self.header_prefix)
+        self._templates[message.subject] = template
+        return template
 
     def _oversize(self, message: Message, route: Route, txn: _Txn, size: int) -> WriteOutcome:
         limit = self.message_max_bytes
@@ -253,11 +274,10 @@ class TransactionalWriter:
             self._produce(
                 dlq,
                 java_partition(partition_basis(route), count),
-                key=key,
-                value=value,
-                headers=headers,
-                message=message,
-                size=size,
+                key,
+                value,
+                headers,
+                report=self._reporter(dlq, message, size),
             )
         except KafkaException as exc:
             raise classify(exc, op="produce", subject=message.subject, topic=dlq) from exc
@@ -408,19 +428,9 @@ class TransactionalWriter:
 
     def _produce_control(self, key: bytes, value: bytes, subject: str) -> None:
         partition = shard_of(subject, self.control_partitions)
-
-        def report(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                self._delivery_failed(
-                    err, self.control_topic, subject, epoch=-1, seq=-1, size=len(value)
-                )
-
+        report = self._reporter(self.control_topic, None, len(value), subject)
         try:
-            self._enqueue(
-                lambda: self._producer.produce(
-                    self.control_topic, value, key, partition=partition, on_delivery=report
-                )
-            )
+            self._produce(self.control_topic, partition, key, value, None, report=report)
         except KafkaException as exc:
             raise classify(exc, op="produce", subject=subject, topic=self.control_topic) from exc
 
@@ -428,44 +438,59 @@ class TransactionalWriter:
         self,
         topic: str,
         partition: int,
-        *,
         key: bytes | None,
         value: bytes,
-        headers: Headers,
-        message: Message,
-        size: int,
+        headers: Headers | None,
+        *,
+        report: _Report,
     ) -> None:
-        subject, epoch, seq = message.subject, message.epoch, message.seq
-
-        def report(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                self._delivery_failed(err, topic, subject, epoch=epoch, seq=seq, size=size)
-
-        # librdkafka's stubs want the wider header value type
-        wire: list[tuple[str, str | bytes | None]] = list(headers)
+        """Produce one record (the slow path: checkpoints, dead letters, a full queue)."""
         self._wait_below(self.max_in_flight)
-        self._enqueue(
-            lambda: self._producer.produce(
-                topic, value, key, partition=partition, headers=wire, on_delivery=report
+        try:
+            self._producer.produce(
+                topic,
+                value,
+                key,
+                partition=partition,
+                headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
+                on_delivery=report,
             )
-        )
+        except BufferError:
+            self._enqueue_when_room(topic, value, key, partition, headers, report=report)
 
-    def _enqueue(self, produce: Callable[[], None]) -> None:
-        """Run ``produce``; while the local queue is full, serve deliveries (bounded wait)."""
+    def _enqueue_when_room(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        partition: int,
+        headers: Headers | None,
+        *,
+        report: _Report,
+    ) -> None:
+        """While the local queue is full, serve deliveries and try again (bounded wait)."""
         deadline = time.monotonic() + self.queue_full_timeout
         while True:
+            self.stats.queue_waits += 1
+            if time.monotonic() >= deadline:
+                raise QueueFullError(
+                    f"the producer queue stayed full for {self.queue_full_timeout}s "
+                    f"({len(self._producer)} records in flight)",
+                    op="produce",
+                )
+            self._producer.poll(_DRAIN_POLL)
             try:
-                produce()
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=report,
+                )
                 return
             except BufferError:
-                self.stats.queue_waits += 1
-                if time.monotonic() >= deadline:
-                    raise QueueFullError(
-                        f"the producer queue stayed full for {self.queue_full_timeout}s "
-                        f"({len(self._producer)} records in flight)",
-                        op="produce",
-                    ) from None
-                self._producer.poll(_DRAIN_POLL)
+                continue
 
     def _wait_below(self, limit: int) -> None:
         if len(self._producer) < limit:
@@ -480,6 +505,22 @@ class TransactionalWriter:
                     op="produce",
                 )
             self._producer.poll(_DRAIN_POLL)
+
+    def _reporter(
+        self, topic: str, message: Message | None, size: int, subject: str = ""
+    ) -> _Report:
+        """The delivery callback of one record. With ``delivery.report.only.error`` librdkafka
+        calls it only for a failure, so the per-record cost is this closure alone."""
+        if message is not None:
+            subject, epoch, seq = message.subject, message.epoch, message.seq
+        else:
+            epoch = seq = -1
+
+        def report(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                self._delivery_failed(err, topic, subject, epoch=epoch, seq=seq, size=size)
+
+        return report
 
     def _delivery_failed(
         self, err: KafkaError, topic: str, subject: str, *, epoch: int, seq: int, size: int
@@ -529,6 +570,7 @@ class TransactionalWriter:
     def forget_metadata(self) -> None:
         """Drop cached partition counts (e.g. after topics were created or expanded)."""
         self._partitions.clear()
+        self._templates.clear()
 
 
 __all__ = ["TransactionalWriter"]
