@@ -67,6 +67,35 @@ Timeout = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (for scripts).")]
+# The MigratoryData options of `mdpeer run`, same names and env vars, for admin commands that
+# ask the source (status: each subject's head, for its lag).
+Servers = Annotated[
+    str | None,
+    typer.Option(
+        "--servers",
+        envvar="MDPEER_SERVERS",
+        help="MigratoryData servers, host:port[,host:port...] (or source.servers in --config).",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Entitlement token (prefer --token-file or MDPEER_TOKEN: argv is visible).",
+        show_default=False,
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="MDPEER_TOKEN_FILE",
+        help="File holding the entitlement token.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +144,31 @@ def deployment(
     return Deployment(settings, timeout)
 
 
+def deployment_with_source(
+    bootstrap: str | None,
+    group: str | None,
+    config: Path | None,
+    timeout: float,
+    *,
+    servers: str | None,
+    token: str | None,
+    token_file: Path | None,
+) -> Deployment:
+    """:func:`deployment` plus the MigratoryData settings of ``mdpeer run`` (``--servers``,
+    ``--token``/``--token-file``; env and ``[source]`` of --config as there)."""
+    # An empty value counts as unset, as an empty MDPEER_* variable does in load_settings.
+    overrides = {
+        "bootstrap": bootstrap,
+        "group": group,
+        "servers": servers or None,
+        "token": token or None,
+        "token_file": str(token_file) if token_file is not None else None,
+    }
+    settings = load_settings(config, os.environ, overrides)
+    _quiet_client_logs(settings.log_level)
+    return Deployment(settings, timeout)
+
+
 def _quiet_client_logs(level: str) -> None:
     # librdkafka reports every retry and refused connection; an admin command turns what
     # matters into one `error:` line, so its chatter is only shown when asked for (DEBUG).
@@ -129,6 +183,10 @@ __all__ = [
     "Deployment",
     "Group",
     "JsonOut",
+    "Servers",
     "Timeout",
+    "Token",
+    "TokenFile",
     "deployment",
+    "deployment_with_source",
 ]

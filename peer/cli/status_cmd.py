@@ -3,12 +3,19 @@
 Everything comes from Kafka (the group's assignment and the control topic), never from the
 peers themselves, so it works with no peer running (every shard shows as unowned) and while
 they run (it never joins the group: the control topic is read with ``assign``).
+
+Lag needs the other side: when MigratoryData servers are known (the ``--servers`` /
+``MDPEER_SERVERS`` / ``[source]`` settings of ``mdpeer run``), the head of each subject is
+asked over REST (peer.source.heads) within a time budget. A source that does not answer makes
+the lag *unknown* (with the reason), never an error: what Kafka knows is still shown, exit 0.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from collections import defaultdict
+from typing import Annotated, Any
 
 import typer
 
@@ -22,21 +29,79 @@ from peer.cli.options import (
     Deployment,
     Group,
     JsonOut,
+    Servers,
     Timeout,
-    deployment,
+    Token,
+    TokenFile,
+    deployment_with_source,
 )
 from peer.cli.routes_cmd import read_snapshot
+from peer.config import SourceSettings
 from peer.controlreader import ControlSnapshot
+from peer.source.base import Position
+from peer.source.heads import DEFAULT_BUDGET, Head, HeadUnknown, Lag, ask_heads, lag_of
+from peer.source.rest_config import RestSourceConfig
 
 UNOWNED = "(unowned)"
+NO_SOURCE = (
+    "no MigratoryData servers given (--servers, MDPEER_SERVERS or source.servers in --config)"
+)
 
 
-def gather(dep: Deployment) -> dict[str, Any]:
-    """The whole status as plain data (what --json prints)."""
+def gather(dep: Deployment, *, lag: bool = True, budget: float = DEFAULT_BUDGET) -> dict[str, Any]:
+    """The whole status as plain data (what --json prints); with ``lag`` and known servers,
+    each subject's head and lag too."""
     snapshot = read_snapshot(dep)
     admin = admin_client(dep.client_conf())
     info = describe_group(admin, dep.group, dep.topic, bootstrap=dep.bootstrap, timeout=dep.timeout)
-    return build(dep, snapshot, info)
+    data = build(dep, snapshot, info)
+    source = dep.settings.source
+    if not lag:
+        add_lag(data, None, "not asked (--no-lag)", budget)
+    elif not source.servers:
+        add_lag(data, None, NO_SOURCE, budget)
+    else:
+        add_lag(data, source, None, budget)
+    return data
+
+
+def add_lag(
+    data: dict[str, Any], source: SourceSettings | None, why_not: str | None, budget: float
+) -> None:
+    """Ask the source (if given) for every listed subject's head; set head/lag per subject."""
+    subjects = [r["subject"] for r in data["subjects"]]
+    heads: dict[str, Head | HeadUnknown] = {}
+    started = time.monotonic()
+    if source is not None:
+        config = RestSourceConfig.from_settings(source.rest_settings())
+        heads = ask_heads(config, subjects, budget=budget)
+    data["source"] = {
+        "asked": source is not None,
+        "reason": why_not,
+        "servers": list(source.servers) if source is not None else [],
+        "budget_s": budget,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+    for row in data["subjects"]:
+        ckpt = row["checkpoint"]
+        position = None
+        if ckpt is not None and ckpt["epoch"] is not None and ckpt["seq"] is not None:
+            position = Position(ckpt["epoch"], ckpt["seq"])
+        lag = lag_of(position, heads.get(row["subject"]) if source is not None else None)
+        row.update(lag_json(lag))
+        data["_lag"][row["subject"]] = lag
+
+
+def lag_json(lag: Lag) -> dict[str, Any]:
+    head = lag.head
+    return {
+        "head": None
+        if head is None or head.position is None
+        else {"epoch": head.position.epoch, "seq": head.position.seq, "via": head.via},
+        "lag": lag.messages,
+        "lag_state": lag.state.value,
+        "lag_reason": lag.reason,
+    }
 
 
 def build(dep: Deployment, snapshot: ControlSnapshot, info: GroupInfo) -> dict[str, Any]:
@@ -71,6 +136,7 @@ def build(dep: Deployment, snapshot: ControlSnapshot, info: GroupInfo) -> dict[s
         "shard_owners": shards,
         "subjects": [{k: v for k, v in r.items() if k != "checkpoint_text"} for r in rows],
         "_checkpoint_text": {r["subject"]: r["checkpoint_text"] for r in rows},
+        "_lag": {},
         "problems": [str(p) for p in snapshot.problems()],
     }
 
@@ -106,25 +172,54 @@ def render(data: dict[str, Any]) -> None:
         shown = ", ".join(subjects[:5]) + (f" (+{len(subjects) - 5})" if len(subjects) > 5 else "")
         shards.add_row(str(s["shard"]), s["owner"] or UNOWNED, shown or "-")
     console.print(shards)
+    asked = data["source"]["asked"]
     if data["subjects"]:
         subjects_table = Table(title="subjects")
-        for name in ("subject", "topic", "shard", "owner", "checkpoint", "pending"):
+        columns = ["subject", "topic", "shard", "owner", "checkpoint"]
+        columns += ["head", "lag"] if asked else []
+        for name in [*columns, "pending"]:
             subjects_table.add_column(name, overflow="fold")
         for r in data["subjects"]:
             pending = r["pending"]
-            subjects_table.add_row(
+            cells = [
                 r["subject"],
                 r["topic"] or "(no route)",
                 str(r["shard"]),
                 r["owner"] or UNOWNED,
                 data["_checkpoint_text"][r["subject"]],
-                f"reset to {pending['to']}" if pending else "-",
-            )
+            ]
+            if asked:
+                lag_ = data["_lag"][r["subject"]]
+                cells += [_head_text(r["head"], lag_), lag_.text()]
+            cells.append(f"reset to {pending['to']}" if pending else "-")
+            subjects_table.add_row(*cells)
         console.print(subjects_table)
+        if not asked:
+            reason = data["source"]["reason"]
+            console.print(f"lag not shown: {reason}", highlight=False, markup=False)
     else:
         console.print("no routes yet (mdpeer routes apply FILE)", highlight=False)
     for problem in data["problems"]:
         typer.echo(f"warning: {problem}", err=True)
+    for reason, subjects in _unknown_by_reason(data).items():
+        named = ", ".join(subjects[:3]) + (f" (+{len(subjects) - 3})" if len(subjects) > 3 else "")
+        typer.echo(f"warning: lag unknown for {named}: {reason}", err=True)
+
+
+def _head_text(head: dict[str, Any] | None, lag: Lag) -> str:
+    if head is None:
+        return "none" if lag.head is not None else "?"
+    text = f"{head['epoch']}:{head['seq']}"
+    # a snapshot is the newest *retained* message: newer non-retained ones do not show
+    return text + " (snapshot)" if head["via"] == "snapshot" else text
+
+
+def _unknown_by_reason(data: dict[str, Any]) -> dict[str, list[str]]:
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for r in data["subjects"]:
+        if r["lag_state"] == "unknown":
+            by_reason[r["lag_reason"]].append(r["subject"])
+    return by_reason
 
 
 def status(
@@ -133,21 +228,49 @@ def status(
     group: Group = None,
     config: ConfigFile = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    servers: Servers = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    lag: Annotated[
+        bool,
+        typer.Option(
+            "--lag/--no-lag",
+            help="Ask MigratoryData each subject's head to show its lag (needs the servers).",
+        ),
+    ] = True,
+    source_timeout: Annotated[
+        float,
+        typer.Option(
+            "--source-timeout",
+            min=0.1,
+            max=600.0,
+            help="Seconds for asking MigratoryData the heads of all subjects together; "
+            "subjects not answered by then show lag unknown.",
+        ),
+    ] = DEFAULT_BUDGET,
     json_out: JsonOut = False,
 ) -> None:
-    """Show the peers, the owner and subjects of each shard, and each subject's checkpoint.
+    """Show the peers, each shard's owner and subjects, each subject's checkpoint and lag.
 
-    Per subject: its topic, shard, owner, checkpoint (epoch:seq) and any pending reset.
-    Reads Kafka only: works with no peer running (shards show as unowned) and while peers
-    run, without disturbing them.
+    Per subject: topic, shard, owner, checkpoint (epoch:seq), pending reset.
+    Lag: with MigratoryData servers given as for mdpeer run (--servers,
+    MDPEER_SERVERS or source.servers in --config), each subject's head is
+    asked and lag = head seq - checkpoint seq; "epoch changed" when the
+    epochs differ; "unknown" (with the reason, still exit 0) when the
+    source does not answer within --source-timeout.
+    Reads Kafka without joining the group: works with no peer running
+    (shards show as unowned) and while peers run.
 
-    Example: mdpeer status --group orders --json | jq '.shard_owners'
+    Example: mdpeer status -g orders --servers md1:8800 --json | jq .subjects
     """
     with expected_errors():
-        dep = deployment(bootstrap, group, config, timeout)
-        data = gather(dep)
+        dep = deployment_with_source(
+            bootstrap, group, config, timeout, servers=servers, token=token, token_file=token_file
+        )
+        data = gather(dep, lag=lag, budget=source_timeout)
     if json_out:
         data.pop("_checkpoint_text")
+        data.pop("_lag")
         typer.echo(json.dumps(data))
     else:
         render(data)
