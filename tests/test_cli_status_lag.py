@@ -352,3 +352,17 @@ def test_status_of_a_kip848_group_shows_every_shard_owned(
         wait_until(caught_up, 20, "every subject at lag 0 while the peers run")
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_status_budget_default_is_the_sources_and_the_cli_starts_without_aiohttp() -> None:
+    import subprocess
+    import sys
+
+    from peer.cli import status_cmd
+    from peer.source import heads
+
+    assert status_cmd.DEFAULT_BUDGET == heads.DEFAULT_BUDGET
+    # `mdpeer health` (the image's HEALTHCHECK, every 30 s) must not pay for the REST stack.
+    probe = "import sys, peer.cli.main; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

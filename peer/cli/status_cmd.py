@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
@@ -39,8 +39,14 @@ from peer.cli.routes_cmd import read_snapshot
 from peer.config import SourceSettings
 from peer.controlreader import ControlSnapshot
 from peer.source.base import Position
-from peer.source.heads import DEFAULT_BUDGET, Head, HeadUnknown, Lag, ask_heads, lag_of
-from peer.source.rest_config import RestSourceConfig
+
+if TYPE_CHECKING:
+    from peer.source.heads import Head, HeadUnknown, Lag
+
+#: seconds for all head requests together (peer.source.heads.DEFAULT_BUDGET; not imported:
+#: the source pulls in aiohttp, which every other command, ``mdpeer health`` among them,
+#: would then pay for at start)
+DEFAULT_BUDGET: Final = 5.0
 
 UNOWNED = "(unowned)"
 NO_SOURCE = (
@@ -73,6 +79,9 @@ def add_lag(
     heads: dict[str, Head | HeadUnknown] = {}
     started = time.monotonic()
     if source is not None:
+        from peer.source.heads import ask_heads  # lazily: see DEFAULT_BUDGET
+        from peer.source.rest_config import RestSourceConfig
+
         config = RestSourceConfig.from_settings(source.rest_settings())
         heads = ask_heads(config, subjects, budget=budget)
     data["source"] = {
@@ -82,6 +91,8 @@ def add_lag(
         "budget_s": budget,
         "elapsed_s": round(time.monotonic() - started, 3),
     }
+    from peer.source.heads import lag_of  # lazily: see DEFAULT_BUDGET
+
     for row in data["subjects"]:
         ckpt = row["checkpoint"]
         position = None
