@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+from typing import Final
 
 from peer.config import PeerSettings
 from peer.observability import Health, ObservabilityServer, PeerMetrics
@@ -14,6 +16,10 @@ from peer.source.rest_config import RestSourceConfig
 log = logging.getLogger("peer.runner")
 
 
+#: seconds; see run_peer
+_SWITCH_INTERVAL_S: Final = 0.001
+
+
 def run_peer(settings: PeerSettings) -> int:
     """Build the source, metrics and the peer from ``settings``; run until stopped.
 
@@ -21,6 +27,10 @@ def run_peer(settings: PeerSettings) -> int:
     before anything joins the group.
     """
     settings.require_source()
+    # The source's I/O thread and the main loop share the GIL. At the default 5 ms switch
+    # interval the I/O thread waits up to 5 ms after every socket wake-up while the loop
+    # produces; 1 ms measured 15-20% more throughput (docs/PERFORMANCE.md).
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     source = RestSource(RestSourceConfig.from_settings(settings.source.rest_settings()))
     # a shard rebuild may wait up to transaction.timeout.ms for a dead peer's transaction
     metrics = PeerMetrics()

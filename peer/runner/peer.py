@@ -316,7 +316,9 @@ class Peer:
         )
         self.owned.subjects[subject] = track
         self.source.subscribe(subject, after=track.committed, policy=track.policy)
-        log.info(
+        if not log.isEnabledFor(logging.DEBUG):  # thousands at a time: not even the dict
+            return
+        log.debug(  # "shards assigned" carries the count at INFO
             "subject started",
             extra={
                 **self._ctx,
