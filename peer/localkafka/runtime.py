@@ -181,6 +181,8 @@ def _cached(root: Path) -> KafkaJars | None:
     jars = data.get("jars") if isinstance(data, dict) else None
     if data.get("version") != KAFKA_VERSION or not isinstance(jars, list) or not jars:
         return None
+    if data.get("pom") != _pom_digest():
+        return None  # resolved from an older dependency list: resolve again
     if not all((libs / str(name)).is_file() for name in jars):
         return None
     return KafkaJars(libs=libs, version=KAFKA_VERSION, source="maven")
@@ -211,6 +213,21 @@ _POM: Final = """<?xml version="1.0" encoding="UTF-8"?>
       <version>{kafka}</version>
     </dependency>
     <dependency>
+      <!-- org.apache.kafka.tools.ProducerPerformance for scripts/bench.py; Kafka's own
+           release ships it in libs/ too -->
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+      <exclusions>
+        <!-- the Connect tools' runtime (Jetty, Jersey, ...): neither the broker nor the perf
+             tool uses it -->
+        <exclusion>
+          <groupId>org.apache.kafka</groupId>
+          <artifactId>connect-runtime</artifactId>
+        </exclusion>
+      </exclusions>
+    </dependency>
+    <dependency>
       <groupId>org.apache.logging.log4j</groupId>
       <artifactId>log4j-core</artifactId>
       <version>{log4j}</version>
@@ -226,6 +243,14 @@ _POM: Final = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def _pom_text() -> str:
+    return _POM.format(kafka=KAFKA_VERSION, scala=SCALA_VERSION, log4j=LOG4J_VERSION)
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(_pom_text().encode()).hexdigest()[:16]
+
+
 def _maven_resolve(root: Path, progress: Progress) -> KafkaJars:
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -235,10 +260,7 @@ def _maven_resolve(root: Path, progress: Progress) -> KafkaJars:
             "Apache Kafka 4.x install",
         )
     pom = root / "pom.xml"
-    pom.write_text(
-        _POM.format(kafka=KAFKA_VERSION, scala=SCALA_VERSION, log4j=LOG4J_VERSION),
-        encoding="utf-8",
-    )
+    pom.write_text(_pom_text(), encoding="utf-8")
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=root))
     log_path = root / "maven.log"
     progress(
@@ -304,7 +326,10 @@ def _maven_resolve(root: Path, progress: Progress) -> KafkaJars:
     staging.chmod(0o755)  # mkdtemp made it private; the jars are not secret
     staging.rename(libs)
     _marker(root).write_text(
-        json.dumps({"version": KAFKA_VERSION, "log4j": LOG4J_VERSION, "jars": jars}, indent=1),
+        json.dumps(
+            {"version": KAFKA_VERSION, "log4j": LOG4J_VERSION, "pom": _pom_digest(), "jars": jars},
+            indent=1,
+        ),
         encoding="utf-8",
     )
     progress(

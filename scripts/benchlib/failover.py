@@ -1,0 +1,126 @@
+"""Failover: time from SIGTERM / SIGKILL of a peer until every subject of the shards it owned
+is flowing again (a new record visible to a read_committed consumer)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from benchlib.deploy import deployment
+from benchlib.procs import PeerProcess, SimProcess, log, split_evenly, wait_until
+from benchlib.tail import Tail
+from peer.shards import shard_of
+
+SHARDS = 4
+
+
+def failover(
+    bootstrap: str,
+    admin: AdminClient,
+    work: Path,
+    *,
+    subjects: int,
+    rate: float,
+    bound: float,
+    txn_timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """Two peers share the shards, generator live; SIGTERM one; a fresh peer joins; SIGKILL
+    one. Default peer settings unless ``txn_timeout_ms`` (a diagnostic) is given."""
+    sim = SimProcess("--cache-size", "100000", "--cache-expire", "3600")
+    tail: Tail | None = None
+    names = [f"/fo/{i}" for i in range(1, subjects + 1)]
+    by_shard: dict[int, list[str]] = {}
+    for s in names:
+        by_shard.setdefault(shard_of(s, SHARDS), []).append(s)
+    settings = {} if txn_timeout_ms is None else {"transaction_timeout_ms": txn_timeout_ms}
+    out: dict[str, Any] = {"subjects": subjects, "rate": rate, "settings": settings or "defaults"}
+    try:
+        sim.generate("/fo", subjects, rate, 1024, None)
+        with deployment(
+            bootstrap,
+            admin,
+            work,
+            sim.hostport,
+            names,
+            shards=SHARDS,
+            partitions=4,
+            settings=settings,
+        ) as dep:
+            tail = Tail(bootstrap, dep.topic)
+            a, b = dep.start_peer("fo-a"), dep.start_peer("fo-b")
+            wait_until(lambda: split_evenly([a, b], SHARDS), 120, "two peers sharing the shards")
+            time.sleep(3.0)  # steady flow on every subject
+            out["sigterm"] = measure_move(
+                a, b, signal.SIGTERM, by_shard=by_shard, tail=tail, bound=bound
+            )
+            log(f"  SIGTERM: {out['sigterm']}")
+            c = dep.start_peer("fo-c")
+            wait_until(lambda: split_evenly([b, c], SHARDS), 120, "a fresh peer taking shards")
+            time.sleep(3.0)
+            out["sigkill"] = measure_move(
+                c, b, signal.SIGKILL, by_shard=by_shard, tail=tail, bound=bound
+            )
+            log(f"  SIGKILL: {out['sigkill']}")
+            out["duplicates"] = tail.duplicates
+    finally:
+        sim.stop_generator()
+        if tail is not None:
+            tail.close()
+        sim.stop()
+    return out
+
+
+def measure_move(
+    victim: PeerProcess,
+    survivor: PeerProcess,
+    sig: int,
+    *,
+    by_shard: dict[int, list[str]],
+    tail: Tail,
+    bound: float,
+) -> dict[str, Any]:
+    moved_shards = sorted(victim.owned())
+    moved = [s for p in moved_shards for s in by_shard.get(p, [])]
+    t_sig = time.monotonic()
+    victim.proc.send_signal(sig)
+    t_owned = wait_until(
+        lambda: set(moved_shards) <= survivor.owned(), bound, "the survivor owning the shards"
+    )
+    # Only the survivor can write these subjects now: a record arriving after it owns them is
+    # the new owner's (the victim's committed ones arrived before, its open one is dead).
+    firsts: dict[str, float] = {}
+
+    def all_flowing() -> bool:
+        survivor.check_alive()
+        for s in moved:
+            if s not in firsts:
+                t = tail.first_after(s, t_owned)
+                if t is not None:
+                    firsts[s] = t
+        return len(firsts) == len(moved)
+
+    result: dict[str, Any] = {
+        "moved_shards": moved_shards,
+        "moved_subjects": len(moved),
+        "owned_after_s": round(t_owned - t_sig, 2),
+        "survivor_rebuild_s": survivor.last_rebuild_s(),
+    }
+    if sig == signal.SIGTERM:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            victim.proc.wait(bound)
+        result["victim_exit_s"] = round(time.monotonic() - t_sig, 2)
+        result["exit_code"] = victim.proc.returncode
+    try:
+        wait_until(all_flowing, bound, "every moved subject flowing again")
+        result["flowing_after_s"] = round(max(firsts.values()) - t_sig, 2)
+        result["first_subject_after_s"] = round(min(firsts.values()) - t_sig, 2)
+    except TimeoutError:
+        result["flowing_after_s"] = None
+        result["note"] = f"{len(firsts)}/{len(moved)} subjects flowing within {bound}s"
+    return result

@@ -1,0 +1,144 @@
+"""Scale: shard-state rebuild time and peer memory for many subjects.
+
+Per size N: the control topic holds N route records and N checkpoint records; the rebuild is
+timed twice, (a) ``read_shards`` of every shard in this process (the peer's on_assign code,
+without the peer) and (b) the ``rebuild_s`` a real ``mdpeer run`` logs when it is assigned
+every shard. That peer then runs against a reference server holding one message per subject,
+and its RSS is read from /proc while it owns all N subjects.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from benchlib.deploy import deployment
+from benchlib.procs import SimProcess, cpu_seconds, log, memory_mb, wait_until
+from peer.control import encode_checkpoint
+from peer.controlreader import read_shards
+from peer.shards import shard_of
+
+SHARDS = 12
+
+
+def find_epoch(state: object) -> int | None:
+    """The first integer ``epoch`` anywhere in the server's admin state JSON."""
+    if isinstance(state, dict):
+        value = state.get("epoch")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        items: list[object] = list(state.values())
+    elif isinstance(state, list):
+        items = list(state)
+    else:
+        return None
+    for item in items:
+        found = find_epoch(item)
+        if found is not None:
+            return found
+    return None
+
+
+def write_checkpoints(bootstrap: str, topic: str, subjects: list[str], epoch: int) -> None:
+    """One checkpoint per subject at (epoch, 1), in its shard's partition."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "queue.buffering.max.messages": max(100_000, len(subjects) + 1),
+        }
+    )
+    for subject in subjects:
+        key, value = encode_checkpoint(subject, epoch, 1, cmd=None)
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=shard_of(subject, SHARDS))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(120)
+    if left:
+        raise RuntimeError(f"{left} checkpoint records not delivered to {topic}")
+
+
+def scale_point(
+    bootstrap: str, admin: AdminClient, work: Path, *, subjects: int, settle_s: float
+) -> dict[str, Any]:
+    prefix = f"/sc{uuid.uuid4().hex[:4]}"
+    names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
+    sim = SimProcess("--cache-size", "10", "--cache-expire", "3600")
+    try:
+        sim.generate(prefix, subjects, 0, 100, subjects)  # one message per subject
+        sim.wait_generated(300)
+        epoch = find_epoch(sim.admin("GET", f"/admin/state?subject={prefix}/1")) or 1
+        with deployment(
+            bootstrap,
+            admin,
+            work,
+            sim.hostport,
+            None,
+            shards=SHARDS,
+            partitions=4,
+            settings={},
+        ) as dep:
+            t0 = time.monotonic()
+            dep.write_routes(names)
+            write_checkpoints(bootstrap, dep.control_topic, names, epoch)
+            fill_s = time.monotonic() - t0
+            t0 = time.monotonic()
+            states = read_shards(
+                {"bootstrap.servers": bootstrap}, dep.control_topic, None, timeout=300, settle=5.0
+            )
+            read_s = time.monotonic() - t0
+            routes = sum(len(s.state.subjects()) for s in states.values())
+            if routes != subjects:
+                raise RuntimeError(f"read_shards rebuilt {routes} routes, {subjects} written")
+            log(f"  {subjects} subjects: read_shards {read_s:.2f} s (control fill {fill_s:.1f} s)")
+            peer = dep.start_peer(f"scale-{subjects}")
+
+            def owns_all() -> bool:
+                peer.check_alive()
+                return len(peer.owned()) == SHARDS
+
+            t_start = time.monotonic()
+            wait_until(owns_all, 300, f"the peer owning every shard ({subjects} subjects)", 0.2)
+            assigned_after = time.monotonic() - t_start
+            entries = peer.entries("shards assigned")
+            rebuild = round(sum(float(e.get("rebuild_s") or 0) for e in entries), 3)
+            cpu0, t_owned = cpu_seconds(peer.proc.pid), time.monotonic()
+            samples: list[float] = []
+            while time.monotonic() - t_owned < settle_s:
+                peer.check_alive()
+                samples.append(memory_mb(peer.proc.pid).get("rss_mb", 0.0))
+                time.sleep(0.5)
+            mem = memory_mb(peer.proc.pid)
+            result = {
+                "subjects": subjects,
+                "shards": SHARDS,
+                "control_records": 2 * subjects,
+                "read_shards_s": round(read_s, 3),
+                "peer_rebuild_s": rebuild,
+                "peer_assigned_after_start_s": round(assigned_after, 2),
+                "rss_mb": mem.get("rss_mb"),
+                "rss_max_sampled_mb": max(samples) if samples else None,
+                "hwm_mb": mem.get("hwm_mb"),
+                "rss_after_owned_s": settle_s,
+                "peer_cpu_cores_while_owning": round(
+                    (cpu_seconds(peer.proc.pid) - cpu0) / max(time.monotonic() - t_owned, 1e-3), 2
+                ),
+            }
+            log(
+                f"  {subjects} subjects: peer rebuild {rebuild} s, RSS {result['rss_mb']} MB "
+                f"(peak {result['hwm_mb']} MB)"
+            )
+            return result
+    finally:
+        sim.stop_generator()
+        sim.stop()

@@ -1,0 +1,97 @@
+"""The checker: a read_committed consumer of a target topic, in a thread of the script."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+class Tail:
+    """Reads one topic from the beginning with ``isolation.level=read_committed``.
+
+    Per record: arrival time (monotonic and wall), (subject, epoch, seq) for duplicates, and,
+    while ``latency_from`` (wall time) is set, arrival minus ``md.closure`` (the generator's
+    publish time in ms) as a latency sample.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, keep: bool = True, sample: bool = False) -> None:
+        self.keep = keep
+        #: the headers of the first record read (when ``sample``): what the peer writes
+        self.sample_headers: list[tuple[str, bytes]] | None = None
+        self._sample = sample
+        self.count = 0
+        self.bytes = 0
+        self.first_mono: float | None = None
+        self.last_mono: float | None = None
+        self.seen: set[tuple[str, int, int]] = set()
+        self.duplicates = 0
+        self.latencies_ms: list[float] = []
+        self.latency_from: float | None = None
+        self.arrivals: dict[str, list[float]] = {}  # subject -> monotonic arrival times
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-tail-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        md = self._consumer.list_topics(topic, timeout=10)
+        parts = md.topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msgs = self._consumer.consume(5000, 0.05)
+            if not msgs:
+                continue
+            mono, wall = time.monotonic(), time.time()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                headers: dict[str, bytes] = {}
+                for pair in msg.headers() or []:
+                    name, raw = pair[0], pair[1]
+                    headers[str(name)] = raw if isinstance(raw, bytes) else str(raw or "").encode()
+                if self._sample and self.sample_headers is None:
+                    self.sample_headers = list(headers.items())
+                subject = headers.get("md.subject", b"").decode()
+                key = (
+                    subject,
+                    int(headers.get("md.epoch", b"0")),
+                    int(headers.get("md.seq", b"0")),
+                )
+                if key in self.seen:
+                    self.duplicates += 1
+                else:
+                    self.seen.add(key)
+                if self.keep:
+                    self.arrivals.setdefault(subject, []).append(mono)
+                closure = headers.get("md.closure")
+                if self.latency_from is not None and wall >= self.latency_from and closure:
+                    self.latencies_ms.append(wall * 1000 - int(closure))
+                self.count += 1
+                self.bytes += len(msg.value() or b"")
+            if self.first_mono is None:
+                self.first_mono = mono
+            self.last_mono = mono
+
+    def first_after(self, subject: str, t: float) -> float | None:
+        """When the first record of ``subject`` arriving after monotonic ``t`` arrived."""
+        for arrival in self.arrivals.get(subject, []):
+            if arrival > t:
+                return arrival
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()

@@ -1,0 +1,227 @@
+"""Fast tests of the benchmark's pure helpers (scripts/benchlib): no broker, no processes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+from benchlib.deploy import peer_config_text, toml_value
+from benchlib.plots import write_plots
+from benchlib.stats import Target, evaluate_targets, pct, percentiles
+from benchlib.throughput import (
+    generator_content,
+    parse_perf_summary,
+    ratios,
+    same_records,
+)
+
+from peer.sim.generator import Generator, GeneratorSpec
+from peer.sim.model import Store
+from peer.writer.records import java_partition
+
+
+def test_pct_is_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 1001)]  # 1..1000
+    assert pct(values, 0.5) == 501.0
+    assert pct(values, 0.99) == 991.0
+    assert pct(values, 0.999) == 1000.0
+    assert pct(values, 1.0) == 1000.0
+    assert pct([7.0], 0.999) == 7.0
+
+
+def test_pct_rejects_empty_and_bad_quantile() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        pct([], 0.5)
+    with pytest.raises(ValueError, match="quantile"):
+        pct([1.0], 1.5)
+
+
+def test_percentiles_sort_their_input() -> None:
+    shuffled = [float(x) for x in (900, 100, 500, 300, 700, 200, 800, 400, 600, 1000)]
+    assert percentiles(shuffled) == {"p50_ms": 600.0, "p99_ms": 1000.0, "p999_ms": 1000.0}
+
+
+def test_target_status() -> None:
+    assert Target("ratio", 0.6, ">=", 0.6).status == "met"
+    assert Target("ratio", 0.59, ">=", 0.6).status == "missed"
+    assert Target("p99", 301.0, "<=", 300, "ms").status == "missed"
+    assert Target("p99", None, "<=", 300, "ms").status == "not measured"
+    assert Target("p99", 12.5, "<=", 300, "ms").as_dict() == {
+        "name": "p99",
+        "measured": 12.5,
+        "target": "<= 300 ms",
+        "status": "met",
+    }
+    with pytest.raises(ValueError, match="op"):
+        Target("x", 1.0, "<", 2)
+
+
+def _doc() -> dict[str, object]:
+    return {
+        "throughput": {
+            "sizes": [
+                {
+                    "size": 1024,
+                    "peer1": {"msgs_per_s": 30_000, "mb_per_s": 30.7},
+                    "peer3": {"msgs_per_s": 45_000, "mb_per_s": 46.1},
+                    "bare": {"msgs_per_s": 100_000, "mb_per_s": 102.4},
+                    "java": {"msgs_per_s": 80_000, "mb_per_s": 81.9},
+                    "ratios": {"peer1_vs_bare": 0.3},
+                }
+            ]
+        },
+        "latency": [
+            {
+                "commit_interval_ms": 50,
+                "rate_target": 1000.0,
+                "p50_ms": 80.0,
+                "p99_ms": 150.0,
+                "p999_ms": 170.0,
+            },
+            {
+                "commit_interval_ms": 100,
+                "rate_target": 1000.0,
+                "p50_ms": 120.0,
+                "p99_ms": 320.0,
+                "p999_ms": 400.0,
+            },
+            {
+                "commit_interval_ms": 100,
+                "rate_target": 100.0,
+                "p50_ms": 110.0,
+                "p99_ms": 200.0,
+                "p999_ms": 210.0,
+            },
+        ],
+        "failover": {
+            "sigterm": {"owned_after_s": 0.8, "flowing_after_s": 0.9},
+            "sigkill": {"owned_after_s": 11.0, "flowing_after_s": None},
+        },
+        "scale": [
+            {
+                "subjects": 1000,
+                "peer_rebuild_s": 0.1,
+                "read_shards_s": 0.1,
+                "rss_mb": 60.0,
+                "hwm_mb": 61.0,
+            },
+            {
+                "subjects": 10_000,
+                "peer_rebuild_s": 0.5,
+                "read_shards_s": 0.4,
+                "rss_mb": 150.0,
+                "hwm_mb": 160.0,
+            },
+        ],
+    }
+
+
+def test_evaluate_targets_reports_every_target_including_missed_and_unmeasured() -> None:
+    status = {t.name: t.status for t in evaluate_targets(_doc())}
+    assert status == {
+        "throughput ratio peer/bare, 1 KB, one peer": "missed",
+        "failover after SIGKILL": "not measured",  # it never flowed within the bound
+        "failover after SIGTERM": "met",
+        "p99 latency at 1,000 msg/s, commit 50 ms": "met",
+        "p99 latency at 1,000 msg/s, commit 100 ms": "missed",
+        "shard-state rebuild, 100k subjects (read_shards)": "not measured",
+        "peer on_assign, 100k subjects (its rebuild_s)": "not measured",
+        "peer RSS, 10k subjects": "met",
+    }
+
+
+def test_evaluate_targets_of_an_empty_run_lists_them_all_unmeasured() -> None:
+    targets = evaluate_targets({})
+    assert len(targets) == 7
+    assert {t.status for t in targets} == {"not measured"}
+
+
+def test_ratios_against_bare_and_java() -> None:
+    entry = {"peer1": {"msgs_per_s": 30}, "bare": {"msgs_per_s": 100}, "java": {"error": "x"}}
+    assert ratios(entry, [1]) == {"peer1_vs_bare": 0.3, "peer1_vs_java": None, "bare_vs_java": None}
+
+
+def test_parse_perf_summary_takes_the_last_line() -> None:
+    out = (
+        "50000 records sent, 25000.0 records/sec (24.41 MB/sec), 5.0 ms avg latency, 90.0 ms max"
+        " latency.\n"
+        "100000 records sent, 99000.5 records/sec (96.68 MB/sec), 3.10 ms avg latency, 250.00 ms"
+        " max latency, 2 ms 50th, 8 ms 95th, 20 ms 99th, 40 ms 99.9th.\n"
+    )
+    got = parse_perf_summary(out)
+    assert got is not None
+    assert got["messages"] == 100_000
+    assert got["msgs_per_s"] == 99_000  # round() rounds half to even
+    assert got["mb_per_s"] == round(96.68 * 1024 * 1024 / 1e6, 2)
+    assert (got["p50_ms"], got["p99_ms"], got["p999_ms"]) == (2, 20, 40)
+    assert parse_perf_summary("no summary here") is None
+    warm = out + out.splitlines()[-1].replace("100000 records", "60000 steady state records")
+    steady = parse_perf_summary(warm)
+    assert steady is not None
+    assert steady["messages"] == 60_000
+
+
+def test_generator_content_matches_the_reference_servers_generator() -> None:
+    store = Store()
+    gen = Generator(store, GeneratorSpec(prefix="/g", count=2, rate=0, size=40, total=5))
+    batch = gen._batch(5)
+    assert [content.encode() for _, content in batch] == [
+        generator_content(i, 40) for i in range(5)
+    ]
+    assert generator_content(12345, 3) == b"123"
+    assert len(generator_content(7, 1024)) == 1024
+
+
+def test_same_records_carry_the_peers_headers_and_partitions() -> None:
+    sample = [
+        ("md.subject", b"/t/1"),
+        ("md.epoch", b"7"),
+        ("md.seq", b"1"),
+        ("md.type", b"HISTORICAL"),
+        ("md.closure", b"1700000000000"),
+        ("md.retained", b"true"),
+    ]
+    subjects = ["/t/1", "/t/2", "/t/3"]
+    records = same_records(7, 16, subjects, 6, sample)
+    assert len(records) == 7
+    partition, value, headers = records[4]  # message 4: subject /t/2, its 2nd message
+    assert value == generator_content(4, 16)
+    assert partition == java_partition(b"/t/2", 6)
+    assert headers == [
+        ("md.subject", b"/t/2"),
+        ("md.epoch", b"7"),
+        ("md.seq", b"2"),
+        ("md.type", b"HISTORICAL"),
+        ("md.closure", b"1700000000000"),
+        ("md.retained", b"true"),
+    ]
+
+
+def test_peer_config_text_quotes_strings() -> None:
+    text = peer_config_text("h:1", "g", 'a"b', {"commit_interval_ms": 50, "x": True})
+    assert text.splitlines() == [
+        'bootstrap = "h:1"',
+        'group = "g"',
+        "commit_interval_ms = 50",
+        "x = true",
+        "[source]",
+        'servers = "a\\"b"',
+    ]
+    assert toml_value(1.5) == "1.5"
+
+
+def test_write_plots_writes_one_png_per_part(tmp_path: Path) -> None:
+    written = write_plots(_doc(), tmp_path / "plots")
+    assert sorted(p.name for p in written) == [
+        "failover.png",
+        "latency.png",
+        "scale.png",
+        "throughput.png",
+    ]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert write_plots({}, tmp_path / "none") == []
