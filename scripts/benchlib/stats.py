@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.config import PeerSettings
+
+#: the peer's default commit interval: the latency target is judged there
+DEFAULT_COMMIT_MS = PeerSettings.__dataclass_fields__["commit_interval_ms"].default
+
 
 def pct(sorted_values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) of already sorted values, nearest rank (no interpolation)."""
@@ -93,7 +98,12 @@ def evaluate_targets(doc: dict[str, Any]) -> list[Target]:
             "s",
         )
     )
+    # The target is for the peer's defaults: commit_interval_ms = 100. Other intervals are
+    # measured to show the trade-off, not judged against it (when 100 was not run, every
+    # interval measured is judged, so a run never hides a miss).
     at_1000 = [r for r in doc.get("latency", []) if r.get("rate_target") == 1000]
+    at_default = [r for r in at_1000 if r.get("commit_interval_ms") == DEFAULT_COMMIT_MS]
+    at_1000 = at_default or at_1000
     if not at_1000:
         targets.append(Target("p99 latency at 1,000 msg/s", None, "<=", 300, "ms"))
     targets += [
