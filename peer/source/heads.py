@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 import ssl
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from typing import Final
 import aiohttp
 
 from peer.source.base import Position
-from peer.source.rest import CONSUME_PATH
+from peer.source.rest import CONSUME_PATH, describe_error, scrub_token
 from peer.source.rest_config import RestSourceConfig
 from peer.source.servers import ServerAddress, ServerPool
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
@@ -53,7 +52,6 @@ __all__ = [
 DEFAULT_BUDGET: Final = 5.0
 _SLACK_S: Final = 0.01
 _TLS_CLOSE_GRACE_S: Final = 0.25
-_TOKEN_PARAM: Final = re.compile(r"(token=)[^&\s'\"]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,10 +273,7 @@ class _HeadAsker:
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
             return "timed out"
-        text = str(exc)
-        return self._scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return describe_error(exc, self._token)
 
     def _scrub(self, text: str) -> str:
-        if self._token:
-            text = text.replace(self._token, "***")
-        return _TOKEN_PARAM.sub(r"\1***", text)
+        return scrub_token(text, self._token)

@@ -65,7 +65,7 @@ from peer.source.resume import (
 from peer.source.servers import ServerAddress, ServerPool
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
-__all__ = ["RestSource", "RestSourceConfig"]
+__all__ = ["RestSource", "RestSourceConfig", "describe_error", "scrub_token"]
 
 log = logging.getLogger("peer.source")
 
@@ -74,6 +74,19 @@ _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
 _TLS_CLOSE_GRACE_S: Final = 0.25
 _TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
+
+
+def scrub_token(text: str, token: str | None) -> str:
+    """Remove the token from text that may quote a URL or a request."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_PARAM.sub(r"\1***", text)
+
+
+def describe_error(exc: BaseException, token: str | None) -> str:
+    """``Type: text`` of a transport fault, for logs and errors, with the token removed."""
+    text = str(exc)
+    return scrub_token(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, token)
 
 
 class _TransientError(Exception):
@@ -648,11 +661,7 @@ class RestSource:
         raise _TransientError(server, reason)
 
     def _describe(self, exc: BaseException) -> str:
-        text = str(exc)
-        return self._scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return describe_error(exc, self._token)
 
     def _scrub(self, text: str) -> str:
-        """Remove the token from text that may quote a URL or a request."""
-        if self._token:
-            text = text.replace(self._token, "***")
-        return _TOKEN_PARAM.sub(r"\1***", text)
+        return scrub_token(text, self._token)
