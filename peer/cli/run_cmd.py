@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from peer.cli.common import expected_errors
+from peer.cli.options import Servers, Token, TokenFile
 
 
 def register(app: typer.Typer) -> None:
@@ -46,32 +47,9 @@ def run(
             show_default=False,
         ),
     ] = None,
-    servers: Annotated[
-        str | None,
-        typer.Option(
-            "--servers",
-            envvar="MDPEER_SERVERS",
-            help="MigratoryData servers, host:port[,host:port...].",
-            show_default=False,
-        ),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            help="Entitlement token (prefer --token-file or MDPEER_TOKEN: argv is visible).",
-            show_default=False,
-        ),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            envvar="MDPEER_TOKEN_FILE",
-            help="File holding the entitlement token.",
-            show_default=False,
-        ),
-    ] = None,
+    servers: Servers = None,
+    token: Token = None,
+    token_file: TokenFile = None,
     peer_id: Annotated[
         str | None,
         typer.Option(
