@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -583,3 +584,29 @@ def test_a_route_overriding_the_templates_policy_drops_its_dead_letter_topic(
     assert table["/c/d"] == Route(
         "/c/d", "c", on_oversize=Oversize.DEAD_LETTER, dead_letter_topic="dlq"
     )
+
+
+def _reference_subject_problem(subject: str) -> bool:
+    """The rule spelled out slowly: what validate_subject must refuse."""
+    if not subject.startswith("/") or "*" in subject:
+        return True
+    if any(seg == "" for seg in subject[1:].split("/")):
+        return True
+    return any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in subject)
+
+
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.sampled_from("/ab*\t \x00\x1f\x7f\u200b\u00e9\u3000"), st.characters()
+        ),
+        max_size=12,
+    ).map(lambda t: "/" + t)
+)
+def test_subject_validation_fast_path_agrees_with_the_rule(subject: str) -> None:
+    refused = False
+    try:
+        validate_subject(subject)
+    except ConfigError:
+        refused = True
+    assert refused == _reference_subject_problem(subject)
