@@ -21,6 +21,12 @@ was just committed is acknowledged before the coordinator has written its marker
 few milliseconds its records are below the high watermark but above the LSO. The reader
 therefore aims at the high watermark seen when it began and gives the LSO ``settle`` seconds
 to reach it; only then does it accept the LSO as the end (a transaction really is open).
+That is right for a look (the admin commands), never for an owner: the open transaction may
+be a paused peer's (a zombie) that has already sent its offsets and can still commit until
+the coordinator aborts it; an owner that started from the checkpoints before it would write
+the same messages again. So the peer's rebuild passes ``settle=None``: the read ends only
+when the LSO has passed the high watermark it aimed at (the transaction committed or
+aborted), whatever that takes within the deadline.
 A deadline bounds the whole read: :class:`ControlReadTimeoutError`, never a hang.
 """
 
@@ -95,16 +101,29 @@ class ControlTopicMissingError(MdpeerError):
 class ControlReadTimeoutError(MdpeerError):
     """A control partition was not read to its end before the deadline."""
 
-    def __init__(self, topic: str, pending: Mapping[int, int | None], timeout: float) -> None:
+    def __init__(
+        self,
+        topic: str,
+        pending: Mapping[int, int | None],
+        timeout: float,
+        *,
+        open_transaction: bool = False,
+    ) -> None:
         self.topic = topic
         self.pending = dict(pending)
+        self.open_transaction = open_transaction
         where = ", ".join(
             f"{p} (at offset {'start' if o is None else o})" for p, o in sorted(pending.items())
         )
         super().__init__(
             f"control topic {topic!r}: partitions {where} not read to their end within "
-            f"{timeout:g}s",
-            hint="Kafka is slow or unreachable; retry, or raise the timeout",
+            f"{timeout:g}s" + (" (a transaction there stayed open)" if open_transaction else ""),
+            hint=(
+                "a paused or slow peer holds a transaction open until the broker aborts it "
+                "(transaction.timeout.ms); this peer exits rather than risk writing twice"
+                if open_transaction
+                else "Kafka is slow or unreachable; retry, or raise the timeout"
+            ),
         )
 
 
@@ -209,7 +228,7 @@ def read_shards(
     partitions: Iterable[int] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     *,
-    settle: float = DEFAULT_SETTLE,
+    settle: float | None = DEFAULT_SETTLE,
 ) -> dict[int, ShardStateWithEnd]:
     """Rebuild the state of ``partitions`` (default: all) of the control topic.
 
@@ -220,7 +239,8 @@ def read_shards(
     first LSO could miss the newest checkpoints; it waits up to ``settle`` seconds for the
     LSO to catch up. A transaction that stays open (its producer died or is slow) holds
     the LSO back until it times out: after ``settle`` the read ends at the LSO, with every
-    committed record before it.
+    committed record before it. With ``settle=None`` (an owner's rebuild) it never does:
+    the read waits for the open transaction to end, or raises at the deadline.
 
     Raises :class:`KafkaUnavailableError` / :class:`ControlTopicMissingError` /
     :class:`ControlReadTimeoutError` within ``timeout`` seconds; a record written by a newer
@@ -247,8 +267,10 @@ def read_shards(
             for p, prog in list(pending.items()):
                 if prog.eof is not None and (
                     prog.eof >= prog.target
-                    or now - (prog.first_eof_at or now) >= settle
-                    or now >= deadline
+                    or (
+                        settle is not None
+                        and (now - (prog.first_eof_at or now) >= settle or now >= deadline)
+                    )
                 ):
                     states[p].end_offset = prog.eof
                     del pending[p]
@@ -256,7 +278,10 @@ def read_shards(
                 break
             if now >= deadline:
                 raise ControlReadTimeoutError(
-                    topic, {p: prog.last for p, prog in pending.items()}, timeout
+                    topic,
+                    {p: prog.last for p, prog in pending.items()},
+                    timeout,
+                    open_transaction=any(prog.eof is not None for prog in pending.values()),
                 )
             for msg in consumer.consume(num_messages=1000, timeout=min(deadline - now, 0.1)):
                 part, offset = msg.partition(), msg.offset()

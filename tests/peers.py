@@ -112,6 +112,10 @@ class PeerProcess:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
+        keep = os.environ.get("MDPEER_TEST_LOG_DIR")  # to read a failed run's peer logs
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / f"{self.peer_id}-{self.proc.pid}.log").write_text(self.logs())
         self._log.close()
 
 

@@ -3,15 +3,22 @@ transaction ends the read at the last stable offset instead of hanging."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from peer.control import encode_checkpoint, encode_route
-from peer.controlreader import ControlTopicMissingError, read_shards, reader_config
+from peer.controlreader import (
+    ControlReadTimeoutError,
+    ControlTopicMissingError,
+    read_shards,
+    reader_config,
+)
 from peer.routes import Route
 from peer.shards import shard_of
 from peer.source.base import Position
@@ -95,6 +102,57 @@ def test_open_transaction_ends_the_read_at_the_last_stable_offset(
         assert states[2].end_offset == 2  # the open transaction's first record
         assert states[0].end_offset == 0  # an empty partition ends at once
         assert states[0].state.routes == {}
+    finally:
+        producer.abort_transaction(30)
+
+
+def test_an_owners_rebuild_waits_for_an_open_transaction_to_commit(
+    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+) -> None:
+    """A zombie's transaction that already holds its offsets may still commit: an owner's
+    rebuild (settle=None) must see that commit, never start from the checkpoint before it."""
+    topic = unique_topic(SHARDS, config=COMPACT)
+    subject = subject_on(1)
+    producer = txn_producer
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
+    assert producer.flush(30) == 0
+    result: dict[str, Any] = {}
+
+    def rebuild() -> None:
+        result["states"] = read_shards(
+            {"bootstrap.servers": kafka_bootstrap}, topic, [1], timeout=60, settle=None
+        )
+
+    reader = threading.Thread(target=rebuild)
+    reader.start()
+    reader.join(4.0)  # twice the default settle: a lenient read would have ended by now
+    assert reader.is_alive(), "the rebuild ended while the transaction was open"
+    producer.commit_transaction(30)
+    reader.join(30)
+    assert not reader.is_alive()
+    shard = result["states"][1]
+    assert shard.state.checkpoints[subject].position == Position(3, 6)
+    assert shard.end_offset == 4  # past the second commit marker
+
+
+def test_an_owners_rebuild_raises_rather_than_start_before_an_open_transaction(
+    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+) -> None:
+    topic = unique_topic(SHARDS, config=COMPACT)
+    subject = subject_on(2)
+    producer = txn_producer
+    producer.begin_transaction()
+    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
+    assert producer.flush(30) == 0
+    try:
+        with pytest.raises(ControlReadTimeoutError, match="stayed open") as failed:
+            read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [2], timeout=3, settle=None)
+        assert failed.value.open_transaction
+        assert failed.value.pending == {2: None}
     finally:
         producer.abort_transaction(30)
 

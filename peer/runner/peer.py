@@ -59,7 +59,8 @@ _EVENTS_PER_TURN: Final = 2000
 #: how often the checkpoint-lag gauges are refreshed
 _LAG_EVERY_S: Final = 1.0
 #: extra seconds the shard rebuild waits beyond transaction.timeout.ms (see controlreader)
-_SETTLE_MARGIN_S: Final = 2.0
+#: seconds a rebuild may wait beyond twice the transaction timeout (broker abort checks: 10 s)
+_REBUILD_MARGIN_S: Final = 30.0
 
 
 class PeerFatalError(Exception):
@@ -200,14 +201,17 @@ class Peer:
             log.warning("commit before rebuild failed, aborted: %s", exc, extra=self._ctx)
             self._abort_and_redo()
         self.health.assigned(new)
-        settle = self.settings.transaction_timeout_ms / 1000 + _SETTLE_MARGIN_S
+        # Strict: never start from checkpoints while a transaction on these shards is open;
+        # it may be a zombie's that can still commit (controlreader). The broker aborts it
+        # after transaction.timeout.ms (+ its abort-check interval): allow that twice over.
+        txn_timeout = self.settings.transaction_timeout_ms / 1000
         started = time.monotonic()
         states = read_shards(
             self._consumer_conf,
             self.settings.control_topic,
             new,
-            timeout=settle + 30.0,
-            settle=settle,
+            timeout=2 * txn_timeout + _REBUILD_MARGIN_S,
+            settle=None,
         )
         added: list[TopicPartition] = []
         for p in new:
