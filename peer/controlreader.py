@@ -183,6 +183,9 @@ def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: fl
     return len(meta.partitions)
 
 
+#: longest single watermark request (they are repeated until the read's deadline)
+_WATERMARK_WAIT_S: Final = 2.0
+
 #: how long a partition may take to make stable what its high watermark already counts
 DEFAULT_SETTLE: Final = 2.0
 
@@ -206,16 +209,25 @@ def _high_watermarks(
 ) -> dict[int, int]:
     # A read_uncommitted handle: for a read_committed one librdkafka reports the LSO instead.
     probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
+    started = time.monotonic()
     try:
         out = {}
         for p in partitions:
-            wait = max(deadline - time.monotonic(), 0.1)
-            try:
-                _, high = probe.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=wait, cached=False
-                )
-            except KafkaException as exc:
-                raise KafkaUnavailableError(bootstrap, wait, str(exc.args[0])) from None
+            # A broker that just died fails the request at once (_DESTROY_BROKER, _TRANSPORT,
+            # not the leader): ask again, in short waits, until the deadline (scripts/chaos.py
+            # saw a peer exit on the first such error during a rebuild).
+            while True:
+                wait = min(max(deadline - time.monotonic(), 0.1), _WATERMARK_WAIT_S)
+                try:
+                    _, high = probe.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=wait, cached=False
+                    )
+                    break
+                except KafkaException as exc:
+                    if time.monotonic() + 0.1 >= deadline:
+                        waited = time.monotonic() - started
+                        raise KafkaUnavailableError(bootstrap, waited, str(exc.args[0])) from None
+                    time.sleep(0.1)
             out[p] = int(high)
         return out
     finally:

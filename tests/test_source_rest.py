@@ -465,3 +465,21 @@ def test_an_answer_larger_than_the_buffer_is_fetched_once(
     assert consumes <= 2, consumes
     assert [m.position for m in got] == positions
     assert source.stats().duplicates_dropped == 0
+
+
+def test_a_flapping_server_is_logged_once_per_period_not_per_failure(
+    sim_factory: Callable[..., SimServer],
+    make_source: SourceFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="peer.source")
+    sim = sim_factory(seed=5)
+    sim.set_faults(fail_rate=0.5)
+    source = make_source(sim.url)
+    source.subscribe("/flap/a", after=Position(1, 0))
+    publish_all(sim, "/flap/a", 5)
+    collect(source, count(5), deadline_s=60)
+    # idle polls go on; about every other one fails, and the next success "recovers" it
+    wait_for("many failed requests", lambda: source.stats().request_errors >= 8)
+    lines = [r for r in caplog.records if r.getMessage() == "server failing, trying others"]
+    assert 1 <= len(lines) <= 2, [vars(r) for r in lines]

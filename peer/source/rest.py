@@ -73,6 +73,8 @@ CONSUME_PATH: Final = "/rest/consume"
 _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
 _TLS_CLOSE_GRACE_S: Final = 0.25
+#: seconds between two "server failing" (or "answering again") lines for one server
+_FLIP_LOG_EVERY_S: Final = 10.0
 _TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
 
 
@@ -123,6 +125,8 @@ class RestSource:
         self._paused = False
         self._closed = False
         self._room_waiting = False
+        #: (server, "up"/"down") -> (when last logged, flips not logged since); loop thread
+        self._flips: dict[tuple[str, str], tuple[float, int]] = {}
         #: subscribe/unsubscribe work for the loop thread (under the lock); see _schedule
         self._actions: list[tuple[Callable[[_Subscription], None], _Subscription]] = []
         #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
@@ -630,7 +634,7 @@ class RestSource:
                 self._server_failed(server, self._describe(exc))
         if status == 200:
             if self._pool.mark_up(server):
-                log.info("server answering again", extra={"server": server.netloc})
+                self._log_flip(server, "up", logging.INFO, "server answering again", {})
             return body
         if status >= 500 or status in (408, 429):
             self._server_failed(server, f"HTTP {status}: {self._scrub(decode_error(body))}")
@@ -650,15 +654,24 @@ class RestSource:
     def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
         self._request_errors += 1
         if self._pool.mark_down(server):
-            log.warning(
-                "server failing, trying others",
-                extra={
-                    "server": server.netloc,
-                    "reason": reason,
-                    "down_for_s": self._config.server_down_for,
-                },
-            )
+            extra = {"reason": reason, "down_for_s": self._config.server_down_for}
+            self._log_flip(server, "down", logging.WARNING, "server failing, trying others", extra)
         raise _TransientError(server, reason)
+
+    def _log_flip(
+        self, server: ServerAddress, state: str, level: int, msg: str, extra: dict[str, object]
+    ) -> None:
+        """Log a server going down or up, at most once per ``_FLIP_LOG_EVERY_S`` per server and
+        state; the next line counts what was left out. A server failing one request in ten
+        flips on every failure: a line pair per failure flooded the logs (scripts/chaos.py)."""
+        now = time.monotonic()
+        key = (server.netloc, state)
+        last, skipped = self._flips.get(key, (-_FLIP_LOG_EVERY_S, 0))
+        if now - last < _FLIP_LOG_EVERY_S:
+            self._flips[key] = (last, skipped + 1)
+            return
+        self._flips[key] = (now, 0)
+        log.log(level, msg, extra={"server": server.netloc, **extra, "not_logged_since": skipped})
 
     def _describe(self, exc: BaseException) -> str:
         return describe_error(exc, self._token)

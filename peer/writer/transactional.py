@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,38 @@ _PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
 _Report = Callable[[KafkaError | None, object], None]
+
+#: how often the main thread wakes while a transactional call runs (see _off_main_thread)
+_WAKE_S: Final = 0.2
+
+
+def _off_main_thread(call: Callable[[float], object], deadline: float) -> None:
+    """Run a blocking transactional call (commit, abort, send offsets) in a helper thread
+    while the main thread waits in Python.
+
+    Python runs signal handlers only in the main thread, between bytecodes: a call blocked in
+    librdkafka for an unreachable broker (``send_offsets_to_transaction`` does not honour
+    short timeouts there) kept SIGTERM unanswered for 30 s (found by scripts/chaos.py). The
+    call itself is unchanged and still one at a time: the main thread does nothing else
+    until it returns, it only stays able to run the handler (which sets the stop flag).
+    """
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call(max(deadline - time.monotonic(), 1.0))
+            outcome.append(None)
+        except BaseException as exc:  # handed to the main thread as is
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="mdpeer-txn-call", daemon=True).start()
+    while not done.wait(_WAKE_S):
+        pass
+    if outcome and outcome[0] is not None:
+        raise outcome[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +350,11 @@ class TransactionalWriter:
                 self._produce_control(key, value, subject)
             if offsets:
                 call_with_retry(
-                    lambda: self._producer.send_offsets_to_transaction(
-                        list(offsets), group_metadata, max(deadline - time.monotonic(), 1)
+                    lambda: _off_main_thread(
+                        lambda t: self._producer.send_offsets_to_transaction(
+                            list(offsets), group_metadata, t
+                        ),
+                        deadline,
                     ),
                     op="send_offsets_to_transaction",
                     attempts=self.retry_attempts,
@@ -326,7 +362,7 @@ class TransactionalWriter:
                     backoff_max=self.retry_backoff_max,
                 )
             call_with_retry(
-                lambda: self._producer.commit_transaction(max(deadline - time.monotonic(), 1)),
+                lambda: _off_main_thread(self._producer.commit_transaction, deadline),
                 op="commit_transaction",
                 attempts=self.retry_attempts,
                 budget=budget,
@@ -408,8 +444,9 @@ class TransactionalWriter:
         if self._txn is None:
             return
         budget = self.operation_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
         call_with_retry(
-            lambda: self._producer.abort_transaction(budget),
+            lambda: _off_main_thread(self._producer.abort_transaction, deadline),
             op="abort_transaction",
             attempts=self.retry_attempts,
             budget=budget,

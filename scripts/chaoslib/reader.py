@@ -1,0 +1,174 @@
+"""The checker's eyes: a read_committed consumer of the target topics and the audit topic.
+
+Manual assignment from offset 0, no group offsets, so it never joins or disturbs the peers'
+group. One runs for the whole chaos run (so the drain can tell when every subject's last message
+is visible); the verdict is made on what a fresh one reads from offset 0 to the end of every
+partition once the peers have stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from chaoslib.content import parse
+from chaoslib.verdict import Gap, Record, gap_from_fields
+
+_POLL_S = 0.2
+
+
+def _header(headers: Iterable[tuple[str, Any]] | None, name: str) -> str | None:
+    for key, raw in headers or ():
+        if key == name:
+            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+class CommittedReader:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Iterable[str],
+        audit_topic: str | None,
+        *,
+        header_prefix: str = "md.",
+        logger: Any = None,
+    ) -> None:
+        self.topics = tuple(topics)
+        self.audit_topic = audit_topic
+        self._prefix = header_prefix
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"chaos-check-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "client.id": "mdpeer-chaos-check",
+            "enable.partition.eof": True,
+        }
+        if logger is not None:
+            conf["logger"] = logger
+        self._consumer = Consumer(conf)
+        self._lock = threading.Lock()
+        self._records: list[Record] = []
+        self._gaps: list[Gap] = []
+        #: subject -> highest content counter seen (drain progress)
+        self._latest: dict[str, int] = {}
+        self._errors: list[str] = []
+        self._tps: list[TopicPartition] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _assign(self, timeout: float = 30.0) -> None:
+        wanted = [*self.topics, *([self.audit_topic] if self.audit_topic else [])]
+        md = self._consumer.list_topics(timeout=timeout)
+        for topic in wanted:
+            meta = md.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise KafkaException(f"topic {topic!r} is not available to the checker")
+            self._tps += [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
+        self._consumer.assign(self._tps)
+
+    def start(self) -> None:
+        """Read in a background thread (progress while the run goes on)."""
+        self._assign()
+        self._thread = threading.Thread(target=self._run, name="chaos-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = self._consumer.consume(500, _POLL_S)
+            except KafkaException as exc:  # the consumer was closed under us, or a fatal error
+                with self._lock:
+                    self._errors.append(str(exc))
+                time.sleep(_POLL_S)
+                continue
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    # partition EOF and transient broker errors while a node is down
+                    if not err.retriable() and err.code() != KafkaError._PARTITION_EOF:
+                        with self._lock:
+                            self._errors.append(str(err))
+                    continue
+                self._take(msg)
+
+    def _take(self, msg: Any) -> None:
+        topic = str(msg.topic())
+        value = msg.value()
+        if topic == self.audit_topic:
+            try:
+                fields = json.loads(value or b"")
+            except ValueError:
+                fields = None
+            gap = gap_from_fields(fields, "audit") if isinstance(fields, dict) else None
+            with self._lock:
+                if gap is None:
+                    self._errors.append(f"unreadable audit record at offset {msg.offset()}")
+                else:
+                    self._gaps.append(gap)
+            return
+        headers = msg.headers()
+        p = self._prefix
+        rec = Record(
+            topic=topic,
+            partition=int(msg.partition()),
+            offset=int(msg.offset()),
+            subject=_header(headers, p + "subject"),
+            epoch=_int(_header(headers, p + "epoch")),
+            seq=_int(_header(headers, p + "seq")),
+            value=value,
+        )
+        claimed = parse(value)
+        with self._lock:
+            self._records.append(rec)
+            if claimed is not None:
+                subject, counter = claimed
+                if counter > self._latest.get(subject, 0):
+                    self._latest[subject] = counter
+
+    def latest(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._latest)
+
+    def read_to_end(self, timeout: float) -> bool:
+        """Read every partition from offset 0 to its end, in this thread (instead of
+        :meth:`start`); the end, for read_committed, is the last stable offset, which
+        librdkafka signals with a partition-EOF event. False if ``timeout`` ran out first."""
+        self._assign()
+        pending = {(tp.topic, tp.partition) for tp in self._tps}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in self._consumer.consume(500, 0.5):
+                err = msg.error()
+                if err is None:
+                    self._take(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((str(msg.topic()), int(msg.partition() or 0)))
+                elif not err.retriable():
+                    with self._lock:
+                        self._errors.append(str(err))
+        return not pending
+
+    def snapshot(self) -> tuple[list[Record], list[Gap], list[str]]:
+        with self._lock:
+            return list(self._records), list(self._gaps), list(self._errors)
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(_POLL_S * 10 + 5)
+        self._consumer.close()
