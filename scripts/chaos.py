@@ -42,13 +42,13 @@ from chaoslib.deployment import (
     default_run_dir,
     peer_toml,
     routes_toml,
-    signals_ignored,
-    signals_raise,
     subjects_of,
 )
 from chaoslib.procs import Fleet, HarnessError, Publisher, SimProcess, bump_epochs, run_cli
 from chaoslib.reader import CommittedReader
 from chaoslib.verdict import Gap, SubjectVerdict, gaps_from_log_lines, judge, totals
+
+from peer.procsignals import signals_ignored, signals_raise
 
 
 def say(line: str) -> None:
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[SubjectVerdict] | None = None
     stack = contextlib.ExitStack()
     try:
-        with signals_raise():
+        with signals_raise(StopRequestedError):
             try:
                 verdicts = run.run(stack)
             finally:

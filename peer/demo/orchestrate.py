@@ -13,14 +13,11 @@ import contextlib
 import functools
 import json
 import logging
-import shutil
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, Final
 
 from peer.demo.check import CommittedCounter
@@ -28,6 +25,7 @@ from peer.demo.procs import PeerProc, alive, spawn_peer
 from peer.demo.summary import DemoResult
 from peer.demo.view import DemoStatus, PeerRow, View
 from peer.errors import MdpeerError
+from peer.procsignals import fresh_run_dir, signals_ignored, signals_raise
 
 GROUP: Final = "demo"
 #: the vendor connector's quick-start routes: subject, topic, key
@@ -91,41 +89,7 @@ def progress(line: str) -> None:
 def default_run_dir() -> Path:
     from peer.localkafka import cache_dir
 
-    base = cache_dir() / "demo"
-    base.mkdir(parents=True, exist_ok=True)
-    runs = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("run-"))
-    for old in runs[: max(len(runs) - (KEEP_RUNS - 1), 0)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return base / time.strftime("run-%Y%m%d-%H%M%S")
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise :class:`DemoInterruptedError` (SIGINT raises KeyboardInterrupt)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise DemoInterruptedError(f"stopped by signal {signal.Signals(signum).name}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    # Ctrl-C raises KeyboardInterrupt even when SIGINT came in ignored (a background job)
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While cleaning up: a second Ctrl-C must not leave half of the processes running."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    return fresh_run_dir(cache_dir() / "demo", KEEP_RUNS)
 
 
 class Demo:
@@ -146,11 +110,11 @@ class Demo:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stack = contextlib.ExitStack()
         try:
-            with _signals_raise():
+            with signals_raise(DemoInterruptedError):
                 try:
                     self._run(stack)
                 finally:
-                    with _signals_ignored():
+                    with signals_ignored():
                         progress("stopping everything the demo started")
                         stack.close()
         except (KeyboardInterrupt, DemoInterruptedError) as exc:

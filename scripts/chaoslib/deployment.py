@@ -1,15 +1,11 @@
-"""The deployment the chaos harness builds: names, the peers' config, the routes, and the
-signal handling that makes every exit path clean up."""
+"""The deployment the chaos harness builds: names, the peers' config, the routes, and the run
+directory."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import signal
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
+
+from peer.procsignals import fresh_run_dir
 
 GROUP = "chaos"
 AUDIT_TOPIC = "chaos.audit"
@@ -57,39 +53,8 @@ def peer_toml(bootstrap: str, sim_port: int) -> str:
 def default_run_dir(seed: int) -> Path:
     from peer.localkafka import cache_dir
 
-    base = cache_dir() / "chaos"
-    base.mkdir(parents=True, exist_ok=True)
-    runs = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("run-"))
-    for old in runs[: max(len(runs) - (KEEP_RUNS - 1), 0)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return base / time.strftime(f"run-%Y%m%d-%H%M%S-{seed}")
+    return fresh_run_dir(cache_dir() / "chaos", KEEP_RUNS, f"-{seed}")
 
 
 class StopRequestedError(Exception):
     pass
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise StopRequestedError(f"stopped by {signal.Signals(signum).name}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """While cleaning up, a second Ctrl-C must not leave half of the processes running."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
