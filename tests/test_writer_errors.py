@@ -22,6 +22,7 @@ from peer.kafkaerrors import (
     call_with_retry,
     classify,
 )
+from peer.writer.transactional import _produce_error
 
 
 def kafka_exc(code: int, **flags: bool) -> KafkaException:
@@ -53,6 +54,16 @@ def test_classify_follows_the_flags_librdkafka_sets(
     assert err.code == KafkaError(code).name()
     assert "'/a/b'" in str(err)
     assert err.code in str(err)
+
+
+def test_a_produce_refused_in_a_failed_transaction_means_abort_not_exit() -> None:
+    # librdkafka's _STATE on produce: the transaction failed (chaos: after a fenced commit the
+    # redo met "requires epoch bump"); the peer aborts and redoes, the abort decides the rest.
+    err = _produce_error(kafka_exc(KafkaError._STATE), "/a/b", "t")
+    assert type(err) is AbortRequiredError
+    assert (err.op, err.subject, err.topic, err.code) == ("produce", "/a/b", "t", "_STATE")
+    other = _produce_error(kafka_exc(KafkaError.TOPIC_AUTHORIZATION_FAILED, fatal=True), "/a", "t")
+    assert type(other) is FatalKafkaError
 
 
 def test_group_fencing_is_abortable_and_producer_fencing_is_fatal() -> None:

@@ -83,6 +83,26 @@ def _off_main_thread(call: Callable[[float], object], deadline: float) -> None:
         raise outcome[0]
 
 
+def _produce_error(exc: KafkaException, subject: str, topic: str) -> KafkaWriteError:
+    """What a failed ``produce`` in an open transaction means.
+
+    librdkafka refuses to produce (``_STATE``) once the transaction has failed: that is an
+    abort, not a crash (seen by scripts/chaos.py after a rebalance fenced a commit and the
+    redo's first batch met "skipped sequence numbers, requires epoch bump"). If the producer
+    is beyond repair, the abort says so and the peer exits then.
+    """
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
+        return AbortRequiredError(
+            f"the producer refused a record, its transaction has failed: {err.str()}",
+            op="produce",
+            subject=subject,
+            topic=topic,
+            code=err.name(),
+        )
+    return classify(exc, op="produce", subject=subject, topic=topic)
+
+
 @dataclass(frozen=True, slots=True)
 class _DeliveryFailure:
     topic: str
@@ -258,7 +278,7 @@ class TransactionalWriter:
             if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 # librdkafka counts the record differently than record_size: same policy.
                 return self._oversize(message, route, txn, size)
-            raise classify(exc, op="produce", subject=message.subject, topic=route.topic) from exc
+            raise _produce_error(exc, message.subject, route.topic) from exc
         txn.records += 1
         self.stats.written += 1
         return WriteOutcome.WRITTEN
@@ -313,7 +333,7 @@ class TransactionalWriter:
                 report=self._reporter(dlq, message, size),
             )
         except KafkaException as exc:
-            raise classify(exc, op="produce", subject=message.subject, topic=dlq) from exc
+            raise _produce_error(exc, message.subject, dlq) from exc
 
     # --- checkpoints and commit ---------------------------------------------------------------
 
@@ -469,7 +489,7 @@ class TransactionalWriter:
         try:
             self._produce(self.control_topic, partition, key, value, None, report=report)
         except KafkaException as exc:
-            raise classify(exc, op="produce", subject=subject, topic=self.control_topic) from exc
+            raise _produce_error(exc, subject, self.control_topic) from exc
 
     def _produce(
         self,
