@@ -55,6 +55,13 @@ def produce(producer: Producer, topic: str, subject: str, record: tuple[bytes, b
     producer.produce(topic, key=record[0], value=record[1], partition=shard_of(subject, SHARDS))
 
 
+def leave_open(producer: Producer, topic: str, subject: str, record: tuple[bytes, bytes]) -> None:
+    """A transaction holding ``record``, in the log (beyond the LSO) and left open."""
+    producer.begin_transaction()
+    produce(producer, topic, subject, record)
+    assert producer.flush(30) == 0
+
+
 def test_committed_checkpoints_count_aborted_ones_do_not(
     kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
 ) -> None:
@@ -91,9 +98,9 @@ def test_open_transaction_ends_the_read_at_the_last_stable_offset(
     producer.begin_transaction()
     produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
     producer.commit_transaction(30)
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
-    assert producer.flush(30) == 0  # in the log, beyond the LSO while open
+    leave_open(
+        producer, topic, subject, encode_checkpoint(subject, 3, 6)
+    )  # in the log, beyond the LSO while open
     try:
         started = time.monotonic()
         states = read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [0, 2], timeout=15)
@@ -117,9 +124,7 @@ def test_an_owners_rebuild_waits_for_an_open_transaction_to_commit(
     producer.begin_transaction()
     produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
     producer.commit_transaction(30)
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
-    assert producer.flush(30) == 0
+    leave_open(producer, topic, subject, encode_checkpoint(subject, 3, 6))
     result: dict[str, Any] = {}
 
     def rebuild() -> None:
@@ -145,9 +150,7 @@ def test_an_owners_rebuild_raises_rather_than_start_before_an_open_transaction(
     topic = unique_topic(SHARDS, config=COMPACT)
     subject = subject_on(2)
     producer = txn_producer
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 3, 6))
-    assert producer.flush(30) == 0
+    leave_open(producer, topic, subject, encode_checkpoint(subject, 3, 6))
     try:
         with pytest.raises(ControlReadTimeoutError, match="stayed open") as failed:
             read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [2], timeout=3, settle=None)

@@ -252,24 +252,12 @@ class TransactionalWriter:
         headers, size = template.headers_and_size(message)
         if size > self.message_max_bytes:
             return self._oversize(message, route, txn, size)
-        producer = self._producer
-        if len(producer) >= self.max_in_flight:
-            self._wait_below(self.max_in_flight)
         try:
-            producer.produce(
+            self._produce(
                 route.topic,
-                message.content,
-                template.key,
-                partition=template.partition,
-                headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
-                on_delivery=self._reporter(route.topic, message, size),
-            )
-        except BufferError:
-            self._enqueue_when_room(
-                route.topic,
-                message.content,
-                template.key,
                 template.partition,
+                template.key,
+                message.content,
                 headers,
                 report=self._reporter(route.topic, message, size),
             )
@@ -501,53 +489,33 @@ class TransactionalWriter:
         *,
         report: _Report,
     ) -> None:
-        """Produce one record (the slow path: checkpoints, dead letters, a full queue)."""
-        self._wait_below(self.max_in_flight)
-        try:
-            self._producer.produce(
-                topic,
-                value,
-                key,
-                partition=partition,
-                headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
-                on_delivery=report,
-            )
-        except BufferError:
-            self._enqueue_when_room(topic, value, key, partition, headers, report=report)
-
-    def _enqueue_when_room(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None,
-        partition: int,
-        headers: Headers | None,
-        *,
-        report: _Report,
-    ) -> None:
-        """While the local queue is full, serve deliveries and try again (bounded wait)."""
-        deadline = time.monotonic() + self.queue_full_timeout
+        """Produce one record; while the local queue is full, serve deliveries and try again
+        (bounded by ``queue_full_timeout``)."""
+        if len(self._producer) >= self.max_in_flight:
+            self._wait_below(self.max_in_flight)
+        deadline: float | None = None
         while True:
-            self.stats.queue_waits += 1
-            if time.monotonic() >= deadline:
-                raise QueueFullError(
-                    f"the producer queue stayed full for {self.queue_full_timeout}s "
-                    f"({len(self._producer)} records in flight)",
-                    op="produce",
-                )
-            self._producer.poll(_DRAIN_POLL)
             try:
                 self._producer.produce(
                     topic,
                     value,
                     key,
                     partition=partition,
-                    headers=headers,  # type: ignore[arg-type]
+                    headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
                     on_delivery=report,
                 )
                 return
             except BufferError:
-                continue
+                now = time.monotonic()
+                deadline = now + self.queue_full_timeout if deadline is None else deadline
+                self.stats.queue_waits += 1
+                if now >= deadline:
+                    raise QueueFullError(
+                        f"the producer queue stayed full for {self.queue_full_timeout}s "
+                        f"({len(self._producer)} records in flight)",
+                        op="produce",
+                    ) from None
+                self._producer.poll(_DRAIN_POLL)
 
     def _wait_below(self, limit: int) -> None:
         if len(self._producer) < limit:
