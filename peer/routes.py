@@ -175,6 +175,18 @@ class Route:
             raise ConfigError("start", self.start, "expected a StartPolicy")
         _check_options(self.on_oversize, self.dead_letter_topic, self.topic)
 
+    def for_subject(self, subject: str) -> Route:
+        """This route's options for ``subject``, which the caller has validated already.
+
+        Not re-validated: a control-table rebuild builds 100k routes from a few distinct
+        option sets (``peer.control.decode``), and validation was most of its cost.
+        """
+        clone = object.__new__(Route)
+        for name in _OPTION_SLOTS:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "subject", subject)
+        return clone
+
     def options(self) -> dict[str, str | None]:
         """Everything but subject, as plain strings (the control record's payload)."""
         return {
@@ -212,6 +224,7 @@ class Route:
         )
 
 
+_OPTION_SLOTS: Final = ("topic", "key", "on_oversize", "dead_letter_topic", "start")
 ROUTE_FIELDS: Final = frozenset(
     {"subject", "topic", "key", "on_oversize", "dead_letter_topic", "start"}
 )

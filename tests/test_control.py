@@ -318,6 +318,36 @@ def test_records_of_another_shard_are_reported_not_applied() -> None:
     assert s.offset == 10
 
 
+def test_a_misplaced_record_is_reported_while_the_shard_holds_other_subjects() -> None:
+    shards = 16
+    here = next(f"/s/{i}" for i in range(100) if shard_of(f"/s/{i}", shards) == 3)
+    there = next(f"/s/{i}" for i in range(100) if shard_of(f"/s/{i}", shards) != 3)
+    s = ShardState(3, shards)
+    s.apply(decode(*encode_route(Route(here, "t"))), 0)
+    s.apply(decode(*encode_checkpoint(here, 1, 2)), 1)  # a subject held here: known shard
+    with pytest.raises(MisplacedRecordError):
+        s.apply(decode(*encode_checkpoint(there, 1, 2)), 2)
+    assert s.subjects() == {here}
+    assert there not in s.checkpoints
+
+
+def test_routes_sharing_a_value_decode_to_their_own_subjects() -> None:
+    first = Route("/shared/1", "orders", key="k", on_oversize=Oversize.SKIP)
+    _, value = encode_route(first)
+    for subject in ("/shared/1", "/shared/2", "/shared/1"):
+        record = decode(f"route:{subject}".encode(), value)
+        assert isinstance(record, RouteRecord)
+        assert record.route == Route(subject, "orders", key="k", on_oversize=Oversize.SKIP)
+    # a bad value is refused for every subject that carries it, never remembered as good
+    bad = json.dumps({"v": 1, "topic": "__internal"}).encode()
+    for subject in ("/bad/1", "/bad/2"):
+        with pytest.raises(ControlRecordError, match=f"route:{subject}"):
+            decode(f"route:{subject}".encode(), bad)
+    # the subject is still checked when the value is known
+    with pytest.raises(ControlRecordError, match="bad subject"):
+        decode(b"route:/shared//3", value)
+
+
 def test_already_applied_offsets_are_skipped() -> None:
     s = ShardState(0, 1)
     s.apply(decode(*encode_route(Route("/a", "t1"))), 5)

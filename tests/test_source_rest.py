@@ -19,7 +19,16 @@ import pytest
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
 from peer.secret import Secret
 from peer.sim.server import SimServer
-from peer.source.base import Event, Gap, GapKind, Message, Position, Source, StartPolicy
+from peer.source.base import (
+    Event,
+    Gap,
+    GapKind,
+    Message,
+    Position,
+    Source,
+    StartPolicy,
+    SubjectStart,
+)
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.source.servers import parse_servers
 from tests.fixtures.sim import SimProcess
@@ -200,6 +209,42 @@ def test_resume_is_strictly_after_the_checkpoint(
     assert stats.server_head["/resume/a"] == positions[-1]
     # nothing more arrives: each message exactly once
     assert source.poll(1000, 0.3) == []
+
+
+def test_subscribe_many_starts_each_subject_at_its_own_point(
+    sim_factory: Callable[..., SimServer], make_source: SourceFactory
+) -> None:
+    sim = sim_factory()
+    a = publish_all(sim, "/many/a", 5, "a")
+    publish_all(sim, "/many/b", 5, "b")
+    c = publish_all(sim, "/many/c", 5, "c")
+    source = make_source(sim.url)
+    source.subscribe_many(
+        [
+            SubjectStart("/many/a", a[2], StartPolicy()),
+            SubjectStart("/many/b", None, StartPolicy.parse("history:2")),
+            SubjectStart("/many/c", c[4], StartPolicy()),
+        ]
+    )
+    assert source.subjects() == {"/many/a", "/many/b", "/many/c"}
+    events = collect(source, lambda ev: len(messages_of(ev)) >= 4)
+    assert [m.content for m in messages_of(events, "/many/a")] == [b"a3", b"a4"]
+    assert [m.content for m in messages_of(events, "/many/b")] == [b"b3", b"b4"]
+    assert messages_of(events, "/many/c") == []
+    assert source.poll(1000, 0.3) == []  # each exactly once
+
+
+def test_subscribe_many_with_one_bad_subject_subscribes_none(
+    make_source: SourceFactory, sim_factory: Callable[..., SimServer]
+) -> None:
+    source = make_source(sim_factory().url)
+    with pytest.raises(ValueError, match="subject ''"):
+        source.subscribe_many(
+            [SubjectStart("/fine/1", None, StartPolicy()), SubjectStart("", None, StartPolicy())]
+        )
+    assert source.subjects() == frozenset()
+    source.subscribe_many([])
+    assert source.subjects() == frozenset()
 
 
 def test_resume_against_a_seq_exclusive_server_process(

@@ -40,7 +40,7 @@ def test_template_headers_and_size_match_the_definitions(
     messages: list[tuple[bytes, int, int, str, str | None, bool, str | None]],
 ) -> None:
     route = Route(subject, "topic-1", key=key)
-    template = RecordTemplate(route, 3, prefix)
+    template = RecordTemplate(route, 3, prefix, lambda _err, _msg: None)
     assert template.partition == 3
     assert template.key == (key.encode() if key is not None else None)
     for content, epoch, seq, kind, closure, retained, qos in messages:

@@ -42,7 +42,7 @@ from peer.errors import MdpeerError
 from peer.kafkaerrors import AbortRequiredError, KafkaWriteError
 from peer.observability import Health, PeerMetrics
 from peer.runner.shardset import OwnedShard, ShardSet, SubjectTrack
-from peer.source.base import Event, Gap, Source
+from peer.source.base import Event, Gap, Source, SubjectStart
 from peer.writer import DEFAULT_MESSAGE_MAX_BYTES, TransactionalWriter, WriteOutcome
 
 log = logging.getLogger("peer.runner")
@@ -226,9 +226,16 @@ class Peer:
             consumer.assign(self._assignment())
         else:
             consumer.incremental_assign(added)
+        # One call for every subject: the source's loop thread starts its work only then,
+        # instead of taking the GIL from this loop shard by shard.
+        self.source.subscribe_many(
+            [
+                self._track(p, subject)
+                for p in new
+                for subject in sorted(self.owned.shards[p].state.routes)
+            ]
+        )
         for p in new:
-            for subject in sorted(self.owned.shards[p].state.routes):
-                self._start_subject(p, subject)
             self.health.rebuilt(p)
         self._gauges()
         log.info(
@@ -297,6 +304,10 @@ class Peer:
     # --- subjects -----------------------------------------------------------------------------
 
     def _start_subject(self, shard: int, subject: str) -> None:
+        self.source.subscribe_many([self._track(shard, subject)])
+
+    def _track(self, shard: int, subject: str) -> SubjectStart:
+        """Track ``subject`` of ``shard`` from its resume point; where its source starts."""
         state = self.owned.shards[shard].state
         resume = state.resume(subject)
         ckpt = state.checkpoints.get(subject)
@@ -319,9 +330,9 @@ class Peer:
             needs_ack=fresh_cmd is not None and after is not None,
         )
         self.owned.subjects[subject] = track
-        self.source.subscribe(subject, after=track.committed, policy=track.policy)
+        start = SubjectStart(subject, track.committed, track.policy)
         if not log.isEnabledFor(logging.DEBUG):  # thousands at a time: not even the dict
-            return
+            return start
         log.debug(  # "shards assigned" carries the count at INFO
             "subject started",
             extra={
@@ -333,6 +344,7 @@ class Peer:
                 "cmd": fresh_cmd,
             },
         )
+        return start
 
     def _on_control(self, msg: Message) -> None:
         p, offset = msg.partition(), msg.offset()
@@ -536,13 +548,15 @@ class Peer:
             self._writer.abort()
         self._txn_topics.clear()
         self.owned.aborted_all()
+        starts: list[SubjectStart] = []
         for subject, track in list(self.owned.subjects.items()):
             if exclude and track.shard in exclude:
                 continue
             if self.owned.route(subject) is None:  # removed meanwhile: nothing left to commit
                 del self.owned.subjects[subject]
                 continue
-            self.source.subscribe(subject, after=track.committed, policy=track.policy)
+            starts.append(SubjectStart(subject, track.committed, track.policy))
+        self.source.subscribe_many(starts)
 
     def _lag(self) -> None:
         """Checkpoint lag per owned shard: messages the server has beyond our commits."""

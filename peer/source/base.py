@@ -22,8 +22,9 @@ both fit: each fills a bounded, per-subject ordered buffer that ``poll`` drains.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
@@ -158,6 +159,14 @@ class SourceStats:
     server_head: dict[str, Position] = field(default_factory=dict)
 
 
+class SubjectStart(NamedTuple):
+    """Where one subject starts: strictly after ``after``, else by ``policy``."""
+
+    subject: str
+    after: Position | None
+    policy: StartPolicy
+
+
 @runtime_checkable
 class Source(Protocol):
     """What the peer drives. Implementations are thread-safe for these calls."""
@@ -167,6 +176,10 @@ class Source(Protocol):
     def subscribe(
         self, subject: str, *, after: Position | None, policy: StartPolicy = StartPolicy()
     ) -> None: ...
+
+    def subscribe_many(self, starts: Sequence[SubjectStart]) -> None:
+        """``subscribe`` each, in order; one call for the thousands a rebalance brings."""
+        ...
 
     def unsubscribe(self, subject: str) -> None: ...
 

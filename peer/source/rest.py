@@ -51,7 +51,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
-from peer.source.base import Event, Message, Position, SourceStats, StartPolicy
+from peer.source.base import (
+    Event,
+    Message,
+    Position,
+    SourceStats,
+    StartPolicy,
+    SubjectStart,
+)
 from peer.source.buffer import EventBuffer
 from peer.source.pacing import IdleBackoff, jittered_backoff
 from peer.source.rest_config import RestSourceConfig
@@ -182,33 +189,47 @@ class RestSource:
     def subscribe(
         self, subject: str, *, after: Position | None, policy: StartPolicy = DEFAULT_POLICY
     ) -> None:
-        if not isinstance(subject, str) or not subject:
-            raise ValueError(f"subject {subject!r}: expected a non-empty string")
+        self.subscribe_many([SubjectStart(subject, after, policy)])
+
+    def subscribe_many(self, starts: Sequence[SubjectStart]) -> None:
+        """Subscribe each of ``starts`` in order, under one lock and one loop wake-up."""
+        if not starts:
+            return
+        for start in starts:
+            if not isinstance(start.subject, str) or not start.subject:
+                raise ValueError(f"subject {start.subject!r}: expected a non-empty string")
+        debug = log.isEnabledFor(logging.DEBUG)
+        notes: list[tuple[SubjectStart, bool, int]] = []
         with self._lock:
             if self._closed:
-                raise SourceError(f"subject {subject!r}: the REST source is closed")
-            self._generation += 1
-            tracker = SubjectTracker(
-                subject, after=after, policy=policy, history_fetch=self._config.history_fetch
+                raise SourceError(f"subject {starts[0].subject!r}: the REST source is closed")
+            history_fetch = self._config.history_fetch
+            for subject, after, policy in starts:
+                self._generation += 1
+                tracker = SubjectTracker(
+                    subject, after=after, policy=policy, history_fetch=history_fetch
+                )
+                sub = _Subscription(subject, self._generation, tracker)
+                replaced = self._subs.get(subject)
+                self._subs[subject] = sub
+                dropped = self._buffer.discard(subject)
+                self._drop_errors(subject)
+                self._schedule(self._spawn, sub)
+                if debug:  # thousands at a time: not even the tuple otherwise
+                    notes.append(
+                        (SubjectStart(subject, after, policy), replaced is not None, dropped)
+                    )
+        for (subject, after, policy), reset, dropped in notes:
+            log.debug(
+                "subscribed",
+                extra={
+                    "subject": subject,
+                    "after": str(after) if after else None,
+                    "policy": str(policy),
+                    "reset": reset,
+                    "discarded": dropped,
+                },
             )
-            sub = _Subscription(subject, self._generation, tracker)
-            replaced = self._subs.get(subject)
-            self._subs[subject] = sub
-            dropped = self._buffer.discard(subject)
-            self._drop_errors(subject)
-            self._schedule(self._spawn, sub)
-        if not log.isEnabledFor(logging.DEBUG):  # thousands at a time: not even the dict
-            return
-        log.debug(
-            "subscribed",
-            extra={
-                "subject": subject,
-                "after": str(after) if after else None,
-                "policy": str(policy),
-                "reset": replaced is not None,
-                "discarded": dropped,
-            },
-        )
 
     def unsubscribe(self, subject: str) -> None:
         with self._lock:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from confluent_kafka import KafkaError
 
 from peer.routes import Route
 from peer.shards import murmur2, to_positive
@@ -19,6 +22,8 @@ RECORD_OVERHEAD: Final = 64
 HEADER_OVERHEAD: Final = 10
 
 Headers = list[tuple[str, bytes]]
+#: a produce ``on_delivery`` callback: (error or None, the confluent-kafka message)
+DeliveryReport = Callable[[KafkaError | None, object], None]
 
 
 class WriteOutcome(enum.Enum):
@@ -103,11 +108,14 @@ class RecordTemplate:
         "_type_name",
         "key",
         "partition",
+        "report",
         "route",
     )
 
-    def __init__(self, route: Route, partition: int, prefix: str) -> None:
+    def __init__(self, route: Route, partition: int, prefix: str, report: DeliveryReport) -> None:
         self.route = route
+        #: the route's delivery callback (the writer's), shared by its records
+        self.report = report
         self.partition = partition
         self.key = route_key(route)
         self._subject_header = (f"{prefix}subject", route.subject.encode("utf-8"))
@@ -211,6 +219,7 @@ __all__ = [
     "HEADER_OVERHEAD",
     "RECORD_OVERHEAD",
     "CommitStats",
+    "DeliveryReport",
     "Headers",
     "RecordTemplate",
     "WriteOutcome",
