@@ -21,6 +21,7 @@ from peer.connector import parse_servers
 from peer.errors import ConfigError
 from peer.routes import validate_topic
 from peer.secret import Secret
+from peer.source.tls import check_ca_file
 
 ENV_PREFIX: Final = "MDPEER_"
 #: librdkafka properties from the environment: MDPEER_RDKAFKA_SASL_PASSWORD -> sasl.password
@@ -94,6 +95,8 @@ class SourceSettings:
     servers: tuple[str, ...] = ()
     encryption: bool = False
     token: Secret | None = None
+    #: CA certificates (PEM) to verify the servers with, instead of the system's
+    tls_ca_file: Path | None = None
     #: an idle subject is polled at growing intervals up to this
     poll_idle_max_ms: int = 1000
     request_timeout_ms: int = 10_000
@@ -111,6 +114,10 @@ class SourceSettings:
             raise ConfigError("source.encryption", self.encryption, "expected true or false")
         if self.token is not None and not isinstance(self.token, Secret):
             raise ConfigError("source.token", HIDDEN, "expected a Secret")
+        if self.tls_ca_file is not None:
+            object.__setattr__(
+                self, "tls_ca_file", check_ca_file(self.tls_ca_file, "source.tls_ca_file")
+            )
         _check_int("source.poll_idle_max_ms", self.poll_idle_max_ms, 50, 60_000)
         _check_int("source.request_timeout_ms", self.request_timeout_ms, 100, 300_000)
         _check_int("source.max_concurrency", self.max_concurrency, 1, 1024)
@@ -122,6 +129,7 @@ class SourceSettings:
             "servers": list(self.servers),
             "encryption": self.encryption,
             "token": self.token,
+            "tls_ca_file": self.tls_ca_file,
             "max_concurrency": self.max_concurrency,
             "poll_idle_max": self.poll_idle_max_ms / 1000,
             "request_timeout": self.request_timeout_ms / 1000,

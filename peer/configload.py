@@ -55,6 +55,7 @@ SETTINGS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "encryption": ("source", "bool"),
         "token": ("source", "secret"),
         "token_file": ("source", "secret_file"),
+        "tls_ca_file": ("source", "path"),
         "poll_idle_max_ms": ("source", "int"),
         "request_timeout_ms": ("source", "int"),
         "max_concurrency": ("source", "int"),
@@ -160,7 +161,7 @@ def _file_layer(path: Path) -> _Layer:
         else:
             raise _unknown(name, name, top | {"source", *KAFKA_SECTIONS}, where)
     # Files named in a config file are relative to it, not to wherever mdpeer was started.
-    for name in ("routes_file", "token_file"):
+    for name in ("routes_file", "token_file", "tls_ca_file"):
         if name in layer.values:
             layer.values[name] = _relative_to(path, layer.values[name])
     for props in layer.kafka.values():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from peer.configload import load_settings
+from peer.errors import ConfigError
 from peer.source.base import Message, Position
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.source.servers import parse_servers
@@ -70,3 +72,48 @@ def test_an_unverifiable_certificate_is_not_accepted(
             assert time.monotonic() < end
             assert source.poll(100, 0.05) == []
     assert not server.requests  # the handshake failed: no request reached the handler
+
+
+def test_a_peer_config_with_tls_ca_file_reaches_a_private_ca_server(
+    tls_server: tuple[ScriptedServer, Path], tmp_path: Path
+) -> None:
+    """``[source] tls_ca_file`` (relative to the config file) is what ``mdpeer run`` and
+    ``mdpeer status`` build their source from."""
+    server, cert = tls_server
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    shutil.copy(cert, conf_dir / "md-ca.pem")
+    config = conf_dir / "peer.toml"
+    config.write_text(
+        'bootstrap = "127.0.0.1:9092"\n'
+        f'[source]\nservers = "{server.url}"\n'
+        'encryption = true\ntls_ca_file = "md-ca.pem"\n'
+    )
+    settings = load_settings(config, {}, {})
+    assert settings.source.tls_ca_file == conf_dir / "md-ca.pem"
+    rest = RestSourceConfig.from_settings(
+        {**settings.source.rest_settings(), "poll_idle_max": 0.05}
+    )
+    with RestSource(rest) as source:
+        source.subscribe(SUBJECT, after=Position(1, 0))
+        got: list[Message] = []
+        end = time.monotonic() + 15
+        while len(got) < 3:
+            assert time.monotonic() < end, f"only {got}"
+            got += [e for e in source.poll(100, 0.05) if isinstance(e, Message)]
+    assert [m.seq for m in got] == [1, 2, 3]
+
+
+def test_a_bad_tls_ca_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        load_settings(None, {"MDPEER_BOOTSTRAP": "b:9092", "MDPEER_TLS_CA_FILE": "/no/ca.pem"}, {})
+    assert missing.value.field == "MDPEER_TLS_CA_FILE"
+    assert "no such file" in str(missing.value)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as bad:
+        load_settings(None, {"MDPEER_BOOTSTRAP": "b:9092", "MDPEER_TLS_CA_FILE": str(junk)}, {})
+    assert bad.value.field == "MDPEER_TLS_CA_FILE"
+    assert "not a PEM file of CA certificates" in str(bad.value)
+    with pytest.raises(ConfigError, match="not a PEM file"):
+        RestSourceConfig(servers=parse_servers("localhost:8800"), tls_ca_file=junk)

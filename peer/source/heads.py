@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from peer.source.base import Position
 from peer.source.rest import CONSUME_PATH, describe_error, scrub_token
 from peer.source.rest_config import RestSourceConfig
 from peer.source.servers import ServerAddress, ServerPool
+from peer.source.tls import client_tls
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
 __all__ = [
@@ -168,10 +168,7 @@ class _HeadAsker:
     async def ask_all(self, subjects: list[str]) -> dict[str, Head | HeadUnknown]:
         cfg = self._config
         self._deadline = time.monotonic() + self._budget
-        tls: ssl.SSLContext | bool = True
-        if cfg.tls_ca_file is not None:
-            tls = ssl.create_default_context(cafile=str(cfg.tls_ca_file))
-        connector = aiohttp.TCPConnector(limit=self._limit, ssl=tls)
+        connector = aiohttp.TCPConnector(limit=self._limit, ssl=client_tls(cfg.tls_ca_file))
         sem = asyncio.Semaphore(self._limit)
         async with aiohttp.ClientSession(
             connector=connector,

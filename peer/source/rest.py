@@ -30,7 +30,6 @@ import functools
 import logging
 import random
 import re
-import ssl
 import threading
 import time
 from collections import deque
@@ -70,6 +69,7 @@ from peer.source.resume import (
     SubjectTracker,
 )
 from peer.source.servers import ServerAddress, ServerPool
+from peer.source.tls import client_tls
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
 __all__ = ["RestSource", "RestSourceConfig", "describe_error", "scrub_token"]
@@ -374,10 +374,9 @@ class RestSource:
 
     async def _main(self, ready: threading.Event) -> None:
         cfg = self._config
-        tls: ssl.SSLContext | bool = True
-        if cfg.tls_ca_file is not None:
-            tls = ssl.create_default_context(cafile=str(cfg.tls_ca_file))
-        connector = aiohttp.TCPConnector(limit=cfg.max_concurrency, keepalive_timeout=30, ssl=tls)
+        connector = aiohttp.TCPConnector(
+            limit=cfg.max_concurrency, keepalive_timeout=30, ssl=client_tls(cfg.tls_ca_file)
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),

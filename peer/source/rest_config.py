@@ -11,6 +11,7 @@ from typing import Any
 from peer.errors import ConfigError
 from peer.secret import Secret
 from peer.source.servers import ServerAddress, parse_servers
+from peer.source.tls import check_ca_file
 
 _INTS = ("max_concurrency", "max_buffered_messages", "max_buffered_bytes", "history_fetch")
 _SECONDS = (
@@ -70,10 +71,7 @@ class RestSourceConfig:
         if not isinstance(self.encryption, bool):
             raise ConfigError("encryption", self.encryption, "expected true or false")
         if self.tls_ca_file is not None:
-            ca = Path(self.tls_ca_file)
-            if not ca.is_file():
-                raise ConfigError("tls_ca_file", str(ca), "no such file")
-            object.__setattr__(self, "tls_ca_file", ca)
+            object.__setattr__(self, "tls_ca_file", check_ca_file(self.tls_ca_file))
         if self.token is not None and not isinstance(self.token, Secret):
             raise ConfigError("token", "***", "expected a Secret (value or file)")
         for name in _INTS:
