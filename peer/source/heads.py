@@ -32,7 +32,7 @@ from typing import Final
 import aiohttp
 
 from peer.source.base import Position
-from peer.source.rest import CONSUME_PATH, describe_error, scrub_token
+from peer.source.consume import CONSUME_PATH, describe_error, scrub_token
 from peer.source.rest_config import RestSourceConfig
 from peer.source.servers import ServerAddress, ServerPool
 from peer.source.tls import client_tls

@@ -12,10 +12,11 @@ unsubscribing replaces or removes it, so answers of an old subscription are drop
 tracker turn it into events and buffer them. A subject that yielded data is polled again at
 once; an idle one backs off up to ``poll_idle_max``.
 
-Faults: connect errors, timeouts, dropped connections and 5xx are transient: the server is
-marked down (failover to another by weight) and the request retried with jittered exponential
-backoff (tenacity). HTTP 403 raises :class:`EntitlementDeniedError` from ``poll``; other 4xx
-raise :class:`SourceError`; both name the subject and stop only that subject. A malformed
+Faults (``peer.source.consume``): connect errors, timeouts, dropped connections and 5xx are
+transient: the server is marked down (failover to another by weight) and the request retried
+with jittered exponential backoff (tenacity). HTTP 403 raises
+:class:`EntitlementDeniedError` from ``poll``; other 4xx raise :class:`SourceError`; both
+name the subject and stop only that subject. A malformed
 answer is counted, logged and asked again after a backoff, indefinitely (no crash loop).
 
 The token travels as a query parameter, so URLs are never logged, and error texts from the
@@ -29,27 +30,15 @@ import contextlib
 import functools
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, NoReturn
+from typing import Final
 
-import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_delay,
-    stop_never,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
-
-from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.errors import SourceError
 from peer.source.base import (
     Event,
     Message,
@@ -59,6 +48,7 @@ from peer.source.base import (
     SubjectStart,
 )
 from peer.source.buffer import EventBuffer
+from peer.source.consume import ConsumeClient
 from peer.source.pacing import IdleBackoff, jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
@@ -68,43 +58,14 @@ from peer.source.resume import (
     RequestKind,
     SubjectTracker,
 )
-from peer.source.servers import ServerAddress, ServerPool
-from peer.source.tls import client_tls
-from peer.source.wire import MalformedResponseError, decode_consume, decode_error
+from peer.source.wire import MalformedResponseError, decode_consume
 
-__all__ = ["RestSource", "RestSourceConfig", "describe_error", "scrub_token"]
+__all__ = ["RestSource", "RestSourceConfig"]
 
 log = logging.getLogger("peer.source")
 
-CONSUME_PATH: Final = "/rest/consume"
 _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
-_TLS_CLOSE_GRACE_S: Final = 0.25
-#: seconds between two "server failing" (or "answering again") lines for one server
-_FLIP_LOG_EVERY_S: Final = 10.0
-_TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
-
-
-def scrub_token(text: str, token: str | None) -> str:
-    """Remove the token from text that may quote a URL or a request."""
-    if token:
-        text = text.replace(token, "***")
-    return _TOKEN_PARAM.sub(r"\1***", text)
-
-
-def describe_error(exc: BaseException, token: str | None) -> str:
-    """``Type: text`` of a transport fault, for logs and errors, with the token removed."""
-    text = str(exc)
-    return scrub_token(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, token)
-
-
-class _TransientError(Exception):
-    """A fault worth retrying, possibly on another server."""
-
-    def __init__(self, server: ServerAddress, reason: str) -> None:
-        super().__init__(reason)
-        self.server = server
-        self.reason = reason
 
 
 @dataclass(eq=False, slots=True)
@@ -138,29 +99,18 @@ class RestSource:
         self._actions: list[tuple[Callable[[_Subscription], None], _Subscription]] = []
         #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
         self._carried_bytes = 0
-        # counters (under the lock, except requests/request_errors: loop thread only)
+        # counters (under the lock; requests and request errors: the client's)
         self._messages = 0
         self._duplicates = 0
         self._gaps = 0
         self._malformed = 0
-        self._requests = 0
-        self._request_errors = 0
         # the loop thread's world
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._sem: asyncio.Semaphore | None = None
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
-        self._pool = ServerPool(config.servers, down_for=config.server_down_for, rng=self._rng)
-        self._urls = {s: f"{config.scheme}://{s.netloc}{CONSUME_PATH}" for s in config.servers}
-        self._token = config.token.reveal() if config.token is not None else None
-        self._stop: stop_base
-        if config.retry_give_up is None:
-            self._stop = stop_never
-        else:
-            self._stop = stop_after_delay(config.retry_give_up)
+        self._client = ConsumeClient(config, self._rng)
 
     def __repr__(self) -> str:
         servers = ",".join(str(s) for s in self._config.servers)
@@ -293,8 +243,8 @@ class RestSource:
                 duplicates_dropped=self._duplicates,
                 gaps=self._gaps,
                 malformed=self._malformed,
-                requests=self._requests,
-                request_errors=self._request_errors,
+                requests=self._client.requests,
+                request_errors=self._client.request_errors,
                 buffered=self._buffer.nevents,
                 paused=self._paused,
                 server_head={
@@ -373,17 +323,7 @@ class RestSource:
                 log.exception("the REST source loop failed")
 
     async def _main(self, ready: threading.Event) -> None:
-        cfg = self._config
-        connector = aiohttp.TCPConnector(
-            limit=cfg.max_concurrency, keepalive_timeout=30, ssl=client_tls(cfg.tls_ca_file)
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-        )
-        self._sem = asyncio.Semaphore(cfg.max_concurrency)
+        await self._client.open()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         try:
@@ -401,12 +341,7 @@ class RestSource:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._session.close()
-            if cfg.encryption:
-                # A request cancelled mid-answer leaves its TLS connection closing
-                # asynchronously (close_notify), untracked by aiohttp: give it a moment,
-                # or the socket outlives the loop (a ResourceWarning, and an unclean close).
-                await asyncio.sleep(_TLS_CLOSE_GRACE_S)
+            await self._client.close()
             with self._lock:
                 self._loop = None
 
@@ -485,7 +420,7 @@ class RestSource:
                 try:
                     body_len = 0
                     if messages is None:
-                        body = await self._fetch(subject, request)
+                        body = await self._client.fetch(subject, request)
                         body_len = len(body)
                         messages = decode_consume(subject, body)
                     # messages are validated as the tracker reaches them: the same fault
@@ -588,113 +523,6 @@ class RestSource:
                 return
             self._errors.append((sub.subject, exc))
             self._cond.notify_all()
-        log.error("subject stopped", extra={"subject": sub.subject, "error": self._scrub(str(exc))})
-
-    # -- HTTP --------------------------------------------------------------------------------
-
-    async def _fetch(self, subject: str, request: ConsumeRequest) -> bytes:
-        """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
-        params = {"subject": subject, **request.params()}
-        if self._token is not None:
-            params["token"] = self._token
-        try:
-            return await self._attempt(subject, params)  # the common case: no retry machinery
-        except _TransientError:
-            pass
-        cfg = self._config
-        first_wait = self._rng.uniform(0, cfg.retry_initial)
-        await asyncio.sleep(first_wait)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_TransientError),
-            wait=wait_random_exponential(multiplier=cfg.retry_initial, max=cfg.retry_max),
-            stop=self._stop,
-            reraise=True,
-            before_sleep=lambda state: self._log_retry(subject, state),
+        log.error(
+            "subject stopped", extra={"subject": sub.subject, "error": self._client.scrub(str(exc))}
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._attempt(subject, params)
-        except _TransientError as exc:
-            self._give_up(subject, exc)
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
-    def _give_up(self, subject: str, exc: _TransientError) -> NoReturn:
-        servers = ", ".join(str(s) for s in self._config.servers)
-        raise SourceUnavailableError(
-            f"subject {subject!r}: no MigratoryData server answered within "
-            f"retry_give_up={self._config.retry_give_up} s (servers {servers}); "
-            f"last error from {exc.server.netloc}: {exc.reason}",
-            hint="check that the servers are up and reachable",
-        )
-
-    def _log_retry(self, subject: str, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.debug(
-            "retrying consume",
-            extra={
-                "subject": subject,
-                "attempt": state.attempt_number,
-                "error": getattr(exc, "reason", None),
-                "server": exc.server.netloc if isinstance(exc, _TransientError) else None,
-            },
-        )
-
-    async def _attempt(self, subject: str, params: dict[str, str]) -> bytes:
-        assert self._session is not None
-        assert self._sem is not None
-        server = self._pool.choose()
-        async with self._sem:
-            self._requests += 1
-            try:
-                async with self._session.get(self._urls[server], params=params) as resp:
-                    status = resp.status
-                    body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._server_failed(server, self._describe(exc))
-        if status == 200:
-            if self._pool.mark_up(server):
-                self._log_flip(server, "up", logging.INFO, "server answering again", {})
-            return body
-        if status >= 500 or status in (408, 429):
-            self._server_failed(server, f"HTTP {status}: {self._scrub(decode_error(body))}")
-        detail = self._scrub(decode_error(body))
-        if status == 403:
-            raise EntitlementDeniedError(subject, detail)
-        if status == 400:
-            raise SourceError(
-                f"subject {subject!r}: the server refused the request (HTTP 400): {detail}",
-                hint="check the subject: it must look like /segment[/segment...]",
-            )
-        raise SourceError(
-            f"subject {subject!r}: server {server.netloc} answered HTTP {status}: {detail}",
-            hint="check the servers setting and that REST is enabled on the server",
-        )
-
-    def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
-        self._request_errors += 1
-        if self._pool.mark_down(server):
-            extra = {"reason": reason, "down_for_s": self._config.server_down_for}
-            self._log_flip(server, "down", logging.WARNING, "server failing, trying others", extra)
-        raise _TransientError(server, reason)
-
-    def _log_flip(
-        self, server: ServerAddress, state: str, level: int, msg: str, extra: dict[str, object]
-    ) -> None:
-        """Log a server going down or up, at most once per ``_FLIP_LOG_EVERY_S`` per server and
-        state; the next line counts what was left out. A server failing one request in ten
-        flips on every failure: a line pair per failure flooded the logs (scripts/chaos.py)."""
-        now = time.monotonic()
-        key = (server.netloc, state)
-        last, skipped = self._flips.get(key, (-_FLIP_LOG_EVERY_S, 0))
-        if now - last < _FLIP_LOG_EVERY_S:
-            self._flips[key] = (last, skipped + 1)
-            return
-        self._flips[key] = (now, 0)
-        log.log(level, msg, extra={"server": server.netloc, **extra, "not_logged_since": skipped})
-
-    def _describe(self, exc: BaseException) -> str:
-        return describe_error(exc, self._token)
-
-    def _scrub(self, text: str) -> str:
-        return scrub_token(text, self._token)

@@ -1,0 +1,225 @@
+"""One consume request to MigratoryData, with failover and retries: the source's HTTP side.
+
+A :class:`ConsumeClient` lives in the source's loop thread. It sends ``GET /rest/consume``
+to a server chosen by weight (``peer.source.servers``), returns the body of a 200 answer, and
+turns every other outcome into either a retry or an error that names the subject:
+
+* transient (connect errors, timeouts, dropped connections, 5xx, 408, 429): the server is
+  marked down, another is chosen, and the request is retried with jittered exponential
+  backoff (tenacity) until ``retry_give_up`` (never, by default);
+* HTTP 403 raises :class:`EntitlementDeniedError`; 400 and other 4xx raise
+  :class:`SourceError` with the server's reason.
+
+The token travels as a query parameter: URLs are never logged, and error texts of the HTTP
+library are scrubbed of it (:func:`scrub_token`) before they reach a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from typing import Final, NoReturn
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.source.rest_config import RestSourceConfig
+from peer.source.resume import ConsumeRequest
+from peer.source.servers import ServerAddress, ServerPool
+from peer.source.tls import client_tls
+from peer.source.wire import decode_error
+
+log = logging.getLogger("peer.source")
+
+CONSUME_PATH: Final = "/rest/consume"
+_TLS_CLOSE_GRACE_S: Final = 0.25
+#: seconds between two "server failing" (or "answering again") lines for one server
+_FLIP_LOG_EVERY_S: Final = 10.0
+_TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
+
+
+def scrub_token(text: str, token: str | None) -> str:
+    """Remove the token from text that may quote a URL or a request."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_PARAM.sub(r"\1***", text)
+
+
+def describe_error(exc: BaseException, token: str | None) -> str:
+    """``Type: text`` of a transport fault, for logs and errors, with the token removed."""
+    text = str(exc)
+    return scrub_token(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, token)
+
+
+class _TransientError(Exception):
+    """A fault worth retrying, possibly on another server."""
+
+    def __init__(self, server: ServerAddress, reason: str) -> None:
+        super().__init__(reason)
+        self.server = server
+        self.reason = reason
+
+
+class ConsumeClient:
+    """Consume requests of one source: a keep-alive session, bounded concurrency, failover."""
+
+    def __init__(self, config: RestSourceConfig, rng: random.Random) -> None:
+        self._config = config
+        self._rng = rng
+        self._pool = ServerPool(config.servers, down_for=config.server_down_for, rng=rng)
+        self._urls = {s: f"{config.scheme}://{s.netloc}{CONSUME_PATH}" for s in config.servers}
+        self._token = config.token.reveal() if config.token is not None else None
+        self._stop: stop_base = (
+            stop_never if config.retry_give_up is None else stop_after_delay(config.retry_give_up)
+        )
+        #: (server, "up"/"down") -> (when last logged, flips not logged since)
+        self._flips: dict[tuple[str, str], tuple[float, int]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._sem: asyncio.Semaphore | None = None
+        #: counters, read by the source's stats (loop thread writes, ints: no lock needed)
+        self.requests = 0
+        self.request_errors = 0
+
+    async def open(self) -> None:
+        """(loop thread) Create the session; before any :meth:`fetch`."""
+        cfg = self._config
+        connector = aiohttp.TCPConnector(
+            limit=cfg.max_concurrency, keepalive_timeout=30, ssl=client_tls(cfg.tls_ca_file)
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+        self._sem = asyncio.Semaphore(cfg.max_concurrency)
+
+    async def close(self) -> None:
+        """(loop thread) Close the session and its connections."""
+        if self._session is None:
+            return
+        await self._session.close()
+        self._session = None
+        if self._config.encryption:
+            # A request cancelled mid-answer leaves its TLS connection closing
+            # asynchronously (close_notify), untracked by aiohttp: give it a moment,
+            # or the socket outlives the loop (a ResourceWarning, and an unclean close).
+            await asyncio.sleep(_TLS_CLOSE_GRACE_S)
+
+    def scrub(self, text: str) -> str:
+        return scrub_token(text, self._token)
+
+    async def fetch(self, subject: str, request: ConsumeRequest) -> bytes:
+        """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
+        params = {"subject": subject, **request.params()}
+        if self._token is not None:
+            params["token"] = self._token
+        try:
+            return await self._attempt(subject, params)  # the common case: no retry machinery
+        except _TransientError:
+            pass
+        cfg = self._config
+        await asyncio.sleep(self._rng.uniform(0, cfg.retry_initial))
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_TransientError),
+            wait=wait_random_exponential(multiplier=cfg.retry_initial, max=cfg.retry_max),
+            stop=self._stop,
+            reraise=True,
+            before_sleep=lambda state: self._log_retry(subject, state),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(subject, params)
+        except _TransientError as exc:
+            self._give_up(subject, exc)
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _give_up(self, subject: str, exc: _TransientError) -> NoReturn:
+        servers = ", ".join(str(s) for s in self._config.servers)
+        raise SourceUnavailableError(
+            f"subject {subject!r}: no MigratoryData server answered within "
+            f"retry_give_up={self._config.retry_give_up} s (servers {servers}); "
+            f"last error from {exc.server.netloc}: {exc.reason}",
+            hint="check that the servers are up and reachable",
+        )
+
+    def _log_retry(self, subject: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug(
+            "retrying consume",
+            extra={
+                "subject": subject,
+                "attempt": state.attempt_number,
+                "error": getattr(exc, "reason", None),
+                "server": exc.server.netloc if isinstance(exc, _TransientError) else None,
+            },
+        )
+
+    async def _attempt(self, subject: str, params: dict[str, str]) -> bytes:
+        assert self._session is not None, "ConsumeClient.open() first"
+        assert self._sem is not None
+        server = self._pool.choose()
+        async with self._sem:
+            self.requests += 1
+            try:
+                async with self._session.get(self._urls[server], params=params) as resp:
+                    status = resp.status
+                    body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._server_failed(server, describe_error(exc, self._token))
+        if status == 200:
+            if self._pool.mark_up(server):
+                self._log_flip(server, "up", logging.INFO, "server answering again", {})
+            return body
+        if status >= 500 or status in (408, 429):
+            self._server_failed(server, f"HTTP {status}: {self.scrub(decode_error(body))}")
+        detail = self.scrub(decode_error(body))
+        if status == 403:
+            raise EntitlementDeniedError(subject, detail)
+        if status == 400:
+            raise SourceError(
+                f"subject {subject!r}: the server refused the request (HTTP 400): {detail}",
+                hint="check the subject: it must look like /segment[/segment...]",
+            )
+        raise SourceError(
+            f"subject {subject!r}: server {server.netloc} answered HTTP {status}: {detail}",
+            hint="check the servers setting and that REST is enabled on the server",
+        )
+
+    def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
+        self.request_errors += 1
+        if self._pool.mark_down(server):
+            extra = {"reason": reason, "down_for_s": self._config.server_down_for}
+            self._log_flip(server, "down", logging.WARNING, "server failing, trying others", extra)
+        raise _TransientError(server, reason)
+
+    def _log_flip(
+        self, server: ServerAddress, state: str, level: int, msg: str, extra: dict[str, object]
+    ) -> None:
+        """Log a server going down or up, at most once per ``_FLIP_LOG_EVERY_S`` per server and
+        state; the next line counts what was left out. A server failing one request in ten
+        flips on every failure: a line pair per failure flooded the logs (scripts/chaos.py)."""
+        now = time.monotonic()
+        key = (server.netloc, state)
+        last, skipped = self._flips.get(key, (-_FLIP_LOG_EVERY_S, 0))
+        if now - last < _FLIP_LOG_EVERY_S:
+            self._flips[key] = (last, skipped + 1)
+            return
+        self._flips[key] = (now, 0)
+        log.log(level, msg, extra={"server": server.netloc, **extra, "not_logged_since": skipped})
+
+
+__all__ = ["CONSUME_PATH", "ConsumeClient", "describe_error", "scrub_token"]
