@@ -613,24 +613,18 @@ def test_subject_validation_fast_path_agrees_with_the_rule(subject: str) -> None
 
 
 def test_for_subject_is_the_same_route_for_another_subject() -> None:
-    route = Route(
-        "/a/1",
-        "orders",
-        key="k",
-        on_oversize=Oversize.DEAD_LETTER,
-        dead_letter_topic="dlq",
-        start=StartPolicy.parse("history:5"),
-    )
+    def route_of(subject: str) -> Route:
+        return Route(
+            subject,
+            "orders",
+            key="k",
+            on_oversize=Oversize.DEAD_LETTER,
+            dead_letter_topic="dlq",
+            start=StartPolicy.parse("history:5"),
+        )
+
+    route = route_of("/a/1")
     other = route.for_subject("/a/2")
-    assert other == Route(
-        "/a/2",
-        "orders",
-        key="k",
-        on_oversize=Oversize.DEAD_LETTER,
-        dead_letter_topic="dlq",
-        start=StartPolicy.parse("history:5"),
-    )
+    assert other == route_of("/a/2")
+    assert hash(other) == hash(route_of("/a/2"))
     assert route.subject == "/a/1"  # the original is untouched
-    assert hash(other) == hash(
-        Route("/a/2", "orders", "k", Oversize.DEAD_LETTER, "dlq", other.start)
-    )

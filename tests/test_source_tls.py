@@ -42,11 +42,8 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, Path]]:
     server.stop()
 
 
-def test_https_with_a_private_ca(tls_server: tuple[ScriptedServer, Path]) -> None:
-    server, cert = tls_server
-    config = RestSourceConfig(
-        servers=parse_servers(server.url), encryption=True, tls_ca_file=cert, poll_idle_max=0.05
-    )
+def first_three(config: RestSourceConfig) -> list[Message]:
+    """The first 3 messages after (1, 0) a source with ``config`` receives (15 s deadline)."""
     with RestSource(config) as source:
         source.subscribe(SUBJECT, after=Position(1, 0))
         got: list[Message] = []
@@ -54,7 +51,15 @@ def test_https_with_a_private_ca(tls_server: tuple[ScriptedServer, Path]) -> Non
         while len(got) < 3:
             assert time.monotonic() < end, f"only {got}"
             got += [e for e in source.poll(100, 0.05) if isinstance(e, Message)]
-    assert [m.seq for m in got] == [1, 2, 3]
+    return got
+
+
+def test_https_with_a_private_ca(tls_server: tuple[ScriptedServer, Path]) -> None:
+    server, cert = tls_server
+    config = RestSourceConfig(
+        servers=parse_servers(server.url), encryption=True, tls_ca_file=cert, poll_idle_max=0.05
+    )
+    assert [m.seq for m in first_three(config)] == [1, 2, 3]
     assert server.requests
 
 
@@ -94,14 +99,7 @@ def test_a_peer_config_with_tls_ca_file_reaches_a_private_ca_server(
     rest = RestSourceConfig.from_settings(
         {**settings.source.rest_settings(), "poll_idle_max": 0.05}
     )
-    with RestSource(rest) as source:
-        source.subscribe(SUBJECT, after=Position(1, 0))
-        got: list[Message] = []
-        end = time.monotonic() + 15
-        while len(got) < 3:
-            assert time.monotonic() < end, f"only {got}"
-            got += [e for e in source.poll(100, 0.05) if isinstance(e, Message)]
-    assert [m.seq for m in got] == [1, 2, 3]
+    assert [m.seq for m in first_three(rest)] == [1, 2, 3]
 
 
 def test_a_bad_tls_ca_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
