@@ -245,10 +245,50 @@ def ensure_control_topic(
                     f"control topic {topic!r} could not be created: {detail}"
                 ) from None
         _wait_for_leaders(admin, topic, bootstrap, deadline, timeout)
-    info = describe_control_topic(admin, topic, bootstrap=bootstrap, timeout=left())
+        info = describe_existing_control_topic(
+            admin, topic, bootstrap, deadline, timeout, created=created
+        )
+    else:
+        info = describe_control_topic(admin, topic, bootstrap=bootstrap, timeout=left())
     if info.partitions != shards:
         raise ShardCountMismatchError(topic, info.partitions, shards)
     return ControlTopicInfo(topic, created, info.partitions, info.replication_factor, info.config)
+
+
+def describe_existing_control_topic(
+    admin: AdminClient,
+    topic: str,
+    bootstrap: str | None,
+    deadline: float,
+    timeout: float,
+    *,
+    created: bool = False,
+) -> ControlTopicInfo:
+    """:func:`describe_control_topic` of a topic known to exist (it was just created).
+
+    Brokers learn of a new topic one after the other: the broker a request lands on may not
+    know it yet (seen on a 3-node cluster: ``mdpeer init`` created the topic, then reported it
+    missing). Until ``deadline`` "missing" means "not here yet"; so does a metadata error of
+    a topic this process ``created`` (it was made compacted).
+    """
+    transient: tuple[type[MdpeerError], ...] = (ControlTopicMissingError, KafkaUnavailableError)
+    if created:
+        transient += (ControlTopicConfigError,)
+    while True:
+        try:
+            return describe_control_topic(
+                admin, topic, bootstrap=bootstrap, timeout=max(deadline - time.monotonic(), 0.1)
+            )
+        except transient as exc:
+            if time.monotonic() >= deadline:
+                if isinstance(exc, ControlTopicMissingError):
+                    raise KafkaUnavailableError(
+                        bootstrap or "the bootstrap servers",
+                        timeout,
+                        f"control topic {topic!r} was created but not every broker knows it yet",
+                    ) from None
+                raise
+        time.sleep(0.1)
 
 
 def _wait_for_leaders(

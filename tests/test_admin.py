@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from peer.admin import (
     admin_client,
     admin_producer,
     describe_control_topic,
+    describe_existing_control_topic,
     describe_group,
     ensure_control_topic,
     write_command,
@@ -91,6 +93,37 @@ def test_a_topic_that_is_not_compacted_is_refused(
     topic = unique_topic(3, config={"cleanup.policy": "delete"})
     with pytest.raises(ControlTopicConfigError, match=r"cleanup\.policy='delete'"):
         ensure_control_topic(kafka_admin, topic, 3, None)
+
+
+def test_a_topic_that_brokers_learn_of_late_is_waited_for_not_reported_missing(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> None:
+    """Regression (chaos harness, 3 nodes): ``mdpeer init`` created the control topic, then
+    a broker that did not know it yet made init report it missing. Here the topic appears
+    only after the wait began."""
+    topic = control_name()
+    created = threading.Timer(
+        1.0,
+        lambda: ensure_control_topic(
+            admin_client({"bootstrap.servers": kafka_bootstrap}), topic, 3, None
+        ),
+    )
+    created.start()
+    started = time.monotonic()
+    try:
+        info = describe_existing_control_topic(
+            kafka_admin, topic, kafka_bootstrap, started + 30, 30, created=True
+        )
+    finally:
+        created.join(30)
+    assert time.monotonic() - started >= 0.9  # it did wait for the topic
+    assert (info.topic, info.partitions) == (topic, 3)
+    # with nothing to wait for, the deadline ends it with a clear cause
+    with pytest.raises(KafkaUnavailableError, match="not every broker knows it yet"):
+        describe_existing_control_topic(
+            kafka_admin, f"missing.{uuid.uuid4().hex[:8]}", kafka_bootstrap,
+            time.monotonic() + 0.5, 0.5,
+        )  # fmt: skip
 
 
 def test_describe_a_missing_topic(kafka_admin: AdminClient) -> None:
