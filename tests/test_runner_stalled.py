@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from peer.control import encode_checkpoint
@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
 #: longer than the old settle (transaction timeout 10 s + 2 s) plus a group join
 STALL_S = 16.0
+#: how long the new owner is watched not starting while the old owner's offsets are pending
+PENDING_S = 8.0
 
 
 def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_twice(
@@ -96,6 +98,89 @@ def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_t
             lambda: len(read_committed(dep.bootstrap, [topic])) >= len(published),
             60,
             "b bridging after the stalled transaction",
+        )
+        check_exactly_once(read_committed(dep.bootstrap, [topic]), {subject: published})
+        assert second.stop() == 0
+
+
+def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoints(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    unique_topic: TopicFactory,
+    tmp_path: Path,
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    """Regression (chaos harness, 3 nodes, seed 112401: 7 duplicates). The old owner had
+    written data and sent its offsets (its generation still current), then stopped before its
+    checkpoint reached the control topic. Nothing of that transaction was in the control
+    partitions, so the new owner's rebuild saw no open transaction, started from the older
+    checkpoint and wrote the same messages the old owner committed when it woke up."""
+    sim = sim_factory(cache_size=10_000)
+    topic = unique_topic(2)
+    subject = "/pending/s1"
+    route = Route(subject, topic, start=StartPolicy.parse("history:1000"))
+    with deployment(
+        kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", [route], shards=1
+    ) as dep:
+        published = [sim.publish(subject, f"a{i}") for i in range(5)]
+        first = dep.start_peer("a")
+        wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) >= 5, 60, "a bridging")
+        assert first.stop() == 0
+
+        # The old owner: a group member that sends its offsets with its data, then stalls.
+        stalled = [sim.publish(subject, f"b{i}") for i in range(3)]
+        published += stalled
+        member = Consumer(
+            {
+                "bootstrap.servers": dep.bootstrap,
+                "group.id": dep.group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        member.subscribe([dep.control])
+        wait_until(lambda: bool(member.poll(0.2) or member.assignment()), 60, "member assigned")
+        zombie = Producer(
+            {
+                "bootstrap.servers": dep.bootstrap,
+                "transactional.id": f"{dep.group}-pending",
+                "transaction.timeout.ms": 120_000,  # the broker will not end it for us
+            }
+        )
+        zombie.init_transactions(30)
+        zombie.begin_transaction()
+        partition = java_partition(partition_basis(route), 2)
+        for (epoch, seq), text in zip(stalled, ("b0", "b1", "b2"), strict=True):
+            message = Message(subject, text.encode(), epoch, seq, "UPDATE", None, retained=True)
+            zombie.produce(
+                topic,
+                message.content,
+                None,
+                partition=partition,
+                headers=message_headers(message, "md."),  # type: ignore[arg-type]
+            )
+        _low, high = member.get_watermark_offsets(TopicPartition(dep.control, 0), timeout=30)
+        zombie.send_offsets_to_transaction(
+            [TopicPartition(dep.control, 0, high)], member.consumer_group_metadata(), 30
+        )
+        assert zombie.flush(30) == 0
+        member.close()  # the group moves on; its offsets stay pending with the transaction
+
+        second = dep.start_peer("b")
+        deadline = time.monotonic() + PENDING_S
+        while time.monotonic() < deadline:
+            assert '"msg":"shards assigned"' not in second.logs(), second.logs()[-2000:]
+            time.sleep(0.2)
+        # The old owner wakes up: its checkpoint, then its commit (which still succeeds).
+        key, value = encode_checkpoint(subject, *stalled[-1])
+        zombie.produce(dep.control, value, key, partition=shard_of(subject, dep.shards))
+        zombie.commit_transaction(30)
+        wait_until(lambda: '"msg":"shards assigned"' in second.logs(), 60, "b owning the shard")
+        published.append(sim.publish(subject, "c"))
+        wait_until(
+            lambda: len(read_committed(dep.bootstrap, [topic])) >= len(published),
+            60,
+            "b bridging after the old owner's transaction",
         )
         check_exactly_once(read_committed(dep.bootstrap, [topic]), {subject: published})
         assert second.stop() == 0

@@ -206,6 +206,7 @@ class Peer:
         # after transaction.timeout.ms (+ its abort-check interval): allow that twice over.
         txn_timeout = self.settings.transaction_timeout_ms / 1000
         started = time.monotonic()
+        self._await_pending_offsets(consumer, new, 2 * txn_timeout + _REBUILD_MARGIN_S)
         states = read_shards(
             self._consumer_conf,
             self.settings.control_topic,
@@ -248,6 +249,27 @@ class Peer:
                 "rebuild_s": round(time.monotonic() - started, 3),
             },
         )
+
+    def _await_pending_offsets(self, consumer: Consumer, shards: list[int], timeout: float) -> None:
+        """Wait until no transaction that sent offsets for ``shards`` is still open (KIP-447).
+
+        The previous owner may have sent its offsets (accepted: its generation was current)
+        and then stalled before its checkpoints reached the control topic. The rebuild's
+        wait for open transactions cannot see such a transaction, as it has no record there
+        yet; the group coordinator can: a read_committed offset fetch answers "unstable"
+        while it is pending, and librdkafka asks again until it ends. Any later offsets of
+        the old owner carry an old generation and are refused. (Found by the chaos harness:
+        a SIGSTOPped owner committed after its successor's rebuild, 7 duplicates.)
+        """
+        tps = [TopicPartition(self.settings.control_topic, p) for p in shards]
+        try:
+            consumer.committed(tps, timeout=timeout)
+        except KafkaException as exc:
+            raise PeerFatalError(
+                f"shards {shards}: a transaction of their previous owner still held offsets "
+                f"for them after {timeout:.0f} s ({exc}); not starting them, to write nothing "
+                "twice"
+            ) from exc
 
     def _assignment(self) -> list[TopicPartition]:
         return [
