@@ -166,21 +166,29 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
         assert zombie.flush(30) == 0
         member.close()  # the group moves on; its offsets stay pending with the transaction
 
-        second = dep.start_peer("b")
+        waiting = dep.start_peer("b")
         deadline = time.monotonic() + PENDING_S
         while time.monotonic() < deadline:
-            assert '"msg":"shards assigned"' not in second.logs(), second.logs()[-2000:]
+            assert '"msg":"shards assigned"' not in waiting.logs(), waiting.logs()[-2000:]
             time.sleep(0.2)
+        # A peer waiting for them still acts on SIGTERM: it leaves, having taken nothing on.
+        asked = time.monotonic()
+        assert waiting.stop(timeout=15) == 0
+        assert time.monotonic() - asked < 10
+        assert '"msg":"shards assigned"' not in waiting.logs()
+
+        second = dep.start_peer("c")
+        wait_until(lambda: '"msg":"peer started"' in second.logs(), 60, "c started")
         # The old owner wakes up: its checkpoint, then its commit (which still succeeds).
         key, value = encode_checkpoint(subject, *stalled[-1])
         zombie.produce(dep.control, value, key, partition=shard_of(subject, dep.shards))
         zombie.commit_transaction(30)
-        wait_until(lambda: '"msg":"shards assigned"' in second.logs(), 60, "b owning the shard")
+        wait_until(lambda: '"msg":"shards assigned"' in second.logs(), 60, "c owning the shard")
         published.append(sim.publish(subject, "c"))
         wait_until(
             lambda: len(read_committed(dep.bootstrap, [topic])) >= len(published),
             60,
-            "b bridging after the old owner's transaction",
+            "c bridging after the old owner's transaction",
         )
         check_exactly_once(read_committed(dep.bootstrap, [topic]), {subject: published})
         assert second.stop() == 0

@@ -61,6 +61,8 @@ _LAG_EVERY_S: Final = 1.0
 #: extra seconds the shard rebuild waits beyond transaction.timeout.ms (see controlreader)
 #: seconds a rebuild may wait beyond twice the transaction timeout (broker abort checks: 10 s)
 _REBUILD_MARGIN_S: Final = 30.0
+#: a pending-offsets wait is asked in slices this long, so SIGTERM is acted on meanwhile
+_PENDING_SLICE_S: Final = 1.0
 
 
 class PeerFatalError(Exception):
@@ -188,11 +190,8 @@ class Peer:
         new = sorted(tp.partition for tp in partitions if tp.partition not in self.owned.shards)
         self.metrics.rebalances.labels("assign").inc()
         self.health.joined()
-        if not new:
-            if self._eager():
-                consumer.assign(self._assignment())
-            else:
-                consumer.incremental_assign([])
+        if not new or self._stop.is_set():  # stopping: the group is being left, take nothing on
+            self._take_nothing_new(consumer)
             return
         # The rebuild may take up to transaction.timeout.ms: no transaction may age meanwhile.
         try:
@@ -206,7 +205,9 @@ class Peer:
         # after transaction.timeout.ms (+ its abort-check interval): allow that twice over.
         txn_timeout = self.settings.transaction_timeout_ms / 1000
         started = time.monotonic()
-        self._await_pending_offsets(consumer, new, 2 * txn_timeout + _REBUILD_MARGIN_S)
+        if not self._await_pending_offsets(consumer, new, 2 * txn_timeout + _REBUILD_MARGIN_S):
+            self._take_nothing_new(consumer)
+            return
         states = read_shards(
             self._consumer_conf,
             self.settings.control_topic,
@@ -250,7 +251,13 @@ class Peer:
             },
         )
 
-    def _await_pending_offsets(self, consumer: Consumer, shards: list[int], timeout: float) -> None:
+    def _take_nothing_new(self, consumer: Consumer) -> None:
+        if self._eager():
+            consumer.assign(self._assignment())
+        else:
+            consumer.incremental_assign([])
+
+    def _await_pending_offsets(self, consumer: Consumer, shards: list[int], timeout: float) -> bool:
         """Wait until no transaction that sent offsets for ``shards`` is still open (KIP-447).
 
         The previous owner may have sent its offsets (accepted: its generation was current)
@@ -260,16 +267,29 @@ class Peer:
         while it is pending, and librdkafka asks again until it ends. Any later offsets of
         the old owner carry an old generation and are refused. (Found by the chaos harness:
         a SIGSTOPped owner committed after its successor's rebuild, 7 duplicates.)
+
+        Asked in slices of a second, so a SIGTERM meanwhile is acted on: False when stopping.
         """
         tps = [TopicPartition(self.settings.control_topic, p) for p in shards]
-        try:
-            consumer.committed(tps, timeout=timeout)
-        except KafkaException as exc:
-            raise PeerFatalError(
-                f"shards {shards}: a transaction of their previous owner still held offsets "
-                f"for them after {timeout:.0f} s ({exc}); not starting them, to write nothing "
-                "twice"
-            ) from exc
+        deadline = time.monotonic() + timeout
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            try:
+                consumer.committed(tps, timeout=max(min(left, _PENDING_SLICE_S), 0.1))
+                return True
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                timed_out = isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT
+                transient = timed_out or (isinstance(err, KafkaError) and err.retriable())
+                if not transient or left <= _PENDING_SLICE_S:
+                    raise PeerFatalError(
+                        f"shards {shards}: the offsets of their previous owner did not become "
+                        f"stable within {timeout:.0f} s ({exc}); not starting them, to write "
+                        "nothing twice"
+                    ) from exc
+                if not timed_out:
+                    time.sleep(0.1)  # a retriable error answered at once: do not spin
+        return False
 
     def _assignment(self) -> list[TopicPartition]:
         return [
