@@ -15,8 +15,10 @@ the timing is the test's, not the machine's.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,14 @@ from peer.sim.server import SimServer
 from peer.source.base import Message, StartPolicy
 from peer.writer.records import java_partition, message_headers, partition_basis
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import check_exactly_once, deployment, read_committed, wait_until
+from tests.peers import (
+    Deployment,
+    PeerProcess,
+    check_exactly_once,
+    deployment,
+    read_committed,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -40,16 +49,56 @@ STALL_S = 16.0
 PENDING_S = 8.0
 
 
-def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_twice(
+@dataclass
+class Scene:
+    """Peer "a" bridged five messages and stopped; three more are published, and the stalled
+    owner (``zombie``) holds an open transaction with exactly the records a peer would have
+    written for them (nothing in the control topic yet)."""
+
+    dep: Deployment
+    sim: SimServer
+    subject: str
+    topic: str
+    published: list[tuple[int, int]]
+    stalled: list[tuple[int, int]]
+    zombie: Producer
+
+    def checkpoint_stalled(self) -> None:
+        """The stalled owner's checkpoint covering its three messages."""
+        key, value = encode_checkpoint(self.subject, *self.stalled[-1])
+        partition = shard_of(self.subject, self.dep.shards)
+        self.zombie.produce(self.dep.control, value, key, partition=partition)
+
+    def assert_not_started(self, peer: PeerProcess, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert '"msg":"shards assigned"' not in peer.logs(), peer.logs()[-2000:]
+            time.sleep(0.2)
+
+    def finish(self, peer: PeerProcess) -> None:
+        """``peer`` takes over, bridges one more message, and nothing was written twice."""
+        wait_until(lambda: '"msg":"shards assigned"' in peer.logs(), 60, "the new owner")
+        self.published.append(self.sim.publish(self.subject, "c"))
+        wait_until(
+            lambda: len(read_committed(self.dep.bootstrap, [self.topic])) >= len(self.published),
+            60,
+            "the new owner bridging after the stalled transaction",
+        )
+        check_exactly_once(
+            read_committed(self.dep.bootstrap, [self.topic]), {self.subject: self.published}
+        )
+        assert peer.stop() == 0
+
+
+@contextlib.contextmanager
+def stalled_owner(
     kafka_bootstrap: str,
     kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
+    topic: str,
     tmp_path: Path,
-    sim_factory: Callable[..., SimServer],
-) -> None:
-    sim = sim_factory(cache_size=10_000)
-    topic = unique_topic(2)
-    subject = "/stalled/s1"
+    sim: SimServer,
+    subject: str,
+) -> Iterator[Scene]:
     route = Route(subject, topic, start=StartPolicy.parse("history:1000"))
     with deployment(
         kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", [route], shards=1
@@ -58,10 +107,7 @@ def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_t
         first = dep.start_peer("a")
         wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) >= 5, 60, "a bridging")
         assert first.stop() == 0
-
-        # The stalled owner's open transaction: the next three messages and their checkpoint.
         stalled = [sim.publish(subject, f"b{i}") for i in range(3)]
-        published += stalled
         zombie = Producer(
             {
                 "bootstrap.servers": dep.bootstrap,
@@ -81,26 +127,27 @@ def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_t
                 partition=partition,
                 headers=message_headers(message, "md."),  # type: ignore[arg-type]
             )
-        key, value = encode_checkpoint(subject, *stalled[-1])
-        zombie.produce(dep.control, value, key, partition=shard_of(subject, dep.shards))
-        assert zombie.flush(30) == 0
+        yield Scene(dep, sim, subject, topic, published + stalled, stalled, zombie)
 
-        second = dep.start_peer("b")
+
+def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_twice(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    unique_topic: TopicFactory,
+    tmp_path: Path,
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    sim = sim_factory(cache_size=10_000)
+    with stalled_owner(
+        kafka_bootstrap, kafka_admin, unique_topic(2), tmp_path, sim, "/stalled/s1"
+    ) as scene:
+        scene.checkpoint_stalled()  # its checkpoint is in the control topic, uncommitted
+        assert scene.zombie.flush(30) == 0
+        second = scene.dep.start_peer("b")
         # While the transaction is open the new owner must not start: it cannot know where.
-        deadline = time.monotonic() + STALL_S
-        while time.monotonic() < deadline:
-            assert '"msg":"shards assigned"' not in second.logs(), second.logs()[-2000:]
-            time.sleep(0.2)
-        zombie.commit_transaction(30)
-        wait_until(lambda: '"msg":"shards assigned"' in second.logs(), 60, "b owning the shard")
-        published.append(sim.publish(subject, "c"))
-        wait_until(
-            lambda: len(read_committed(dep.bootstrap, [topic])) >= len(published),
-            60,
-            "b bridging after the stalled transaction",
-        )
-        check_exactly_once(read_committed(dep.bootstrap, [topic]), {subject: published})
-        assert second.stop() == 0
+        scene.assert_not_started(second, STALL_S)
+        scene.zombie.commit_transaction(30)
+        scene.finish(second)
 
 
 def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoints(
@@ -116,20 +163,11 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
     partitions, so the new owner's rebuild saw no open transaction, started from the older
     checkpoint and wrote the same messages the old owner committed when it woke up."""
     sim = sim_factory(cache_size=10_000)
-    topic = unique_topic(2)
-    subject = "/pending/s1"
-    route = Route(subject, topic, start=StartPolicy.parse("history:1000"))
-    with deployment(
-        kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", [route], shards=1
-    ) as dep:
-        published = [sim.publish(subject, f"a{i}") for i in range(5)]
-        first = dep.start_peer("a")
-        wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) >= 5, 60, "a bridging")
-        assert first.stop() == 0
-
-        # The old owner: a group member that sends its offsets with its data, then stalls.
-        stalled = [sim.publish(subject, f"b{i}") for i in range(3)]
-        published += stalled
+    with stalled_owner(
+        kafka_bootstrap, kafka_admin, unique_topic(2), tmp_path, sim, "/pending/s1"
+    ) as scene:
+        dep = scene.dep
+        # The old owner was a group member: its offsets go with its data, then it stalls.
         member = Consumer(
             {
                 "bootstrap.servers": dep.bootstrap,
@@ -140,37 +178,15 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
         )
         member.subscribe([dep.control])
         wait_until(lambda: bool(member.poll(0.2) or member.assignment()), 60, "member assigned")
-        zombie = Producer(
-            {
-                "bootstrap.servers": dep.bootstrap,
-                "transactional.id": f"{dep.group}-pending",
-                "transaction.timeout.ms": 120_000,  # the broker will not end it for us
-            }
-        )
-        zombie.init_transactions(30)
-        zombie.begin_transaction()
-        partition = java_partition(partition_basis(route), 2)
-        for (epoch, seq), text in zip(stalled, ("b0", "b1", "b2"), strict=True):
-            message = Message(subject, text.encode(), epoch, seq, "UPDATE", None, retained=True)
-            zombie.produce(
-                topic,
-                message.content,
-                None,
-                partition=partition,
-                headers=message_headers(message, "md."),  # type: ignore[arg-type]
-            )
         _low, high = member.get_watermark_offsets(TopicPartition(dep.control, 0), timeout=30)
-        zombie.send_offsets_to_transaction(
+        scene.zombie.send_offsets_to_transaction(
             [TopicPartition(dep.control, 0, high)], member.consumer_group_metadata(), 30
         )
-        assert zombie.flush(30) == 0
+        assert scene.zombie.flush(30) == 0
         member.close()  # the group moves on; its offsets stay pending with the transaction
 
         waiting = dep.start_peer("b")
-        deadline = time.monotonic() + PENDING_S
-        while time.monotonic() < deadline:
-            assert '"msg":"shards assigned"' not in waiting.logs(), waiting.logs()[-2000:]
-            time.sleep(0.2)
+        scene.assert_not_started(waiting, PENDING_S)
         # A peer waiting for them still acts on SIGTERM: it leaves, having taken nothing on.
         asked = time.monotonic()
         assert waiting.stop(timeout=15) == 0
@@ -180,15 +196,6 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
         second = dep.start_peer("c")
         wait_until(lambda: '"msg":"peer started"' in second.logs(), 60, "c started")
         # The old owner wakes up: its checkpoint, then its commit (which still succeeds).
-        key, value = encode_checkpoint(subject, *stalled[-1])
-        zombie.produce(dep.control, value, key, partition=shard_of(subject, dep.shards))
-        zombie.commit_transaction(30)
-        wait_until(lambda: '"msg":"shards assigned"' in second.logs(), 60, "c owning the shard")
-        published.append(sim.publish(subject, "c"))
-        wait_until(
-            lambda: len(read_committed(dep.bootstrap, [topic])) >= len(published),
-            60,
-            "c bridging after the old owner's transaction",
-        )
-        check_exactly_once(read_committed(dep.bootstrap, [topic]), {subject: published})
-        assert second.stop() == 0
+        scene.checkpoint_stalled()
+        scene.zombie.commit_transaction(30)
+        scene.finish(second)
