@@ -83,15 +83,26 @@ def _off_main_thread(call: Callable[[float], object], deadline: float) -> None:
         raise outcome[0]
 
 
-def _produce_error(exc: KafkaException, subject: str, topic: str) -> KafkaWriteError:
+def _produce_error(
+    exc: KafkaException, subject: str, topic: str, producer: Producer | None = None
+) -> KafkaWriteError:
     """What a failed ``produce`` in an open transaction means.
 
     librdkafka refuses to produce (``_STATE``) once the transaction has failed: that is an
     abort, not a crash (seen by scripts/chaos.py after a rebalance fenced a commit and the
     redo's first batch met "skipped sequence numbers, requires epoch bump"). If the producer
     is beyond repair, the abort says so and the peer exits then.
+
+    A producer that hit a fatal error refuses with a bare ``_FATAL``; the cause (e.g. fenced
+    by a newer instance) is raised by its next ``poll``: that is what gets classified (a CI
+    run saw "Local: Fatal error" where the test expected the fencing it came from).
     """
     err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError) and err.code() == KafkaError._FATAL and producer is not None:
+        try:
+            producer.poll(0)
+        except KafkaException as cause:
+            return classify(cause, op="produce", subject=subject, topic=topic)
     if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
         return AbortRequiredError(
             f"the producer refused a record, its transaction has failed: {err.str()}",
@@ -265,7 +276,7 @@ class TransactionalWriter:
             if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 # librdkafka counts the record differently than record_size: same policy.
                 return self._oversize(message, route, txn, size)
-            raise _produce_error(exc, message.subject, route.topic) from exc
+            raise _produce_error(exc, message.subject, route.topic, self._producer) from exc
         txn.records += 1
         self.stats.written += 1
         return WriteOutcome.WRITTEN
@@ -325,7 +336,7 @@ class TransactionalWriter:
                 report=self._reporter(dlq, message.subject),
             )
         except KafkaException as exc:
-            raise _produce_error(exc, message.subject, dlq) from exc
+            raise _produce_error(exc, message.subject, dlq, self._producer) from exc
 
     # --- checkpoints and commit ---------------------------------------------------------------
 
@@ -410,9 +421,12 @@ class TransactionalWriter:
         # Serve the delivery reports not yet seen (a failed transaction purges its queue, so
         # they come at once); bounded, as a fenced producer may never deliver them.
         deadline = time.monotonic() + 1.0
-        self._producer.poll(0)
-        while len(self._producer) and time.monotonic() < deadline:
-            self._producer.poll(_DRAIN_POLL)
+        try:
+            self._producer.poll(0)
+            while len(self._producer) and time.monotonic() < deadline:
+                self._producer.poll(_DRAIN_POLL)
+        except KafkaException as fatal:  # the producer's fatal error, surfaced by poll
+            log.debug("draining a failed producer: %s", fatal, extra=self._extra())
         # Purged records are a consequence of the failed transaction, not its cause.
         causes = [f for f in self._failures if f.code not in _PURGED]
         log.error(
@@ -482,7 +496,7 @@ class TransactionalWriter:
         try:
             self._produce(self.control_topic, partition, key, value, None, report=report)
         except KafkaException as exc:
-            raise _produce_error(exc, subject, self.control_topic) from exc
+            raise _produce_error(exc, subject, self.control_topic, self._producer) from exc
 
     def _produce(
         self,
