@@ -188,9 +188,8 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
         waiting = dep.start_peer("b")
         scene.assert_not_started(waiting, PENDING_S)
         # A peer waiting for them still acts on SIGTERM: it leaves, having taken nothing on.
-        asked = time.monotonic()
-        assert waiting.stop(timeout=15) == 0
-        assert time.monotonic() - asked < 10
+        # (its exit within 10 s is the wait's deadline; the old single wait took up to 50 s)
+        assert waiting.stop(timeout=10) == 0
         assert '"msg":"shards assigned"' not in waiting.logs()
 
         second = dep.start_peer("c")
