@@ -17,10 +17,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from peer.connector import parse_servers
+from peer.connector import (
+    MAX_REPLICATION_FACTOR,
+    MAX_TOPIC_PARTITIONS,
+    check_topic_count,
+    parse_servers,
+)
 from peer.errors import ConfigError
 from peer.routes import validate_topic
 from peer.secret import Secret
+from peer.source import servers as source_servers
 from peer.source.tls import check_ca_file
 
 ENV_PREFIX: Final = "MDPEER_"
@@ -29,6 +35,8 @@ KAFKA_ENV_PREFIX: Final = "MDPEER_RDKAFKA_"
 HIDDEN: Final = "***"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: what a peer does about a target, dead-letter or audit topic that does not exist
+TOPIC_CREATION_MODES: Final = ("cluster", "create", "never")
 KAFKA_SECTIONS: Final = ("kafka", "kafka_producer", "kafka_consumer")
 
 #: librdkafka properties mdpeer sets itself; overriding them would break exactly-once or
@@ -93,7 +101,8 @@ class SourceSettings:
     """How to reach MigratoryData (the ``[source]`` table)."""
 
     servers: tuple[str, ...] = ()
-    encryption: bool = False
+    #: None: not given; the servers' scheme decides (see :attr:`effective_encryption`)
+    encryption: bool | None = None
     token: Secret | None = None
     #: CA certificates (PEM) to verify the servers with, instead of the system's
     tls_ca_file: Path | None = None
@@ -110,8 +119,14 @@ class SourceSettings:
             given: object = self.servers  # a "host:port,..." string is welcome too
             given = given if isinstance(given, str) else list(self.servers)
             object.__setattr__(self, "servers", parse_servers(given, "source.servers"))
-        if not isinstance(self.encryption, bool):
+        if self.encryption is not None and not isinstance(self.encryption, bool):
             raise ConfigError("source.encryption", self.encryption, "expected true or false")
+        source_servers.resolve_encryption(
+            source_servers.parse_servers(self.servers) if self.servers else (),
+            self.encryption,
+            encryption_field="source.encryption",
+            servers_field="source.servers",
+        )
         if self.token is not None and not isinstance(self.token, Secret):
             raise ConfigError("source.token", HIDDEN, "expected a Secret")
         if self.tls_ca_file is not None:
@@ -123,11 +138,21 @@ class SourceSettings:
         _check_int("source.max_concurrency", self.max_concurrency, 1, 1024)
         _check_int("source.max_buffered_messages", self.max_buffered_messages, 1, 10_000_000)
 
+    @property
+    def effective_encryption(self) -> bool:
+        """HTTPS or not: ``encryption`` when given, else the servers' scheme, else false."""
+        servers = source_servers.parse_servers(self.servers) if self.servers else ()
+        return source_servers.resolve_encryption(servers, self.encryption)
+
     def rest_settings(self) -> dict[str, object]:
-        """The same settings in the names and units of ``RestSourceConfig.from_settings``."""
+        """The same settings in the names and units of ``RestSourceConfig.from_settings``.
+
+        Every REST client (``mdpeer run``'s source, ``mdpeer status``'s head queries) is built
+        from this, so they agree on the scheme.
+        """
         return {
             "servers": list(self.servers),
-            "encryption": self.encryption,
+            "encryption": self.effective_encryption,
             "token": self.token,
             "tls_ca_file": self.tls_ca_file,
             "max_concurrency": self.max_concurrency,
@@ -157,6 +182,16 @@ class PeerSettings:
     on_revoke_budget_ms: int = 5_000
     header_prefix: str = "md."
     audit_topic: str | None = None
+    #: a missing target/dead-letter/audit topic: "cluster" (the brokers' auto-creation
+    #: decides), "create" (mdpeer creates it) or "never" (the route stops until it exists)
+    topic_creation: str = "cluster"
+    #: partitions / replication factor of the topics mdpeer creates; -1: the broker's default
+    topic_partitions: int = -1
+    topic_replication_factor: int = -1
+    #: the longest backoff between retries of a stopped (quarantined) subject
+    blocked_retry_max_ms: int = 60_000
+    #: with no MigratoryData server answering for this long, the peer reports not-ready
+    source_unready_after_ms: int = 60_000
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"  # health checks come from outside the container
     log_level: str = "INFO"
@@ -231,6 +266,13 @@ class PeerSettings:
             validate_topic(self.audit_topic, "audit_topic")
             if self.audit_topic == self.control_topic:
                 raise ConfigError("audit_topic", self.audit_topic, "must not be the control topic")
+        _check_choice("topic_creation", self.topic_creation, TOPIC_CREATION_MODES)
+        check_topic_count(self.topic_partitions, "topic_partitions", MAX_TOPIC_PARTITIONS)
+        check_topic_count(
+            self.topic_replication_factor, "topic_replication_factor", MAX_REPLICATION_FACTOR
+        )
+        _check_int("blocked_retry_max_ms", self.blocked_retry_max_ms, 1000, 3_600_000)
+        _check_int("source_unready_after_ms", self.source_unready_after_ms, 1000, 3_600_000)
         _check_int("metrics_port", self.metrics_port, 0, 65535)
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ConfigError("metrics_host", self.metrics_host, "expected a host or address")
@@ -333,9 +375,9 @@ def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
             "enable.idempotence": True,
             "acks": "all",
             "transaction.timeout.ms": settings.transaction_timeout_ms,
-            # A target topic deleted after the writer checked it must not come back with
-            # broker defaults: refuse instead.
-            "allow.auto.create.topics": False,
+            # topic_creation = "cluster": asking for a topic is what lets brokers with
+            # auto.create.topics.enable create it (peer.writer.topics); otherwise never.
+            "allow.auto.create.topics": settings.topic_creation == "cluster",
         }
     )
     return conf
@@ -364,4 +406,13 @@ def consumer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
         conf["heartbeat.interval.ms"] = min(1000, settings.session_timeout_ms // 3)
     if settings.static_membership:
         conf["group.instance.id"] = settings.peer_id
+    return conf
+
+
+def admin_config(settings: PeerSettings) -> dict[str, str | int | bool]:
+    """An AdminClient's librdkafka config: the shared ``[kafka]`` properties (security)
+    and the bootstrap servers (secrets revealed: do not log it)."""
+    conf: dict[str, str | int | bool] = {"client.id": f"mdpeer-{settings.peer_id}-admin"}
+    conf.update(_reveal(settings.kafka))
+    conf["bootstrap.servers"] = settings.bootstrap
     return conf

@@ -27,6 +27,7 @@ from peer.connector import parse_bool, parse_servers
 from peer.errors import ConfigError
 from peer.routefile import load_routes, read_text
 from peer.secret import Secret
+from peer.source import servers as source_servers
 
 #: every setting: name -> (TOML table, "" = top level; kind). Env var MDPEER_<NAME>, flag --<name>.
 SETTINGS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
@@ -46,6 +47,11 @@ SETTINGS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "on_revoke_budget_ms": ("", "int"),
         "header_prefix": ("", "str"),
         "audit_topic": ("", "opt_str"),
+        "topic_creation": ("", "str"),
+        "topic_partitions": ("", "int"),
+        "topic_replication_factor": ("", "int"),
+        "blocked_retry_max_ms": ("", "int"),
+        "source_unready_after_ms": ("", "int"),
         "metrics_port": ("", "int"),
         "metrics_host": ("", "str"),
         "log_level": ("", "str"),
@@ -82,20 +88,42 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+#: how a reading of connector JSON is made lenient without a --lenient flag
+LENIENT_ENV: Final = env_name("lenient")
+
+
+def lenient_setting(flag: bool | None, env: Mapping[str, str]) -> bool:
+    """Whether unknown ``migratorydata.*`` connector keys are notes: ``--lenient`` when given,
+    else ``MDPEER_LENIENT`` (empty: unset), else false."""
+    if flag is not None:
+        return flag
+    raw = env.get(LENIENT_ENV, "")
+    if not raw:
+        return False
+    try:
+        return parse_bool(raw, LENIENT_ENV)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.value, exc.reason, hint="from the environment") from None
+
+
 def load_settings(
     config_file: Path | None,
     env: Mapping[str, str],
     overrides: Mapping[str, object],
+    *,
+    lenient: bool | None = None,
 ) -> PeerSettings:
     """Build settings: ``overrides`` (flags) > ``env`` (MDPEER_*) > config file > defaults.
 
     ``config_file`` None falls back to ``MDPEER_CONFIG``. Override values of None are unset
     flags and are skipped. Secrets come as a value or a ``*_file``; the higher layer wins.
+    ``lenient`` (None: ``MDPEER_LENIENT`` of ``env``) applies to a connector JSON config file.
     """
     if config_file is None and env.get(env_name("config")):
         config_file = Path(env[env_name("config")])
+    lenient = lenient_setting(lenient, env)
     layers = [
-        _file_layer(config_file) if config_file is not None else _Layer(),
+        _file_layer(config_file, lenient=lenient) if config_file is not None else _Layer(),
         _env_layer(env),
         _override_layer(overrides),
     ]
@@ -129,10 +157,10 @@ def _one_secret_source(values: Mapping[str, _Entry], name: str, file_name: str) 
         raise ConfigError(e.label, e.value, f"give {name} or {file_name}, not both", hint=e.where)
 
 
-def _file_layer(path: Path) -> _Layer:
+def _file_layer(path: Path, *, lenient: bool) -> _Layer:
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return _connector_layer(path)
+        return _connector_layer(path, lenient=lenient)
     if suffix != ".toml":
         raise ConfigError("config", str(path), "expected a .toml file or a connector .json")
     where = f"in {path}"
@@ -195,11 +223,24 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _connector_layer(path: Path) -> _Layer:
-    conn = load_routes(path)
+def _connector_layer(path: Path, *, lenient: bool) -> _Layer:
+    conn = load_routes(path, lenient=lenient)
     layer = _Layer()
     where = f"in {path}"
     layer.notes.extend(conn.notes)
+    counts = {
+        "topic_partitions": (conn.topic_partitions, "topic.creation.default.partitions"),
+        "topic_replication_factor": (
+            conn.topic_replication_factor,
+            "topic.creation.default.replication.factor",
+        ),
+    }
+    for name, (count, label) in counts.items():
+        if count is not None:
+            layer.values[name] = _Entry(count, label, where)
+            # Kafka Connect creates missing topics when these keys are given; so does mdpeer,
+            # unless topic_creation is set in the environment or a flag (higher layers).
+            layer.values["topic_creation"] = _Entry("create", label, where)
     if conn.source is not None:
         if conn.source.servers is not None:
             layer.values["servers"] = _Entry(conn.source.servers, "migratorydata.servers", where)
@@ -308,6 +349,7 @@ def _build(
             base = prop.removesuffix("_file")
             labels[f"{section}.{base}"] = entry
             props[section][base] = _kafka_value(base, prop != base, entry)
+    _check_encryption(source, labels)
     if "bootstrap" not in peer:
         raise ConfigError(
             "bootstrap",
@@ -330,6 +372,25 @@ def _build(
         raise ConfigError(
             origin.label, exc.value, exc.reason, hint=exc.hint or origin.where
         ) from None
+
+
+def _check_encryption(source: Mapping[str, Any], labels: Mapping[str, _Entry]) -> None:
+    # Done here rather than left to SourceSettings so the error names both settings the
+    # way the operator wrote them, possibly in two different layers.
+    if source.get("encryption") is None or not source.get("servers"):
+        return
+    enc, srv = labels["source.encryption"], labels["source.servers"]
+    where = (
+        enc.where if enc.where == srv.where else f"{enc.label} {enc.where}, {srv.label} {srv.where}"
+    )
+    source_servers.resolve_encryption(
+        source_servers.parse_servers(source["servers"]),
+        source["encryption"],
+        encryption_field=enc.label,
+        encryption_value=enc.value,
+        servers_field=srv.label,
+        hint=where,
+    )
 
 
 def _kafka_value(prop: str, from_file: bool, entry: _Entry) -> str | Secret:

@@ -24,8 +24,11 @@ from peer.routes import (
 )
 
 
-def load_routes(path: str | Path) -> RoutesFile:
-    """Load a ``.toml`` routes file or a vendor connector ``.json``; all or nothing."""
+def load_routes(path: str | Path, *, lenient: bool = False) -> RoutesFile:
+    """Load a ``.toml`` routes file or a vendor connector ``.json``; all or nothing.
+
+    ``lenient``: unknown ``migratorydata.*`` keys of a connector JSON are notes, not errors.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".toml", ".json"):
@@ -35,7 +38,7 @@ def load_routes(path: str | Path) -> RoutesFile:
     text = read_text(p, "routes_file")
     if suffix == ".toml":
         return parse_routes_toml(text, p)
-    return parse_connector(parse_json(text, p), p)
+    return parse_connector(parse_json(text, p), p, lenient=lenient)
 
 
 def read_text(path: Path, field: str) -> str:

@@ -466,6 +466,11 @@ class RoutesFile:
     path: Path
     table: RouteTable
     source: ConnectorSource | None = None
-    #: the vendor's ``tasks.max``: a suggested shard count for ``mdpeer init``
+    #: the vendor's ``tasks.max``: ``mdpeer init`` takes it as the shard count when it is
+    #: above the default
     shards: int | None = None
     notes: tuple[str, ...] = ()
+    #: Kafka Connect's ``topic.creation.default.partitions`` / ``.replication.factor``
+    #: (-1: the broker's default; None: not in the file)
+    topic_partitions: int | None = None
+    topic_replication_factor: int | None = None

@@ -51,7 +51,14 @@ def test_validate_the_vendor_connector_json() -> None:
     assert code == 0
     assert "valid connector config" in out
     assert "routes: 2" in out
-    assert "suggested_shards: 2" in out
+    assert "tasks_max: 2" in out
+    # tasks.max 2 would put the quick start's two subjects on one shard: the default wins
+    assert "suggested_shards: 12\n" in out
+    assert (
+        f"suggested_shards_reason: the default; tasks.max=2 of {DATA / 'connector.json'} is "
+        "not above it" in out
+    )
+    assert "encryption: false\n" in out
     assert "note: connector.class:" in err
     assert "some-token" not in out + err  # the entitlement token is a secret
 

@@ -469,8 +469,12 @@ def test_producer_config() -> None:
     assert conf["client.rack"] == "r1"
     assert conf["client.id"] == "mdpeer-p1"
     assert conf["partitioner"] == "murmur2_random"  # Java-compatible placement
-    assert conf["allow.auto.create.topics"] is False  # a deleted topic is not recreated
+    # topic_creation = "cluster" (default): asking for a topic lets the cluster create it
+    assert conf["allow.auto.create.topics"] is True
     assert conf["delivery.report.only.error"] is True  # no Python call per delivered record
+    for mode in ("create", "never"):  # mdpeer creates it, or nobody does: never by asking
+        conf = producer_config(PeerSettings(bootstrap="k:1", peer_id="p1", topic_creation=mode))
+        assert conf["allow.auto.create.topics"] is False
 
 
 def test_peer_id_admin_is_reserved() -> None:

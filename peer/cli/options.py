@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 import typer
 
 from peer.config import PeerSettings
-from peer.configload import load_settings
+from peer.configload import lenient_setting, load_settings
 from peer.secret import Secret
 
 #: seconds an admin command waits for Kafka before it reports it unreachable
@@ -67,6 +67,16 @@ Timeout = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (for scripts).")]
+# Not envvar=: typer would refuse a bad MDPEER_LENIENT with its own words; the settings
+# loader names the variable (resolve_lenient()).
+Lenient = Annotated[
+    bool,
+    typer.Option(
+        "--lenient",
+        help="Unknown migratorydata.* keys of a connector JSON are notes, not errors "
+        "(also MDPEER_LENIENT=true).",
+    ),
+]
 # The MigratoryData options of `mdpeer run`, same names and env vars, for admin commands that
 # ask the source (status: each subject's head, for its lag).
 Servers = Annotated[
@@ -74,7 +84,8 @@ Servers = Annotated[
     typer.Option(
         "--servers",
         envvar="MDPEER_SERVERS",
-        help="MigratoryData servers, host:port[,host:port...] (or source.servers in --config).",
+        help="MigratoryData servers, host:port or http(s)://host[:port], comma-separated "
+        "(or source.servers in --config).",
         show_default=False,
     ),
 ]
@@ -135,11 +146,26 @@ def _reveal(props: Mapping[str, str | Secret]) -> dict[str, str]:
     return {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
 
 
+def resolve_lenient(flag: bool) -> bool:
+    """``--lenient``, else ``MDPEER_LENIENT`` (a ConfigError naming it when malformed)."""
+    return lenient_setting(flag or None, os.environ)
+
+
 def deployment(
-    bootstrap: str | None, group: str | None, config: Path | None, timeout: float
+    bootstrap: str | None,
+    group: str | None,
+    config: Path | None,
+    timeout: float,
+    *,
+    lenient: bool | None = None,
 ) -> Deployment:
-    """Resolve the options (flags > env > config file > defaults); ConfigError names the field."""
-    settings = load_settings(config, os.environ, {"bootstrap": bootstrap, "group": group})
+    """Resolve the options (flags > env > config file > defaults); ConfigError names the field.
+
+    ``lenient`` None: ``MDPEER_LENIENT`` decides, for a connector JSON given as ``config``.
+    """
+    settings = load_settings(
+        config, os.environ, {"bootstrap": bootstrap, "group": group}, lenient=lenient
+    )
     _quiet_client_logs(settings.log_level)
     return Deployment(settings, timeout)
 
@@ -153,6 +179,7 @@ def deployment_with_source(
     servers: str | None,
     token: str | None,
     token_file: Path | None,
+    lenient: bool | None = None,
 ) -> Deployment:
     """:func:`deployment` plus the MigratoryData settings of ``mdpeer run`` (``--servers``,
     ``--token``/``--token-file``; env and ``[source]`` of --config as there)."""
@@ -164,7 +191,7 @@ def deployment_with_source(
         "token": token or None,
         "token_file": str(token_file) if token_file is not None else None,
     }
-    settings = load_settings(config, os.environ, overrides)
+    settings = load_settings(config, os.environ, overrides, lenient=lenient)
     _quiet_client_logs(settings.log_level)
     return Deployment(settings, timeout)
 
@@ -183,10 +210,12 @@ __all__ = [
     "Deployment",
     "Group",
     "JsonOut",
+    "Lenient",
     "Servers",
     "Timeout",
     "Token",
     "TokenFile",
     "deployment",
     "deployment_with_source",
+    "resolve_lenient",
 ]

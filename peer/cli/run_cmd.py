@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from peer.cli.common import expected_errors
-from peer.cli.options import Servers, Token, TokenFile
+from peer.cli.options import Lenient, Servers, Token, TokenFile
 
 
 def register(app: typer.Typer) -> None:
@@ -68,6 +68,55 @@ def run(
             show_default=False,
         ),
     ] = None,
+    # The options below have no envvar=: load_settings reads MDPEER_* itself and names the
+    # variable in an error, where typer would refuse a bad value in its own words.
+    topic_creation: Annotated[
+        str | None,
+        typer.Option(
+            "--topic-creation",
+            help="A missing target/dead-letter/audit topic: cluster (the brokers' "
+            "auto-creation decides; default), create (mdpeer creates it) or never (the route "
+            "stops until it exists). Env MDPEER_TOPIC_CREATION.",
+            show_default=False,
+        ),
+    ] = None,
+    topic_partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--topic-partitions",
+            help="Partitions of the topics --topic-creation create makes; -1 (default): the "
+            "broker's default. Env MDPEER_TOPIC_PARTITIONS.",
+            show_default=False,
+        ),
+    ] = None,
+    topic_replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            "--topic-replication-factor",
+            help="Replication factor of the topics --topic-creation create makes; -1 "
+            "(default): the broker's default. Env MDPEER_TOPIC_REPLICATION_FACTOR.",
+            show_default=False,
+        ),
+    ] = None,
+    blocked_retry_max_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--blocked-retry-max-ms",
+            help="Longest backoff between retries of a stopped (quarantined) subject "
+            "(default 60000). Env MDPEER_BLOCKED_RETRY_MAX_MS.",
+            show_default=False,
+        ),
+    ] = None,
+    source_unready_after_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--source-unready-after-ms",
+            help="Report not-ready after this long without any MigratoryData server "
+            "answering (default 60000). Env MDPEER_SOURCE_UNREADY_AFTER_MS.",
+            show_default=False,
+        ),
+    ] = None,
+    lenient: Lenient = False,
 ) -> None:
     """Run one peer: join the group, own shards, stream their subjects into Kafka exactly once.
 
@@ -88,9 +137,14 @@ def run(
         "token_file": str(token_file) if token_file is not None else None,
         "peer_id": peer_id,
         "metrics_port": metrics_port,
+        "topic_creation": topic_creation,
+        "topic_partitions": topic_partitions,
+        "topic_replication_factor": topic_replication_factor,
+        "blocked_retry_max_ms": blocked_retry_max_ms,
+        "source_unready_after_ms": source_unready_after_ms,
     }
     with expected_errors():
-        settings = load_settings(config, os.environ, overrides)
+        settings = load_settings(config, os.environ, overrides, lenient=lenient or None)
         logs.configure(settings.log_level, json_lines=settings.log_format == "json")
         for note in settings.notes:
             typer.echo(f"note: {note}", err=True)

@@ -189,7 +189,11 @@ def serve(  # noqa: PLR0917 - typer maps parameters to options
 @app.command()
 def publish(  # noqa: PLR0917 - typer maps parameters to options
     server: Annotated[
-        str, typer.Option(envvar=_env("SERVER"), help="Base URL, e.g. http://127.0.0.1:8800.")
+        str,
+        typer.Option(
+            envvar=_env("SERVER"),
+            help="HOST:PORT or http(s)://HOST[:PORT], as one entry of `mdpeer run --servers`.",
+        ),
     ] = "http://127.0.0.1:8800",
     subjects: Annotated[
         str, typer.Option(help="Comma-separated subjects, e.g. /a/1,/a/2.")

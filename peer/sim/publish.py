@@ -24,14 +24,42 @@ STATUSES: Final = ("OK", "FAILED", "DENY", "MESSAGE_SIZE_LIMIT_EXCEEDED")
 
 
 def normalize_server(server: str) -> str:
-    """``host:port`` or ``http(s)://host:port[/]`` -> ``http(s)://host:port``."""
-    text = server.strip().rstrip("/")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"server={server!r}: expected http://HOST:PORT or HOST:PORT")
-    return text
+    """``host:port`` or ``http(s)://host[:port][/]`` -> ``http(s)://host[:port]``.
+
+    The forms one entry of ``mdpeer run --servers`` takes (peer.source.servers; peer.sim
+    imports nothing from the peer, so the rules are restated here): a bare ``host:port`` needs
+    its port and means http; a URL may leave the port to its scheme; no path, query, user
+    info or fragment.
+    """
+    text = server.strip()
+    forms = "expected HOST:PORT or http(s)://HOST[:PORT]"
+    parts = urlsplit(text if "://" in text else "http://" + text)
+    if "@" in parts.netloc:  # the value may hold a password: not repeated
+        raise ValueError(f"server: user info ('user@') is not allowed; {forms}")
+    problem = ""
+    if parts.scheme not in ("http", "https"):
+        problem = f"the scheme {parts.scheme!r} is not http or https"
+    elif parts.netloc.count(":") > 1 and not parts.netloc.startswith("["):
+        problem = "put an IPv6 address in brackets: [::1]:8800"
+    elif not parts.hostname:
+        problem = "no host"
+    elif parts.path not in ("", "/"):
+        problem = f"a path ({parts.path!r}) is not allowed"
+    elif parts.query or parts.fragment:
+        problem = "a query or fragment is not allowed"
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            problem = "the port must be a number 1-65535"
+        elif port is None and "://" not in text:
+            problem = "no port"
+    if problem:
+        shown = text.split("?", 1)[0] + ("?***" if "?" in text else "")  # a query may hold a token
+        raise ValueError(f"server={shown!r}: {problem}; {forms}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def make_content(subject: str, ordinal: int, size: int) -> bytes:

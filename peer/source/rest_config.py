@@ -10,7 +10,7 @@ from typing import Any
 
 from peer.errors import ConfigError
 from peer.secret import Secret
-from peer.source.servers import ServerAddress, parse_servers
+from peer.source.servers import ServerAddress, parse_servers, resolve_encryption
 from peer.source.tls import check_ca_file
 
 _INTS = ("max_concurrency", "max_buffered_messages", "max_buffered_bytes", "history_fetch")
@@ -31,12 +31,14 @@ class RestSourceConfig:
     """How the REST source reaches MigratoryData and paces itself.
 
     ``servers`` accepts the vendor's syntax too (a comma-separated string or a list of
-    ``"[weight ]host:port"``); it is normalised to a tuple of :class:`ServerAddress`.
+    ``"[weight ]host:port"`` or ``"[weight ]http(s)://host[:port]"``); it is normalised to a
+    tuple of :class:`ServerAddress`.
     """
 
     servers: tuple[ServerAddress, ...]
-    #: HTTPS instead of HTTP (the vendor's ``encryption``)
-    encryption: bool = False
+    #: HTTPS instead of HTTP (the vendor's ``encryption``). None: as the servers' scheme says
+    #: (https:// = HTTPS), else HTTP; always a bool once built
+    encryption: bool | None = None
     #: PEM file of the CA(s) that sign the servers' certificates (default: the system's)
     tls_ca_file: Path | None = None
     #: entitlement token (the vendor's ``entitlement_token``); never shown by repr or logs
@@ -68,8 +70,9 @@ class RestSourceConfig:
             if not isinstance(given, str | Iterable):
                 raise ConfigError("servers", given, "expected a list or 'host:port,host:port'")
             object.__setattr__(self, "servers", parse_servers(given))
-        if not isinstance(self.encryption, bool):
+        if self.encryption is not None and not isinstance(self.encryption, bool):
             raise ConfigError("encryption", self.encryption, "expected true or false")
+        object.__setattr__(self, "encryption", resolve_encryption(self.servers, self.encryption))
         if self.tls_ca_file is not None:
             object.__setattr__(self, "tls_ca_file", check_ca_file(self.tls_ca_file))
         if self.token is not None and not isinstance(self.token, Secret):
@@ -116,7 +119,7 @@ class RestSourceConfig:
             elif f.name == "tls_ca_file":
                 values[f.name] = Path(str(raw)) if raw not in (None, "") else None
             elif f.name == "encryption":
-                values[f.name] = _to_bool(f.name, raw)
+                values[f.name] = None if raw in (None, "") else _to_bool(f.name, raw)
             elif f.name == "retry_give_up" and raw in (None, "", "none", "never"):
                 values[f.name] = None
             elif f.name in _INTS:
