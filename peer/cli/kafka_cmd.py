@@ -1,8 +1,10 @@
-"""`mdpeer kafka install|up|down|status`: a real local Apache Kafka (KRaft) on loopback."""
+"""`mdpeer kafka install|up|down|status|tool`: a real local Apache Kafka (KRaft) on loopback."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -228,3 +230,60 @@ def status(*, data_dir: DataDir = None, json_out: Json = False) -> None:
         typer.echo(cluster.bootstrap)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command(
+    context_settings={
+        # everything after NAME is the tool's, --help included, exactly as typed
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def tool(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="The tool, as named in a Kafka release's bin/ (with or without .sh). "
+            "Every argument after it goes to the tool unchanged.",
+            show_default=False,
+        ),
+    ] = None,
+    list_tools: Annotated[
+        bool, typer.Option("--list", help="List the tools and the class each one runs.")
+    ] = False,
+) -> None:
+    """Run one of Apache Kafka's own command-line tools on the local install's jars.
+
+    The same tools as a release's bin/kafka-*.sh scripts (kafka-topics,
+    kafka-console-consumer, kafka-consumer-groups, kafka-transactions, ...), run with the
+    broker's Java and jars: output and exit code are the tool's. Like the scripts,
+    KAFKA_HEAP_OPTS replaces the heap (256 MB) and KAFKA_OPTS adds JVM flags. Kafka's tools
+    need --bootstrap-server; none is added for you.
+
+    Example: mdpeer kafka tool kafka-topics --bootstrap-server localhost:9092 --list
+    """
+    from peer.localkafka.tools import TOOLS, UNKNOWN_TOOL_EXIT, UnknownToolError, tool_command
+
+    if list_tools:
+        width = max(len(n) for n in TOOLS) + 2
+        for tool_name, spec in sorted(TOOLS.items()):
+            typer.echo(f"{tool_name:<{width}}{spec.main_class}")
+        return
+    if name is None:
+        _err("error: name the tool to run, e.g. kafka-topics")
+        _err("  hint: `mdpeer kafka tool --list` lists them")
+        raise typer.Exit(UNKNOWN_TOOL_EXIT)
+    with expected_errors():
+        try:
+            command = tool_command(name, ctx.args)
+        except UnknownToolError as exc:  # a usage error, like the tools' own (exit 2)
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            _err(f"  hint: {exc.hint}")
+            raise typer.Exit(UNKNOWN_TOOL_EXIT) from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Replace this process, like the release's `exec kafka-run-class.sh`: the tool owns
+    # stdin, stdout, stderr, the signals (Ctrl-C stops a console consumer) and the exit code.
+    os.execv(command[0], command)

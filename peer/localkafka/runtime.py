@@ -213,19 +213,26 @@ _POM: Final = """<?xml version="1.0" encoding="UTF-8"?>
       <version>{kafka}</version>
     </dependency>
     <dependency>
-      <!-- org.apache.kafka.tools.ProducerPerformance for scripts/bench.py; Kafka's own
-           release ships it in libs/ too -->
+      <!-- Kafka's command-line tools (`mdpeer kafka tool`, and ProducerPerformance for
+           scripts/bench.py); Kafka's own release ships them in libs/ too -->
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka-tools</artifactId>
       <version>{kafka}</version>
       <exclusions>
-        <!-- the Connect tools' runtime (Jetty, Jersey, ...): neither the broker nor the perf
-             tool uses it -->
+        <!-- the Connect runtime (Jetty, Jersey, ...): only Kafka Connect's own tools use it,
+             and mdpeer replaces a connector rather than running one -->
         <exclusion>
           <groupId>org.apache.kafka</groupId>
           <artifactId>connect-runtime</artifactId>
         </exclusion>
       </exclusions>
+    </dependency>
+    <dependency>
+      <!-- org.apache.kafka.shell.MetadataShell, for `mdpeer kafka tool kafka-metadata-shell`
+           (adds jline) -->
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-shell</artifactId>
+      <version>{kafka}</version>
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>

@@ -1,0 +1,143 @@
+"""The docs test's own rules: which blocks it finds, how it marks and runs them (no Kafka)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs_harness import Block, DocFailedError, Terminal, extract_blocks, wrap_servers
+
+DOC = """\
+# Title
+
+```bash
+echo one
+```
+
+<!-- docs-test: norun it names prod hosts -->
+```sh
+ssh prod1
+```
+
+## Part two
+
+```toml
+not = "shell"
+```
+
+<!-- docs-test: setup -->
+
+```bash
+echo setup
+```
+
+~~~shell
+echo tilde
+~~~
+"""
+
+
+def test_blocks_are_found_with_their_line_and_marker(tmp_path: Path) -> None:
+    doc = tmp_path / "DOC.md"
+    doc.write_text(DOC)
+    blocks = extract_blocks(doc)
+    assert [(b.line, b.role, b.text) for b in blocks] == [
+        (4, None, "echo one\n"),
+        (9, "norun", "ssh prod1\n"),
+        (21, "setup", "echo setup\n"),
+        (25, None, "echo tilde\n"),
+    ]
+    assert blocks[1].reason == "it names prod hosts"
+    assert [b.line for b in extract_blocks(doc, section="Part two")] == [21, 25]
+
+
+def test_a_bad_marker_or_section_is_an_error(tmp_path: Path) -> None:
+    doc = tmp_path / "DOC.md"
+    doc.write_text("<!-- docs-test: norun -->\n```bash\nx\n```\n")
+    with pytest.raises(ValueError, match="needs a reason"):
+        extract_blocks(doc)
+    doc.write_text("<!-- docs-test: skip it -->\n```bash\nx\n```\n")
+    with pytest.raises(ValueError, match="unknown docs-test directive 'skip'"):
+        extract_blocks(doc)
+    with pytest.raises(ValueError, match="no section"):
+        extract_blocks(doc, section="Nowhere")
+
+
+def test_only_foreground_servers_are_wrapped() -> None:
+    text = "\n".join(
+        [
+            "mdpeer run --config c.json   # each peer",
+            "uv run mdpeer run --peer-id a &",
+            "X=1 uv run --locked mdpeer sim serve \\",
+            "    --port 8800",
+            "cat > f <<'EOF'",
+            "mdpeer run inside a heredoc",
+            "EOF",
+            "mdpeer run --x | tee log",
+            "mdpeer status",
+        ]
+    )
+    wrapped = wrap_servers(text, "HELPER").split("\n")
+    assert wrapped == [
+        "HELPER 'shards assigned' mdpeer run --config c.json   # each peer",
+        "uv run mdpeer run --peer-id a &",
+        "X=1 HELPER 'listening on' uv run --locked mdpeer sim serve \\",
+        "    --port 8800",
+        "cat > f <<'EOF'",
+        "mdpeer run inside a heredoc",
+        "EOF",
+        "mdpeer run --x | tee log",
+        "mdpeer status",
+    ]
+
+
+def _terminal(tmp_path: Path) -> Terminal:
+    helper = f"{sys.executable} {Path(__file__).with_name('docs_until_ready.py')}"
+    return Terminal(tmp_path, {"PATH": "/usr/bin:/bin"}, helper)
+
+
+def test_a_failing_command_is_named_with_its_document_line(tmp_path: Path) -> None:
+    terminal = _terminal(tmp_path)
+    try:
+        terminal.run(Block("GUIDE.md", 10, "export A=1\nsleep 30 &\n"), 10)
+        terminal.run(Block("GUIDE.md", 20, 'test "$A" = 1\nkill %1\nwait %1 || true\n'), 10)
+        assert terminal.running_jobs() == 0
+        with pytest.raises(DocFailedError) as failed:
+            terminal.run(Block("GUIDE.md", 30, "true\nfalse  # the culprit\ntrue\n"), 10)
+        assert "GUIDE.md:31: exit 1: false" in str(failed.value)
+        with pytest.raises(DocFailedError, match="not run"):
+            terminal.run(Block("GUIDE.md", 40, "true\n"), 10)
+    finally:
+        terminal.stop()
+
+
+def test_a_foreground_server_runs_until_it_is_up_then_stops(tmp_path: Path) -> None:
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "print('listening on here', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    helper = Path(__file__).with_name("docs_until_ready.py")
+    done = subprocess.run(
+        [sys.executable, str(helper), "listening on", sys.executable, str(server)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "listening on here" in done.stdout
+    assert "stopping it with SIGTERM" in done.stderr
+    failing = subprocess.run(
+        [sys.executable, str(helper), "listening on", sys.executable, "-c", "raise SystemExit(3)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert failing.returncode == 3
