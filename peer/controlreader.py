@@ -42,10 +42,12 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from peer.control import (
+    BlockRecord,
     CheckpointRecord,
     CommandRecord,
     ControlRecordError,
     MisplacedRecordError,
+    PeerRecord,
     ShardState,
     UnsupportedVersionError,
     decode,
@@ -380,6 +382,15 @@ class ControlSnapshot:
             for subject, cmd in s.state.pending_commands().items()
         }
         return dict(sorted(out.items()))
+
+    def blocks(self) -> dict[str, BlockRecord]:
+        """Subjects their owner reports stopped at their checkpoint (quarantined)."""
+        out = {subject: b for s in self.shards.values() for subject, b in s.state.blocks.items()}
+        return dict(sorted(out.items()))
+
+    def peers(self) -> dict[str, PeerRecord]:
+        """What peers report about themselves (e.g. no MigratoryData server answers them)."""
+        return {peer: r for s in self.shards.values() for peer, r in s.state.peers.items()}
 
     def problems(self) -> list[ControlRecordError]:
         return [p for s in self.shards.values() for p in s.problems]

@@ -6,6 +6,8 @@ turn it into a one-line cause and a non-zero exit without a traceback.
 
 from __future__ import annotations
 
+import enum
+
 
 class MdpeerError(Exception):
     """Root of every error mdpeer raises on purpose."""
@@ -19,6 +21,33 @@ class MdpeerError(Exception):
             self.hint = hint
 
 
+class FaultReason(enum.Enum):
+    """Why a subject is stopped at its checkpoint (quarantined) while the rest flows.
+
+    Each is a fault of one route or subject, never of the process: the peer keeps running,
+    reports it (logs, metrics, ``/readyz``, ``mdpeer status``) and retries with backoff.
+    """
+
+    #: the target, dead-letter or audit topic does not exist and is not created
+    TOPIC_MISSING = "topic_missing"
+    #: the topic is being created (by the cluster on first use, or by mdpeer): soon retried
+    TOPIC_CREATING = "topic_creating"
+    #: the cluster refuses this peer the topic (no Describe/Write ACL)
+    TOPIC_UNAUTHORIZED = "topic_unauthorized"
+    #: the topic refuses the records as too large (its max.message.bytes)
+    RECORD_TOO_LARGE = "record_too_large"
+    #: a message over the size limit on a route with ``on_oversize = "fail"``
+    OVERSIZE = "oversize"
+    #: the cluster refused a record for another reason that is not the transaction's
+    RECORD_REFUSED = "record_refused"
+    #: MigratoryData denies the entitlement token this subject
+    ENTITLEMENT_DENIED = "entitlement_denied"
+    #: MigratoryData refuses requests for this subject (HTTP 4xx other than 403)
+    SOURCE_REFUSED = "source_refused"
+    #: no MigratoryData server answered for this subject within ``retry_give_up``
+    SOURCE_UNAVAILABLE = "source_unavailable"
+
+
 class ConfigError(MdpeerError):
     """A setting, route or file is invalid. Names the field and the offending value."""
 
@@ -29,6 +58,11 @@ class ConfigError(MdpeerError):
         super().__init__(f"{field}={value!r}: {reason}", hint=hint)
 
 
+class PeerFatalError(MdpeerError):
+    """The peer must stop with a non-zero exit: what went wrong concerns the whole process
+    (fenced, the control topic unreadable, a producer that keeps failing). Cause attached."""
+
+
 class LocalKafkaError(MdpeerError):
     """The local Apache Kafka (peer.localkafka) could not be resolved, started or stopped."""
 
@@ -36,9 +70,14 @@ class LocalKafkaError(MdpeerError):
 class SourceError(MdpeerError):
     """The MigratoryData source failed in a way retrying will not fix."""
 
+    #: the quarantine reason when the error concerns one subject
+    fault: FaultReason = FaultReason.SOURCE_REFUSED
+
 
 class EntitlementDeniedError(SourceError):
     """The entitlement token does not allow consuming a subject (DENY / HTTP 403)."""
+
+    fault = FaultReason.ENTITLEMENT_DENIED
 
     def __init__(self, subject: str, detail: str = "") -> None:
         self.subject = subject
@@ -52,3 +91,5 @@ class EntitlementDeniedError(SourceError):
 
 class SourceUnavailableError(SourceError):
     """No MigratoryData server answered within the retry budget."""
+
+    fault = FaultReason.SOURCE_UNAVAILABLE

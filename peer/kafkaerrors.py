@@ -11,8 +11,11 @@ librdkafka tags every transactional error with what the application may do next:
   newer instance of the same ``transactional.id`` (:class:`FencedError`), otherwise
   :class:`FatalKafkaError`. The peer exits non-zero and the orchestrator restarts it.
 
-So the caller needs one rule: an :class:`AbortRequiredError` means "abort, then redo from the
-checkpoints"; any other :class:`KafkaWriteError` means "exit with the cause".
+So the caller needs three rules: a :class:`RouteFaultError` stops the subjects it concerns
+(a fault of one route or subject: a missing or refused topic, an oversized message); an
+:class:`AbortRequiredError` means "abort, then redo from the checkpoints" (a
+:class:`RecordsRefusedError` also names the subjects to stop); any other
+:class:`KafkaWriteError` concerns the whole producer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from peer.errors import MdpeerError
+from peer.errors import FaultReason, MdpeerError
 
 log = logging.getLogger("peer.writer")
 
@@ -100,12 +103,42 @@ class FencedError(FatalKafkaError):
     """A newer instance with the same transactional.id took over: this one must stop."""
 
 
-class TopicMissingError(KafkaWriteError):
-    """A route names a topic that does not exist; mdpeer does not create topics implicitly."""
+class RouteFaultError(KafkaWriteError):
+    """A fault of one route or subject: only the subjects it concerns stop, at their checkpoint.
+
+    Raised before anything of the record was produced, so the open transaction is unharmed.
+    ``topic_wide``: every subject routed to ``topic`` is concerned (the topic is at fault),
+    else only ``subject``.
+    """
+
+    reason: FaultReason = FaultReason.RECORD_REFUSED
+    topic_wide: bool = False
 
 
-class OversizeError(KafkaWriteError):
+class TopicMissingError(RouteFaultError):
+    """A route names a topic that does not exist and will not be created (topic_creation)."""
+
+    reason = FaultReason.TOPIC_MISSING
+    topic_wide = True
+
+
+class TopicCreatingError(TopicMissingError):
+    """The topic is being created (by the cluster on first use, or by mdpeer): ask again soon."""
+
+    reason = FaultReason.TOPIC_CREATING
+
+
+class TopicUnauthorizedError(RouteFaultError):
+    """The cluster does not let this peer describe, create or write the topic (ACLs)."""
+
+    reason = FaultReason.TOPIC_UNAUTHORIZED
+    topic_wide = True
+
+
+class OversizeError(RouteFaultError):
     """A message is larger than the producer accepts and its route says ``on_oversize=fail``."""
+
+    reason = FaultReason.OVERSIZE
 
     def __init__(
         self, subject: str, epoch: int, seq: int, size: int, limit: int, *, topic: str
@@ -125,13 +158,25 @@ class OversizeError(KafkaWriteError):
         )
 
 
-class TopicLimitError(KafkaWriteError):
-    """A topic refused records as too large although they fit the producer's limit.
+class TopicLimitError(RouteFaultError):
+    """A topic refused records as too large although they fit its known size limit.
 
-    The broker refuses a whole batch, so the writer cannot tell which record was at fault nor
-    apply the route's oversize policy; redoing the transaction would fail again. The open
-    transaction can still be aborted; then the peer stops with this cause.
+    The broker refuses a whole batch (several records, maybe of several subjects), so what is
+    at fault is the topic's limit against the producer's batches: every subject of the topic
+    stops until an operator raises the limit (or lowers ``batch.size``).
     """
+
+    reason = FaultReason.RECORD_TOO_LARGE
+    topic_wide = True
+
+
+class RecordsRefusedError(AbortRequiredError):
+    """The cluster refused records of some subjects: the transaction must be aborted, those
+    subjects stop (``faults``) and every other one is redone from its checkpoint."""
+
+    def __init__(self, message: str, faults: list[RouteFaultError], **kw: str | None) -> None:
+        self.faults = faults
+        super().__init__(message, **kw)
 
 
 class WriterStateError(MdpeerError):
@@ -227,9 +272,13 @@ __all__ = [
     "KafkaWriteError",
     "OversizeError",
     "QueueFullError",
+    "RecordsRefusedError",
     "RetriesExhaustedError",
+    "RouteFaultError",
+    "TopicCreatingError",
     "TopicLimitError",
     "TopicMissingError",
+    "TopicUnauthorizedError",
     "WriterStateError",
     "call_with_retry",
     "classify",

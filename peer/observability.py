@@ -373,6 +373,21 @@ class PeerMetrics:
         self.rebalances = r.counter(
             "mdpeer_rebalances_total", "Shard assignment events (assign, revoke, lost).", ["event"]
         )
+        self.blocked = r.gauge(
+            "mdpeer_blocked_subjects",
+            "Subjects stopped at their checkpoint by a fault of their own, by reason "
+            "(topic_missing, topic_unauthorized, oversize, entitlement_denied, ...).",
+            ["reason"],
+        )
+        self.source_reachable = r.gauge(
+            "mdpeer_source_reachable",
+            "1 while a MigratoryData server answers this peer, 0 while none does.",
+        )
+        self.producer_replacements = r.counter(
+            "mdpeer_producer_replacements_total",
+            "Transactional producers replaced in-process after a failure they could not "
+            "recover from (an abort refused, a fatal error other than fencing).",
+        )
 
     def render(self) -> str:
         return self.registry.render()
@@ -388,8 +403,11 @@ class Health:
     loop makes the orchestrator restart the process). Before the first beat, the time of
     creation counts, so start-up gets the same grace.
 
-    Ready: joined the group and no owned shard is still being rebuilt (owning zero shards is
-    ready: a spare peer in a bigger group is healthy).
+    Ready: joined the group, no owned shard is still being rebuilt (owning zero shards is
+    ready: a spare peer in a bigger group is healthy), and MigratoryData has not been out of
+    reach for longer than the peer's ``source_unready_after_ms``. Subjects stopped by a fault
+    of their own are listed (``blocked``) but do not make the peer unready: they are a data
+    fault that another peer would meet too, not a dead peer.
     """
 
     def __init__(
@@ -405,6 +423,9 @@ class Health:
         self._owned: set[int] = set()
         self._rebuilding: set[int] = set()
         self._not_ready: str | None = None
+        self._blocked: dict[str, Any] = {"count": 0, "by_reason": {}, "subjects": []}
+        self._source: dict[str, Any] | None = None
+        self._source_unready = False
 
     def beat(self) -> None:
         with self._lock:
@@ -440,6 +461,21 @@ class Health:
             self._owned -= gone
             self._rebuilding -= gone
 
+    def blocked(self, summary: dict[str, Any]) -> None:
+        """The peer's stopped subjects (count, by reason, the first ones)."""
+        with self._lock:
+            self._blocked = summary
+
+    def source_unreachable(self, failing_for: float, error: str, *, unready: bool) -> None:
+        """No MigratoryData server answered for ``failing_for`` s (0: they answer again)."""
+        with self._lock:
+            self._source = (
+                {"unreachable_for_s": round(failing_for, 1), "last_error": error}
+                if failing_for > 0
+                else None
+            )
+            self._source_unready = unready
+
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             age = self._clock() - self._last_beat
@@ -455,15 +491,23 @@ class Health:
         with self._lock:
             joined, owned, rebuilding = self._joined, sorted(self._owned), sorted(self._rebuilding)
             left_reason = self._not_ready
+            blocked, source, source_unready = self._blocked, self._source, self._source_unready
         reason = None
         if not joined:
             reason = left_reason or "not joined the consumer group yet"
         elif rebuilding:
             reason = f"rebuilding shards {rebuilding}"
+        elif source_unready and source is not None:
+            reason = (
+                f"no MigratoryData server answered for {source['unreachable_for_s']} s "
+                f"(last error: {source['last_error']})"
+            )
         body: dict[str, Any] = {
             "ready": reason is None,
             "owned_shards": owned,
             "rebuilding": rebuilding,
+            "blocked": blocked,
+            "source": source or {"reachable": True},
         }
         if reason is not None:
             body["reason"] = reason

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from peer.admin import admin_producer, ensure_control_topic, write_routes
 from peer.routes import Route
+from peer.sim.server import SimServer
 from tests.fixtures.kafka import mdpeer_command
 
 #: fast settings for tests: small session and transaction timeouts
@@ -130,8 +132,10 @@ class Deployment:
     config: Path
     peers: list[PeerProcess] = field(default_factory=list)
 
-    def start_peer(self, peer_id: str | None = None) -> PeerProcess:
-        peer = PeerProcess(self.config, peer_id or f"p-{uuid.uuid4().hex[:6]}")
+    def start_peer(
+        self, peer_id: str | None = None, env: dict[str, str] | None = None
+    ) -> PeerProcess:
+        peer = PeerProcess(self.config, peer_id or f"p-{uuid.uuid4().hex[:6]}", env)
         self.peers.append(peer)
         return peer
 
@@ -178,6 +182,45 @@ def deployment(
             kafka_admin.delete_topics([control], operation_timeout=10)
 
 
+class Publisher:
+    """Publishes to subjects in a background thread until stopped; remembers (epoch, seq)."""
+
+    def __init__(self, sim: SimServer, subjects: list[str], interval: float = 0.005) -> None:
+        self.sim = sim
+        self.subjects = subjects
+        self.interval = interval
+        self.sent: dict[str, list[tuple[int, int]]] = {s: [] for s in subjects}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def publish(self, count: int) -> None:
+        for i in range(count):
+            for s in self.subjects:
+                self.sent[s].append(self.sim.publish(s, f"m{i}"))
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.interval):
+            for s in self.subjects:
+                self.sent[s].append(self.sim.publish(s, f"bg{i}"))
+            i += 1
+
+    def __enter__(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No more messages after this returns."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def total(self) -> int:
+        return sum(len(v) for v in self.sent.values())
+
+
 # --- reading back -----------------------------------------------------------------------------
 
 
@@ -207,7 +250,8 @@ def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 4.0) 
     """The committed records of ``topics`` up to their end (read_committed).
 
     A partition held back by an open transaction reports no end: after ``timeout`` what was
-    read is returned, so callers wait on counts with their own deadlines.
+    read is returned, so callers wait on counts with their own deadlines. A topic that does
+    not exist yet reads as empty.
     """
     consumer = Consumer(
         {
@@ -222,8 +266,10 @@ def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 4.0) 
     try:
         tps: list[TopicPartition] = []
         md = consumer.list_topics(timeout=timeout)
-        for topic in topics:
-            tps += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+        for topic in topics:  # a topic that does not exist (yet) holds nothing
+            found = md.topics.get(topic)
+            if found is not None and found.error is None:
+                tps += [TopicPartition(topic, p, 0) for p in found.partitions]
         consumer.assign(tps)
         pending = {(tp.topic, tp.partition) for tp in tps}
         out: list[Seen] = []
@@ -289,11 +335,15 @@ def free_port() -> int:
 
 
 def scrape(port: int, path: str = "/metrics") -> str:
-    """The body of ``path`` on a peer's observability port ("" while it does not answer)."""
+    """The body of ``path`` on a peer's observability port ("" while it does not answer);
+    an error status's body too (``/readyz`` answers 503 with why it is not ready)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
             body: bytes = resp.read()
             return body.decode()
+    except urllib.error.HTTPError as exc:
+        error_body: bytes = exc.read()
+        return error_body.decode()
     except (OSError, urllib.error.URLError):
         return ""
 

@@ -16,45 +16,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from typer.testing import CliRunner
 
 from peer.cli import app
 from peer.control import encode_checkpoint
 from peer.shards import shard_of
+from tests.fixtures.cli import Cli, runner
 from tests.fixtures.kafka import GroupFactory, mdpeer_command
 
 pytestmark = pytest.mark.kafka
 
 DATA = Path(__file__).parent / "data"
-runner = CliRunner()
-
-
-class Cli:
-    """Runs ``mdpeer`` in-process against one deployment (bootstrap + a unique group)."""
-
-    def __init__(self, bootstrap: str, group: str) -> None:
-        self.bootstrap = bootstrap
-        self.group = group
-
-    def __call__(self, *args: str, ok: bool = True) -> tuple[int, str, str]:
-        argv = [*args, "--bootstrap", self.bootstrap, "--group", self.group]
-        kafka_log = logging.getLogger("peer.kafka")
-        level = kafka_log.level
-        try:
-            result = runner.invoke(
-                app, argv, env={"COLUMNS": "200", "MDPEER_CONFIG": "", "MDPEER_CONTROL_TOPIC": ""}
-            )
-        finally:
-            kafka_log.setLevel(level)  # the CLI quiets client logs; other tests may want them
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result.exit_code, result.stdout, result.stderr
-
-    def json(self, *args: str) -> Any:
-        _, out, _ = self(*args, "--json")
-        return json.loads(out)
 
 
 @pytest.fixture
@@ -79,11 +50,12 @@ def test_init_from_the_vendor_connector_applies_its_routes_idempotently(cli: Cli
         "+ /server/status1 -> topic1",
         "+ /server/status2 -> topic2 (key mykey)",
     ]
-    assert f"control topic {cli.group}.control created 2 shards (tasks.max" in err
+    # tasks.max 2 is below the default: 12 shards, so a second peer gets a subject too
+    assert f"control topic {cli.group}.control created 12 shards (the default; tasks.max=2" in err
     assert "note: connector.class:" in err
     assert "some-token" not in out + err
     listed = cli.json("routes", "list")
-    assert listed["shards"] == 2
+    assert listed["shards"] == 12
     routes = {r["subject"]: r for r in listed["routes"]}
     assert routes["/server/status1"]["topic"] == "topic1"
     assert routes["/server/status1"]["key"] is None
@@ -92,8 +64,27 @@ def test_init_from_the_vendor_connector_applies_its_routes_idempotently(cli: Cli
 
     _, out, err = cli("init", "--from-connector", str(DATA / "connector.json"))
     assert out == ""
-    assert "exists already, unchanged: 2 shards" in err
+    assert "exists already, unchanged: 12 shards" in err
     assert "no changes" in err
+
+
+def test_a_connector_with_an_unknown_key_applies_nothing_unless_lenient(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli("init", "--shards", "2")
+    path = tmp_path / "connector.json"
+    path.write_text(
+        json.dumps({"migratorydata.subject.a.b": "ta", "migratorydata.subjects.c": "tc"})
+    )
+    code, out, err = cli("routes", "apply", str(path), ok=False)
+    assert code == 1
+    assert out == ""
+    assert "did you mean 'migratorydata.subject.c'?" in err
+    assert cli.json("routes", "list")["routes"] == []
+    _, out, err = cli("routes", "apply", str(path), "--lenient")
+    assert out.splitlines() == ["+ /a/b -> ta"]
+    assert "note: migratorydata.subjects.c: not a MigratoryData connector key" in err
+    assert list(routes_of(cli)) == ["/a/b"]
 
 
 def test_init_refuses_another_shard_count(cli: Cli) -> None:
@@ -236,7 +227,7 @@ def _write_checkpoint(bootstrap: str, topic: str, shards: int, subject: str) -> 
 
 
 def test_checkpoints_reset_list_and_status_without_peers(cli: Cli) -> None:
-    cli("init", "--from-connector", str(DATA / "connector.json"))
+    cli("init", "--from-connector", str(DATA / "connector.json"), "--shards", "2")
     _write_checkpoint(cli.bootstrap, f"{cli.group}.control", 2, "/server/status2")
 
     _, out, err = cli("checkpoints", "reset", "/server/status1", "--to", "5:10")
@@ -300,7 +291,7 @@ def _join_group(bootstrap: str, group: str, topic: str, peer: str) -> Consumer:
 
 
 def test_status_shows_the_owner_of_each_shard_while_a_peer_runs(cli: Cli) -> None:
-    cli("init", "--from-connector", str(DATA / "connector.json"))
+    cli("init", "--from-connector", str(DATA / "connector.json"), "--shards", "2")
     peer = _join_group(cli.bootstrap, cli.group, f"{cli.group}.control", "peer-a")
     try:
         status = cli.json("status")

@@ -30,6 +30,7 @@ from tests.fixtures.kafka import TopicFactory
 from tests.peers import (
     Deployment,
     PeerProcess,
+    Publisher,
     Seen,
     check_exactly_once,
     deployment,
@@ -40,7 +41,6 @@ from tests.peers import (
     scrape,
     wait_until,
 )
-from tests.test_runner import Publisher
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.errors import SourceError
-from peer.source.base import Event, Message, Position
+from peer.errors import FaultReason, SourceError
+from peer.source.base import Event, Message, Position, SubjectFault
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.source.servers import parse_servers
 
@@ -119,6 +119,16 @@ def up_to(last: int) -> Callable[[int], Reply]:
     return lambda seq: (200, good(max(seq, 1), last))
 
 
+def first_fault(source: RestSource, deadline_s: float = 15) -> SubjectFault:
+    """The first SubjectFault the source yields (its subject's fetching has stopped)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        assert time.monotonic() < end, "no SubjectFault"
+        for event in source.poll(100, 0.05):
+            if isinstance(event, SubjectFault):
+                return event
+
+
 def drain_messages(source: RestSource, n: int, deadline_s: float = 15) -> list[Message]:
     events: list[Event] = []
     end = time.monotonic() + deadline_s
@@ -182,15 +192,18 @@ def test_transient_statuses_are_retried(
     assert source.stats().request_errors == 3
 
 
-def test_unexpected_client_error_status_is_fatal_for_the_subject(
+def test_unexpected_client_error_status_stops_only_the_subject(
     scripted: Callable[..., tuple[ScriptedServer, RestSource]],
 ) -> None:
     _, source = scripted([(404, b"<html>not found</html>")], up_to(2))
     source.subscribe(SUBJECT, after=Position(1, 0))
-    with pytest.raises(SourceError, match="HTTP 404") as info:
-        drain_messages(source, 1)
-    assert SUBJECT in str(info.value)
-    assert info.value.hint is not None
+    fault = first_fault(source)
+    assert fault.subject == SUBJECT
+    assert isinstance(fault.error, SourceError)
+    assert "HTTP 404" in str(fault.error)
+    assert SUBJECT in str(fault.error)
+    assert fault.error.hint is not None
+    assert fault.error.fault is FaultReason.SOURCE_REFUSED
     # resubscribing clears the failure and starts the subject again
     source.subscribe(SUBJECT, after=Position(1, 0))
     assert [m.seq for m in drain_messages(source, 2)] == [1, 2]

@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.errors import (
+    EntitlementDeniedError,
+    FaultReason,
+    SourceError,
+    SourceUnavailableError,
+)
 from peer.secret import Secret
 from peer.sim.server import SimServer
 from peer.source.base import (
@@ -27,6 +32,7 @@ from peer.source.base import (
     Position,
     Source,
     StartPolicy,
+    SubjectFault,
     SubjectStart,
 )
 from peer.source.rest import RestSource, RestSourceConfig
@@ -379,32 +385,44 @@ def test_slow_server_beyond_the_request_timeout_is_retried_until_it_answers(
     assert [m.position for m in got] == positions
 
 
-def test_wrong_token_raises_entitlement_denied_naming_the_subject(
+def fault_of(source: RestSource, deadline_s: float = 10) -> SubjectFault:
+    """The first SubjectFault the source yields: that subject's fetching stopped."""
+    events = collect(source, lambda got: any(isinstance(e, SubjectFault) for e in got), deadline_s)
+    return next(e for e in events if isinstance(e, SubjectFault))
+
+
+def test_wrong_token_stops_the_subject_as_entitlement_denied_naming_it(
     sim_factory: Callable[..., SimServer], make_source: SourceFactory
 ) -> None:
     sim = sim_factory(token_sub="right-token")
     source = make_source(sim.url, token=Secret("wrong-token"))
     source.subscribe("/deny/me", after=None)
-    with pytest.raises(EntitlementDeniedError) as info:
-        collect(source, lambda _: False, deadline_s=10)
-    assert info.value.subject == "/deny/me"
-    assert "/deny/me" in str(info.value)
-    assert "wrong-token" not in str(info.value)
+    fault = fault_of(source)
+    assert isinstance(fault.error, EntitlementDeniedError)
+    assert fault.error.fault is FaultReason.ENTITLEMENT_DENIED
+    assert fault.subject == fault.error.subject == "/deny/me"
+    assert "/deny/me" in str(fault.error)
+    assert "wrong-token" not in str(fault.error)
+    # a refusal is an answer: the server counts as reachable
+    assert source.reachability().failing_for == 0
 
 
-def test_bad_subject_raises_source_error_with_the_servers_reason(
+def test_bad_subject_stops_it_with_the_servers_reason(
     sim_factory: Callable[..., SimServer], make_source: SourceFactory
 ) -> None:
     sim = sim_factory()
     source = make_source(sim.url)
     source.subscribe("no-leading-slash", after=None)
-    with pytest.raises(SourceError, match="no-leading-slash") as info:
-        collect(source, lambda _: False, deadline_s=10)
-    assert "HTTP 400" in str(info.value)
-    assert "must start with '/'" in str(info.value)
+    fault = fault_of(source)
+    assert isinstance(fault.error, SourceError)
+    assert "no-leading-slash" in str(fault.error)
+    assert "HTTP 400" in str(fault.error)
+    assert "must start with '/'" in str(fault.error)
 
 
-def test_no_server_within_the_budget_raises_unavailable(make_source: SourceFactory) -> None:
+def test_no_server_within_the_budget_stops_the_subject_as_unavailable(
+    make_source: SourceFactory,
+) -> None:
     import socket
 
     with socket.socket() as sock:  # a port where nothing listens
@@ -412,8 +430,13 @@ def test_no_server_within_the_budget_raises_unavailable(make_source: SourceFacto
         port = sock.getsockname()[1]
     source = make_source(f"127.0.0.1:{port}", retry_give_up=0.5, request_timeout=0.5)
     source.subscribe("/gone/a", after=Position(1, 0))
-    with pytest.raises(SourceUnavailableError, match="/gone/a"):
-        collect(source, lambda _: False, deadline_s=15)
+    fault = fault_of(source, deadline_s=15)
+    assert isinstance(fault.error, SourceUnavailableError)
+    assert fault.error.fault is FaultReason.SOURCE_UNAVAILABLE
+    assert "/gone/a" in str(fault.error)
+    reach = source.reachability()
+    assert reach.failing_for > 0
+    assert f"127.0.0.1:{port}" in reach.error
 
 
 def test_token_never_reaches_the_logs(

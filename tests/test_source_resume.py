@@ -129,6 +129,7 @@ def check_stream(
             assert pending_gap is None, "two gaps in a row"
             pending_gap = event
             continue
+        assert isinstance(event, Message), f"a tracker never yields {event!r}"
         pos = event.position
         assert pos in order, f"delivered {pos}, which was never published"
         if delivered:

@@ -20,11 +20,14 @@ from confluent_kafka.admin import AdminClient
 
 from peer.config import PeerSettings, producer_config
 from peer.control import CheckpointRecord, decode
+from peer.errors import FaultReason
 from peer.kafkaerrors import (
     AbortRequiredError,
     FencedError,
     GroupFencedError,
     OversizeError,
+    RecordsRefusedError,
+    TopicCreatingError,
     TopicLimitError,
     TopicMissingError,
 )
@@ -32,6 +35,7 @@ from peer.routes import Oversize, Route
 from peer.shards import murmur2, shard_of, to_positive
 from peer.source.base import Message, Position
 from peer.writer import TransactionalWriter, WriteOutcome
+from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_records
 
 pytestmark = pytest.mark.kafka
@@ -69,22 +73,36 @@ class Env:
     writers: list[tuple[TransactionalWriter, Producer]]
 
     def writer(
-        self, txn_id: str | None = None, *, producer: dict[str, str] | None = None, **kw: Any
+        self,
+        txn_id: str | None = None,
+        *,
+        producer: dict[str, str] | None = None,
+        policy: TopicPolicy | None = None,
+        admin: bool = True,
+        **kw: Any,
     ) -> tuple[TransactionalWriter, Producer]:
+        policy = policy or TopicPolicy()
         settings = PeerSettings(
             bootstrap=self.bootstrap,
             group="wtest",
             peer_id=txn_id or uuid.uuid4().hex[:10],
             control_topic=self.control,
             kafka_producer=producer or {},
+            topic_creation=policy.creation.value,
         )
         prod = Producer(producer_config(settings))
         kw.setdefault("operation_timeout", 20.0)
+        topics = TopicCatalog(
+            prod,
+            policy=policy,
+            admin=AdminClient({"bootstrap.servers": self.bootstrap}) if admin else None,
+        )
         w = TransactionalWriter(
             prod,
             control_topic=self.control,
             control_partitions=CONTROL_PARTITIONS,
             transactional_id=settings.transactional_id,
+            topics=topics,
             **kw,
         )
         w.init()
@@ -230,7 +248,7 @@ def consume_all(consumer: Consumer, count: int, timeout: float) -> None:
     wait_until(done, timeout, f"{count} control records consumed")
 
 
-def test_offsets_commit_atomically_and_a_failed_delivery_fails_the_commit(
+def test_offsets_commit_atomically_and_a_topic_limit_is_learned_then_applied_per_record(
     env: Env, unique_topic: TopicFactory, unique_group: GroupFactory
 ) -> None:
     seed_control(env.bootstrap, env.control, 2)
@@ -256,25 +274,26 @@ def test_offsets_commit_atomically_and_a_failed_delivery_fails_the_commit(
         assert w.write(msg("/big/one", 0), route) is WriteOutcome.WRITTEN
         assert w.write(big, route) is WriteOutcome.WRITTEN
         w.checkpoint("/big/one", big.position)
-        with pytest.raises(TopicLimitError) as failed:
+        with pytest.raises(AbortRequiredError) as failed:
             w.commit(positions, metadata)
-        assert not isinstance(failed.value, AbortRequiredError)  # a redo would fail the same
-        assert (failed.value.subject, failed.value.topic) == ("/big/one", small)
-        assert failed.value.code == "MSG_SIZE_TOO_LARGE"
+        # The topic's own limit is learned: a plain redo, not a fault of the route (yet).
+        assert not isinstance(failed.value, RecordsRefusedError)
+        assert w.limit_of(small) == 2000
         w.abort()
         # The offsets went nowhere, nor did the data or the checkpoint.
         assert all(o < 0 for o in committed())
         assert read_records(env.bootstrap, small) == []
         assert env.checkpoints() == []
 
-        # Without the refused record, the same offsets commit together with the rest. As the
-        # runner does, an abortable failure is aborted and redone: after a refused batch
-        # librdkafka may need one more failed transaction (OUT_OF_ORDER_SEQUENCE_NUMBER) to
-        # bump its producer epoch.
+        # The redo applies the route's oversize policy to the big record up front, and the
+        # same offsets commit together with the rest. After a refused batch librdkafka may
+        # need one more failed transaction (OUT_OF_ORDER_SEQUENCE_NUMBER) to bump its
+        # producer epoch: as the runner does, an abortable failure is aborted and redone.
         for _attempt in range(3):
             w.begin()
             assert w.write(msg("/big/one", 0), route) is WriteOutcome.WRITTEN
-            w.checkpoint("/big/one", Position(7, 0))
+            assert w.write(big, route) is WriteOutcome.SKIPPED
+            w.checkpoint("/big/one", big.position)
             try:
                 stats = w.commit(positions, metadata)
                 break
@@ -283,12 +302,36 @@ def test_offsets_commit_atomically_and_a_failed_delivery_fails_the_commit(
                 assert all(o < 0 for o in committed())  # a failed commit commits no offset
         else:
             raise AssertionError("the redo did not commit in 3 attempts")
-        assert (stats.records, stats.checkpoints, stats.offsets) == (1, 1, CONTROL_PARTITIONS)
+        assert (stats.records, stats.skipped, stats.offsets) == (1, 1, CONTROL_PARTITIONS)
         assert committed() == [2] * CONTROL_PARTITIONS
         assert [r.value for r in read_records(env.bootstrap, small)] == [b"/big/one#0"]
-        assert [c.position for _p, c in env.checkpoints()] == [Position(7, 0)]
+        assert [c.position for _p, c in env.checkpoints()] == [big.position]
     finally:
         member.close()
+
+
+def test_records_refused_within_a_known_topic_limit_name_the_route_at_fault(
+    env: Env, unique_topic: TopicFactory
+) -> None:
+    # No admin client: the topic's limit cannot be learned, so the refused batch is the
+    # topic's fault at once, and the error names the subject and topic to stop.
+    small = unique_topic(1, config={"max.message.bytes": "2000"})
+    ok = unique_topic(1)
+    w, _ = env.writer(admin=False)
+    w.begin()
+    w.write(msg("/fine/a", 1), Route("/fine/a", ok))
+    w.write(msg("/big/one", 1, b"x" * 5000), Route("/big/one", small))
+    w.checkpoint("/fine/a", Position(7, 1))
+    with pytest.raises(RecordsRefusedError) as refused:
+        w.commit([], None)
+    assert [(f.subject, f.topic) for f in refused.value.faults] == [("/big/one", small)]
+    fault = refused.value.faults[0]
+    assert isinstance(fault, TopicLimitError)
+    assert fault.reason is FaultReason.RECORD_TOO_LARGE
+    assert fault.topic_wide
+    w.abort()
+    assert read_records(env.bootstrap, ok) == []  # all or nothing: the good record too
+    assert env.checkpoints() == []
 
 
 def test_a_newer_instance_fences_the_older_one(env: Env, unique_topic: TopicFactory) -> None:
@@ -407,26 +450,76 @@ def test_oversize_policies(env: Env, unique_topic: TopicFactory) -> None:
     }
 
 
-def test_missing_topic_is_refused_naming_topic_and_subject(
+def test_missing_topic_under_never_is_refused_naming_topic_and_subject(
     env: Env, unique_topic: TopicFactory, kafka_admin: AdminClient
 ) -> None:
     good = unique_topic(1)
     missing = f"t.missing.{uuid.uuid4().hex[:8]}"
-    w, _ = env.writer()
+    w, _ = env.writer(policy=TopicPolicy(TopicCreation.NEVER))
     w.begin()
     w.write(msg("/ok/s", 1), Route("/ok/s", good))
     w.checkpoint("/ok/s", Position(7, 1))
     with pytest.raises(TopicMissingError) as refused:
         w.write(msg("/nowhere/s", 1), Route("/nowhere/s", missing))
-    assert refused.value.topic == missing
-    assert refused.value.subject == "/nowhere/s"
+    assert type(refused.value) is TopicMissingError
+    assert (refused.value.topic, refused.value.subject) == (missing, "/nowhere/s")
+    assert refused.value.reason is FaultReason.TOPIC_MISSING
+    assert refused.value.topic_wide
     assert missing in str(refused.value)
     assert "/nowhere/s" in str(refused.value)
-    w.abort()  # the caller refuses the batch: nothing partial
-    assert read_records(env.bootstrap, good) == []
-    assert env.checkpoints() == []
+    # Refused before anything was produced: the transaction goes on with the rest.
+    stats = w.commit([], None)
+    assert stats.records == 1
+    assert [r.value for r in read_records(env.bootstrap, good)] == [b"/ok/s#1"]
     # Looking the topic up did not create it.
     assert missing not in kafka_admin.list_topics(timeout=10).topics
+
+
+def test_missing_topic_under_cluster_is_asked_of_the_cluster_which_creates_it(
+    env: Env, kafka_admin: AdminClient
+) -> None:
+    # The session broker keeps Apache Kafka's default auto.create.topics.enable=true.
+    topic = f"t.auto.{uuid.uuid4().hex[:8]}"
+    w, _ = env.writer()  # topic_creation = "cluster", the default
+    w.begin()
+    with pytest.raises(TopicCreatingError) as creating:
+        w.write(msg("/auto/s", 1), Route("/auto/s", topic))
+    assert (creating.value.topic, creating.value.subject) == (topic, "/auto/s")
+    assert creating.value.reason is FaultReason.TOPIC_CREATING
+
+    def ready() -> bool:
+        try:
+            return w.topics.probe(topic, "/auto/s") >= 1
+        except TopicCreatingError:
+            return False
+
+    wait_until(ready, 30, "the cluster to create the topic")
+    assert w.write(msg("/auto/s", 1), Route("/auto/s", topic)) is WriteOutcome.WRITTEN
+    w.commit([], None)
+    assert [r.value for r in read_records(env.bootstrap, topic)] == [b"/auto/s#1"]
+    kafka_admin.delete_topics([topic])
+
+
+def test_missing_topic_under_create_is_created_with_the_configured_shape(
+    env: Env, kafka_admin: AdminClient
+) -> None:
+    topic = f"t.create.{uuid.uuid4().hex[:8]}"
+    w, _ = env.writer(policy=TopicPolicy(TopicCreation.CREATE, partitions=3))
+    w.begin()
+    with pytest.raises(TopicCreatingError):
+        w.write(msg("/made/s", 1), Route("/made/s", topic))
+
+    def ready() -> bool:
+        try:
+            return w.topics.probe(topic, "/made/s") == 3
+        except TopicCreatingError:
+            return False
+
+    wait_until(ready, 30, "mdpeer to create the topic")
+    assert len(kafka_admin.list_topics(topic=topic, timeout=10).topics[topic].partitions) == 3
+    assert w.write(msg("/made/s", 1), Route("/made/s", topic)) is WriteOutcome.WRITTEN
+    w.commit([], None)
+    kafka_admin.delete_topics([topic])
 
 
 def test_a_full_local_queue_waits_and_drops_nothing(env: Env, unique_topic: TopicFactory) -> None:

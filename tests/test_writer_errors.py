@@ -22,7 +22,7 @@ from peer.kafkaerrors import (
     call_with_retry,
     classify,
 )
-from peer.writer.transactional import _produce_error
+from peer.writer.failures import produce_error
 
 
 def kafka_exc(code: int, **flags: bool) -> KafkaException:
@@ -59,10 +59,10 @@ def test_classify_follows_the_flags_librdkafka_sets(
 def test_a_produce_refused_in_a_failed_transaction_means_abort_not_exit() -> None:
     # librdkafka's _STATE on produce: the transaction failed (chaos: after a fenced commit the
     # redo met "requires epoch bump"); the peer aborts and redoes, the abort decides the rest.
-    err = _produce_error(kafka_exc(KafkaError._STATE), "/a/b", "t")
+    err = produce_error(kafka_exc(KafkaError._STATE), "/a/b", "t")
     assert type(err) is AbortRequiredError
     assert (err.op, err.subject, err.topic, err.code) == ("produce", "/a/b", "t", "_STATE")
-    other = _produce_error(kafka_exc(KafkaError.TOPIC_AUTHORIZATION_FAILED, fatal=True), "/a", "t")
+    other = produce_error(kafka_exc(KafkaError.TOPIC_AUTHORIZATION_FAILED, fatal=True), "/a", "t")
     assert type(other) is FatalKafkaError
 
 

@@ -17,15 +17,21 @@ from peer.cli.options import (
     DEFAULT_TIMEOUT,
     Bootstrap,
     ConfigFile,
+    Deployment,
     Group,
     JsonOut,
+    Lenient,
     Timeout,
     deployment,
+    resolve_lenient,
 )
+from peer.cli.topic_check import CreateTopics, missing_topics
+from peer.config import PeerSettings
 from peer.configload import load_settings
 from peer.errors import ConfigError
 from peer.routefile import load_routes, read_text
-from peer.routes import RoutesFile
+from peer.routes import RoutesFile, RouteTable
+from peer.source.servers import parse_servers, resolve_encryption
 
 DEFAULT_SHARDS: Final = 12
 #: stands in for a bootstrap a config file leaves to the environment (validate never connects)
@@ -50,8 +56,8 @@ def init(
             min=1,
             max=10_000,
             help=f"Shards (control topic partitions); default {DEFAULT_SHARDS}, or tasks.max "
-            "of --from-connector. Fixed for the life of the deployment; more shards let "
-            "more peers share the work.",
+            "of --from-connector when that is larger. Fixed for the life of the deployment; "
+            "more shards let more peers share the work.",
             show_default=False,
         ),
     ] = None,
@@ -70,8 +76,8 @@ def init(
         Path | None,
         typer.Option(
             "--from-connector",
-            help="The vendor connector's JSON as is: tasks.max becomes the shard count "
-            "(unless --shards) and its subject routes are applied.",
+            help="The vendor connector's JSON as is: its subject routes are applied, and "
+            f"its tasks.max is the shard count when above {DEFAULT_SHARDS} (unless --shards).",
             dir_okay=False,
             show_default=False,
         ),
@@ -81,6 +87,8 @@ def init(
     config: ConfigFile = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     json_out: JsonOut = False,
+    lenient: Lenient = False,
+    create_topics: CreateTopics = False,
 ) -> None:
     """Create the deployment's control topic (compacted, one partition per shard).
 
@@ -93,12 +101,13 @@ def init(
       mdpeer init --bootstrap kafka:9092 --from-connector connector.json
     """
     with expected_errors():
+        relaxed = resolve_lenient(lenient)
         routes: RoutesFile | None = None
         if from_connector is not None:
-            routes = load_routes(from_connector)
+            routes = load_routes(from_connector, lenient=relaxed)
             routes_cmd.print_notes(routes.notes)
-        count, why = _shard_count(shards, routes)
-        dep = deployment(bootstrap, group, config, timeout)
+        count, why = shard_count(shards, routes)
+        dep = deployment(bootstrap, group, config, timeout, lenient=relaxed)
         info = ensure_control_topic(
             admin_client(dep.client_conf()),
             dep.topic,
@@ -124,6 +133,7 @@ def init(
                 dry_run=False,
                 json_out=json_out,
                 source=str(from_connector),
+                create_topics=create_topics,
             )
             if not json_out and routes.source is not None:
                 typer.echo(
@@ -138,6 +148,7 @@ def init(
                     "control_topic": info.topic,
                     "created": info.created,
                     "shards": info.partitions,
+                    "shards_reason": why,
                     "replication_factor": info.replication_factor,
                     "routes": applied,
                 }
@@ -145,12 +156,25 @@ def init(
         )
 
 
-def _shard_count(shards: int | None, routes: RoutesFile | None) -> tuple[int, str]:
+def shard_count(shards: int | None, routes: RoutesFile | None) -> tuple[int, str]:
+    """The shard count ``init`` creates, and why: ``--shards``, else the default or a larger
+    ``tasks.max`` of the connector.
+
+    Not ``tasks.max`` as such: it is small in most connectors (the vendor's quick start has
+    2, which put both its subjects on one shard and idled the second peer), and the count
+    cannot grow later, while a spare shard costs little.
+    """
     if shards is not None:
         return shards, "--shards"
-    if routes is not None and routes.shards is not None:
-        return routes.shards, f"tasks.max of {routes.path}"
-    return DEFAULT_SHARDS, "the default"
+    tasks = routes.shards if routes is not None else None
+    if routes is None or tasks is None:
+        return DEFAULT_SHARDS, "the default"
+    if tasks > DEFAULT_SHARDS:
+        return tasks, f"tasks.max={tasks} of {routes.path}, above the default {DEFAULT_SHARDS}"
+    return DEFAULT_SHARDS, (
+        f"the default; tasks.max={tasks} of {routes.path} is not above it, and more shards "
+        "let more peers share the work"
+    )
 
 
 def validate(
@@ -163,6 +187,26 @@ def validate(
     ],
     *,
     json_out: JsonOut = False,
+    lenient: Annotated[
+        bool,
+        typer.Option(
+            "--lenient",
+            help="Unknown migratorydata.* keys of a connector JSON are notes, not errors "
+            "(the environment is not read: MDPEER_LENIENT does not apply).",
+        ),
+    ] = False,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap",
+            "-b",
+            help="Also ask this Kafka which target, dead-letter and audit topics do not "
+            "exist, and say what the peers will do about them (no envvar: validate reads "
+            "only the file unless told).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Check a peer config or routes file without touching Kafka; print what it holds.
 
@@ -176,21 +220,52 @@ def validate(
       mdpeer validate connector.json --json
     """
     with expected_errors():
-        report = _validate(file)
+        report = _validate(file, lenient=lenient)
+        if bootstrap is not None:
+            report["missing_topics"] = _check_topics(file, report, bootstrap, timeout, lenient)
     if json_out:
         typer.echo(json.dumps(report))
         return
     typer.echo(f"{file}: valid {report['kind']}")
     for name, value in report.items():
-        if name not in ("kind", "notes", "file") and value is not None:
-            typer.echo(f"  {name}: {value}")
+        if name not in ("kind", "notes", "file", "missing_topics") and value is not None:
+            shown = json.dumps(value) if isinstance(value, bool) else value  # true, as in TOML
+            typer.echo(f"  {name}: {shown}")
     routes_cmd.print_notes(report["notes"])
+    for missing in report.get("missing_topics") or []:
+        kind = "warning" if missing["blocking"] else "note"
+        typer.echo(
+            f"{kind}: topic {missing['topic']} does not exist "
+            f"({', '.join(missing['used_by'][:3])}): {missing['fate']}",
+            err=True,
+        )
+    if bootstrap is not None and not report.get("missing_topics"):
+        typer.echo(f"every topic {file} needs exists at {bootstrap}", err=True)
 
 
-def _validate(file: Path) -> dict[str, Any]:
+def _check_topics(
+    file: Path, report: dict[str, Any], bootstrap: str, timeout: float, lenient: bool
+) -> list[dict[str, Any]]:
+    """``validate --bootstrap``: the topics the file's routes (and audit topic) need that the
+    cluster does not have, with what the peers will do about them."""
+    if report["kind"] == "routes file":
+        settings = PeerSettings(bootstrap=bootstrap)
+        table = load_routes(file).table
+    else:
+        settings = load_settings(file, {}, {"bootstrap": bootstrap}, lenient=lenient)
+        routes_path = file if report["kind"] == "connector config" else settings.routes_file
+        table = (
+            load_routes(routes_path, lenient=lenient).table
+            if routes_path is not None
+            else RouteTable([])
+        )
+    return [m.to_dict() for m in missing_topics(Deployment(settings, timeout), table)]
+
+
+def _validate(file: Path, *, lenient: bool) -> dict[str, Any]:
     suffix = file.suffix.lower()
     if suffix == ".json":
-        routes = load_routes(file)
+        routes = load_routes(file, lenient=lenient)
         return {**_routes_report(routes, "connector config"), "file": str(file)}
     if suffix != ".toml":
         raise ConfigError("FILE", str(file), "expected a .toml (config or routes) or a .json")
@@ -202,7 +277,7 @@ def _validate(file: Path) -> dict[str, Any]:
         return {**_routes_report(load_routes(file), "routes file"), "file": str(file)}
     overrides = {} if "bootstrap" in doc else {"bootstrap": _NO_BOOTSTRAP}
     # The file alone: the environment is what `run` adds at start, not part of the file.
-    settings = load_settings(file, {}, overrides)
+    settings = load_settings(file, {}, overrides, lenient=lenient)
     report: dict[str, Any] = {
         "kind": "peer config",
         "file": str(file),
@@ -210,13 +285,14 @@ def _validate(file: Path) -> dict[str, Any]:
         "group": settings.group,
         "control_topic": settings.control_topic,
         "servers": ", ".join(settings.source.servers) if settings.source.servers else None,
+        "encryption": settings.source.effective_encryption if settings.source.servers else None,
         "routes_file": str(settings.routes_file) if settings.routes_file else None,
         "notes": list(settings.notes),
     }
     if "bootstrap" not in doc:
         report["notes"].append("bootstrap is not set: give it with --bootstrap or MDPEER_BOOTSTRAP")
     if settings.routes_file is not None:
-        routes = load_routes(settings.routes_file)
+        routes = load_routes(settings.routes_file, lenient=lenient)
         report["routes"] = len(routes.table)
         report["notes"].extend(routes.notes)
     return report
@@ -227,10 +303,22 @@ def _routes_report(routes: RoutesFile, kind: str) -> dict[str, Any]:
         "kind": kind,
         "routes": len(routes.table),
         "templates": len(routes.table.templates) or None,
-        "suggested_shards": routes.shards,
+        "tasks_max": routes.shards,
+        "suggested_shards": None,
+        "suggested_shards_reason": None,
         "servers": None,
+        "encryption": None,
+        "topic_partitions": routes.topic_partitions,
+        "topic_replication_factor": routes.topic_replication_factor,
         "notes": list(routes.notes),
     }
-    if routes.source is not None and routes.source.servers:
-        report["servers"] = ", ".join(routes.source.servers)
+    if kind == "connector config":
+        count, why = shard_count(None, routes)
+        report["suggested_shards"], report["suggested_shards_reason"] = count, why
+    source = routes.source
+    if source is not None and source.servers:
+        report["servers"] = ", ".join(source.servers)
+    if source is not None and (source.servers or source.encryption is not None):
+        servers = parse_servers(source.servers) if source.servers else ()
+        report["encryption"] = resolve_encryption(servers, source.encryption)
     return report

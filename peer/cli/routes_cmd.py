@@ -22,9 +22,12 @@ from peer.cli.options import (
     Deployment,
     Group,
     JsonOut,
+    Lenient,
     Timeout,
     deployment,
+    resolve_lenient,
 )
+from peer.cli.topic_check import CreateTopics, check_and_report
 from peer.controlreader import ControlSnapshot, read_control_topic
 from peer.errors import MdpeerError
 from peer.routefile import load_routes
@@ -109,11 +112,18 @@ def apply_routes(
     dry_run: bool,
     json_out: bool,
     source: str,
+    create_topics: bool = False,
 ) -> dict[str, Any]:
-    """Diff ``desired`` against the control topic, print the diff, write it (one transaction)."""
+    """Diff ``desired`` against the control topic, print the diff, write it (one transaction).
+
+    The topics ``desired`` needs that do not exist are named first (and created first with
+    ``create_topics``, so the peers find them; a creation that fails writes nothing)."""
     full = snapshot.routes().diff(desired)
     kept = () if prune else full.removed
     diff = RouteDiff(full.added, full.removed if prune else (), full.changed)
+    topics = check_and_report(
+        dep, desired, create=create_topics, dry_run=dry_run, json_out=json_out
+    )
     written = 0
     if diff and not dry_run:
         written = write_routes(
@@ -124,6 +134,7 @@ def apply_routes(
         "kept": [r.to_dict() for r in kept],
         "dry_run": dry_run,
         "written": written,
+        **topics,
     }
     if json_out:
         return result
@@ -147,8 +158,8 @@ def _count(diff: RouteDiff) -> str:
     return f"{len(diff.added)} added, {len(diff.changed)} changed, {len(diff.removed)} removed"
 
 
-def load_routes_file(path: Path) -> RoutesFile:
-    routes = load_routes(path)
+def load_routes_file(path: Path, *, lenient: bool = False) -> RoutesFile:
+    routes = load_routes(path, lenient=lenient)
     if routes.table.templates and not routes.table:
         typer.echo(
             f"note: {path} has templates but no [[route]]: templates only fill in routes "
@@ -179,19 +190,24 @@ def apply(
     config: ConfigFile = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     json_out: JsonOut = False,
+    lenient: Lenient = False,
+    create_topics: CreateTopics = False,
 ) -> None:
     """Make the control topic's routes match FILE (TOML or connector JSON).
 
     Prints the diff (+ added, ~ changed, - removed) and writes it in one transaction.
     Without --prune, routes that FILE does not mention are kept (the output says how many).
-    Applying the same file again changes nothing.
+    Applying the same file again changes nothing. Target, dead-letter and audit topics
+    that do not exist are named with what the peers will do about them; --create-topics
+    creates them first.
 
     Example: mdpeer routes apply routes.toml --bootstrap kafka:9092 --group orders --dry-run
     """
     with expected_errors():
-        routes = load_routes_file(file)
+        relaxed = resolve_lenient(lenient)
+        routes = load_routes_file(file, lenient=relaxed)
         print_notes(routes.notes)
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = deployment(bootstrap, group, config, timeout, lenient=relaxed)
         result = apply_routes(
             dep,
             read_snapshot(dep),
@@ -200,6 +216,7 @@ def apply(
             dry_run=dry_run,
             json_out=json_out,
             source=str(file),
+            create_topics=create_topics,
         )
     if json_out:
         typer.echo(json.dumps(result))
@@ -288,8 +305,12 @@ def add(
     config: ConfigFile = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     json_out: JsonOut = False,
+    create_topics: CreateTopics = False,
 ) -> None:
     """Add a route for SUBJECT, or change its existing one.
+
+    A target or dead-letter topic that does not exist is named with what the peers will do
+    about it; --create-topics creates it first.
 
     Example: mdpeer routes add /server/status2 topic2 --key mykey --group orders
     """
@@ -316,6 +337,7 @@ def add(
             dry_run=False,
             json_out=json_out,
             source="the command line",
+            create_topics=create_topics,
         )
     if json_out:
         typer.echo(json.dumps(result))

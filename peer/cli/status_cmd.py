@@ -4,6 +4,11 @@ Everything comes from Kafka (the group's assignment and the control topic), neve
 peers themselves, so it works with no peer running (every shard shows as unowned) and while
 they run (it never joins the group: the control topic is read with ``assign``).
 
+Peers report into the control topic what only they know: a subject stopped at its checkpoint
+by a fault of its own (``block:`` notes: topic missing, oversized message, entitlement
+denied...) and a peer that cannot reach MigratoryData (``peer:`` notes). ``--check`` turns
+all of it into an exit status for scripts and alerts.
+
 Lag needs the other side: when MigratoryData servers are known (the ``--servers`` /
 ``MDPEER_SERVERS`` / ``[source]`` settings of ``mdpeer run``), the head of each subject is
 asked over REST (peer.source.heads) within a time budget. A source that does not answer makes
@@ -37,6 +42,7 @@ from peer.cli.options import (
 )
 from peer.cli.routes_cmd import read_snapshot
 from peer.config import SourceSettings
+from peer.control import PeerRecord
 from peer.controlreader import ControlSnapshot
 from peer.source.base import Position
 
@@ -49,6 +55,10 @@ if TYPE_CHECKING:
 DEFAULT_BUDGET: Final = 5.0
 
 UNOWNED = "(unowned)"
+#: exit status of ``--check`` when something needs attention (1 is: status itself failed)
+EXIT_CHECK: Final = 3
+#: default --max-lag: a subject further behind its head than this counts as lagging
+DEFAULT_MAX_LAG: Final = 1000
 NO_SOURCE = (
     "no MigratoryData servers given (--servers, MDPEER_SERVERS or source.servers in --config)"
 )
@@ -118,9 +128,23 @@ def lag_json(lag: Lag) -> dict[str, Any]:
 def build(dep: Deployment, snapshot: ControlSnapshot, info: GroupInfo) -> dict[str, Any]:
     owners = info.owners()
     rows = subject_rows(snapshot)
+    blocks = snapshot.blocks()
     for row in rows:
         member = owners.get(row["shard"])
         row["owner"] = member.peer if member is not None else None
+        block = blocks.get(row["subject"]) if row["routed"] else None
+        row["blocked"] = (
+            None
+            if block is None
+            else {
+                "reason": block.reason,
+                "since": block.since,
+                "topic": block.topic,
+                "detail": block.detail,
+                "peer": block.peer,
+            }
+        )
+    reports = snapshot.peers()
     shards = []
     for shard in range(snapshot.partitions):
         member = owners.get(shard)
@@ -141,6 +165,7 @@ def build(dep: Deployment, snapshot: ControlSnapshot, info: GroupInfo) -> dict[s
                 "instance_id": m.instance_id,
                 "host": m.host,
                 "shards": list(m.shards),
+                "source": _source_state(reports.get(m.peer)),
             }
             for m in info.members
         ],
@@ -150,6 +175,60 @@ def build(dep: Deployment, snapshot: ControlSnapshot, info: GroupInfo) -> dict[s
         "_lag": {},
         "problems": [str(p) for p in snapshot.problems()],
     }
+
+
+def _source_state(report: PeerRecord | None) -> dict[str, Any]:
+    if report is None:
+        return {"state": "ok"}
+    return {"state": report.source, "since": report.since, "error": report.error}
+
+
+def findings(data: dict[str, Any], max_lag: int) -> list[str]:
+    """What needs attention, one line each (``--check`` fails on any): stopped subjects,
+    subjects lagging more than ``max_lag``, peers that cannot reach MigratoryData, shards
+    holding subjects with no owner while peers run, and idle peers (more peers than shards
+    with subjects: a note, not a failure)."""
+    out: list[str] = []
+    blocked = [r for r in data["subjects"] if r["blocked"] is not None]
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for r in blocked:
+        by_reason[r["blocked"]["reason"]].append(r["subject"])
+    for reason, subjects in sorted(by_reason.items()):
+        out.append(f"{len(subjects)} subject(s) blocked ({reason}): {_few(subjects)}")
+    lagging = [
+        r["subject"]
+        for r in data["subjects"]
+        if r.get("lag_state") == "measured" and (r.get("lag") or 0) > max_lag
+    ]
+    if lagging:
+        out.append(f"{len(lagging)} subject(s) lag more than {max_lag}: {_few(lagging)}")
+    out.extend(
+        f"peer {p['peer']}: MigratoryData {p['source']['state']} since "
+        f"{p['source']['since']} ({p['source']['error']})"
+        for p in data["peers"]
+        if p["source"]["state"] != "ok"
+    )
+    if data["peers"]:
+        orphans = [s["shard"] for s in data["shard_owners"] if s["subjects"] and not s["owner"]]
+        if orphans:
+            out.append(f"shards with subjects but no owner: {orphans}")
+    return out
+
+
+def idle_peers_note(data: dict[str, Any]) -> str | None:
+    """More live peers than shards holding subjects: some peers have nothing to do."""
+    busy = sum(1 for s in data["shard_owners"] if s["subjects"])
+    peers = len(data["peers"])
+    if peers > busy:
+        return (
+            f"{peers} peers but only {busy} shard(s) hold subjects: {peers - busy} peer(s) "
+            "idle (shard = murmur2(subject) mod shards; more shards or subjects spread them)"
+        )
+    return None
+
+
+def _few(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f" (+{len(items) - 3})" if len(items) > 3 else "")
 
 
 def render(data: dict[str, Any]) -> None:
@@ -188,7 +267,7 @@ def render(data: dict[str, Any]) -> None:
         subjects_table = Table(title="subjects")
         columns = ["subject", "topic", "shard", "owner", "checkpoint"]
         columns += ["head", "lag"] if asked else []
-        for name in [*columns, "pending"]:
+        for name in [*columns, "pending", "state"]:
             subjects_table.add_column(name, overflow="fold")
         for r in data["subjects"]:
             pending = r["pending"]
@@ -203,6 +282,10 @@ def render(data: dict[str, Any]) -> None:
                 lag_ = data["_lag"][r["subject"]]
                 cells += [_head_text(r["head"], lag_), lag_.text()]
             cells.append(f"reset to {pending['to']}" if pending else "-")
+            blocked = r["blocked"]
+            cells.append(
+                f"blocked: {blocked['reason']} since {blocked['since']}" if blocked else "ok"
+            )
             subjects_table.add_row(*cells)
         console.print(subjects_table)
         if not asked:
@@ -259,6 +342,19 @@ def status(
             "subjects not answered by then show lag unknown.",
         ),
     ] = DEFAULT_BUDGET,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help=f"Exit {EXIT_CHECK} when anything needs attention: a subject blocked, a "
+            "subject lagging more than --max-lag, a peer that cannot reach MigratoryData, a "
+            "shard holding subjects with no owner while peers run.",
+        ),
+    ] = False,
+    max_lag: Annotated[
+        int,
+        typer.Option("--max-lag", min=0, help="With --check: the most lag that is fine."),
+    ] = DEFAULT_MAX_LAG,
     json_out: JsonOut = False,
 ) -> None:
     """Show the peers, each shard's owner and subjects, each subject's checkpoint and lag.
@@ -272,6 +368,11 @@ def status(
     Reads Kafka without joining the group: works with no peer running
     (shards show as unowned) and while peers run.
 
+    A subject stopped at its checkpoint by a fault of its own shows as
+    "blocked: <reason> since <time>"; a peer that cannot reach MigratoryData
+    is flagged. --check exits 3 when anything needs attention (for scripts
+    and alerts); 1 means status itself failed.
+
     Example: mdpeer status -g orders --servers md1:8800 --json | jq .subjects
     """
     with expected_errors():
@@ -279,9 +380,18 @@ def status(
             bootstrap, group, config, timeout, servers=servers, token=token, token_file=token_file
         )
         data = gather(dep, lag=lag, budget=source_timeout)
+    found = findings(data, max_lag)
+    data["findings"] = found
     if json_out:
         data.pop("_checkpoint_text")
         data.pop("_lag")
         typer.echo(json.dumps(data))
     else:
         render(data)
+        for line in found:
+            typer.echo(f"attention: {line}", err=True)
+    note = idle_peers_note(data)
+    if note is not None:
+        typer.echo(f"note: {note}", err=True)
+    if check and found:
+        raise typer.Exit(EXIT_CHECK)

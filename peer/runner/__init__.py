@@ -8,8 +8,9 @@ import sys
 from typing import Final
 
 from peer.config import PeerSettings
+from peer.errors import PeerFatalError
 from peer.observability import Health, ObservabilityServer, PeerMetrics
-from peer.runner.peer import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Peer, PeerFatalError
+from peer.runner.peer import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Peer
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig
 

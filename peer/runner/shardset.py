@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from peer.control import ShardState
 from peer.routes import Route
-from peer.source.base import Position, StartPolicy
+from peer.source.base import Position, StartPolicy, SubjectStart
 
 
 @dataclass(slots=True)
@@ -25,7 +25,7 @@ class SubjectTrack:
     policy: StartPolicy
     #: the last position written in the open transaction (None: nothing since the commit)
     pending: Position | None = None
-    #: the id of the last command applied; copied into every checkpoint (control.py)
+    #: the id of the last command applied; copied into every checkpoint (peer.control)
     cmd: str | None = None
     #: a reset to a position whose acknowledging checkpoint is not committed yet
     needs_ack: bool = False
@@ -58,6 +58,31 @@ class ShardSet:
             return None
         owned = self.shards.get(track.shard)
         return owned.state.routes.get(subject) if owned is not None else None
+
+    def track(self, shard: int, subject: str) -> tuple[SubjectStart, str | None]:
+        """Start tracking ``subject`` of ``shard`` from its resume point: where its source
+        starts, and the id of the reset command this start applies (if it applies one)."""
+        state = self.shards[shard].state
+        resume = state.resume(subject)
+        ckpt = state.checkpoints.get(subject)
+        after = resume.after
+        cmd = resume.cmd if resume.cmd is not None else (ckpt.cmd if ckpt else None)
+        fresh_cmd = resume.cmd
+        mine = self.remembered.get(subject)
+        if mine is not None and (resume.cmd is None or resume.cmd == mine[2]):
+            # our newest commit (and the command it acknowledged) may not have come back
+            # through the consumer yet: it is newer than anything the state holds
+            after, cmd, fresh_cmd = mine[1], mine[2], None
+        track = SubjectTrack(
+            shard=shard,
+            committed=after,
+            policy=resume.policy,
+            cmd=cmd,
+            # a reset to a position is acknowledged by a checkpoint at that position
+            needs_ack=fresh_cmd is not None and after is not None,
+        )
+        self.subjects[subject] = track
+        return SubjectStart(subject, track.committed, track.policy), fresh_cmd
 
     def subjects_of(self, shard: int) -> list[str]:
         return [s for s, t in self.subjects.items() if t.shard == shard]
@@ -93,6 +118,12 @@ class ShardSet:
         for subject in [s for s, known in self.remembered.items() if known[0] == shard]:
             del self.remembered[subject]
         self.shards.pop(shard, None)
+
+    def clear(self) -> None:
+        """Nothing is owned any more (after a fatal error: close commits nothing)."""
+        self.shards.clear()
+        self.subjects.clear()
+        self.remembered.clear()
 
     def aborted_all(self) -> None:
         for track in self.subjects.values():

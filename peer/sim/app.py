@@ -114,6 +114,9 @@ class SimApp:
         self._describe_config = describe_config
         self.generator: Generator | None = None
         self.counters: Counter[str] = Counter()
+        #: subjects no token is entitled to consume (as a JWT whose permissions leave them
+        #: out): answered 403 like a wrong token, per subject
+        self.denied_sub: frozenset[str] = frozenset()
         self.app = web.Application(
             middlewares=[self._fault_middleware],
             # the body limit is enforced by produce itself (MESSAGE_SIZE_LIMIT_EXCEEDED)
@@ -241,6 +244,13 @@ class SimApp:
             error = "missing" if query.get("token") is None else "not entitled"
             return _bad(
                 subject, f"subscribe denied on {subject!r}: the token is {error}", status=403
+            )
+        if subject in self.denied_sub:
+            self.counters["consume_denied"] += 1
+            return _bad(
+                subject,
+                f"subscribe denied on {subject!r}: the token is not entitled to this subject",
+                status=403,
             )
         store = self.store
         if epoch is not None and seq is not None:

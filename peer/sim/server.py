@@ -272,6 +272,13 @@ class SimServer:
         """Change the given faults (others stay); returns all current faults."""
         return self._sim.set_faults(latency_ms, fail_rate, drop_rate)
 
+    def deny_subjects(self, *subjects: str) -> None:
+        """From now on, consume of these subjects is denied (403), whatever the token; none
+        given: every subject is allowed again (as the token allows)."""
+        for subject in subjects:
+            check_subject(subject)
+        self._sim.denied_sub = frozenset(subjects)
+
     def state(self, subject: str | None = None) -> dict[str, Any]:
         """What ``GET /admin/state`` answers."""
         return self._on_loop(self._async_state(subject), lambda: self._sim.state(subject))

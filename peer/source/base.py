@@ -10,8 +10,10 @@ The peer drives a source from one thread (its main loop) and never blocks in it 
 * ``unsubscribe(subject)``: after it returns, ``poll`` yields no event of that subject (events
   already buffered are discarded), until it is subscribed again.
 * ``poll(max_events, timeout)`` returns what arrived, in order per subject: :class:`Message`
-  and :class:`Gap` events. Fatal faults (e.g. :class:`peer.errors.EntitlementDeniedError`)
-  are raised from ``poll``, so they surface in the thread that can act on them.
+  and :class:`Gap` events, and :class:`SubjectFault` when the source stopped fetching a
+  subject for a fault of its own (e.g. :class:`peer.errors.EntitlementDeniedError`): it
+  comes after the subject's events buffered before it, and stops only that subject.
+* ``reachability()``: for how long no MigratoryData server has answered (0: they answer).
 * ``pause()`` / ``resume()``: backpressure. While paused, nothing new is fetched; the buffer is
   bounded anyway, so a peer that stops polling stops the fetching too.
 
@@ -28,7 +30,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
-from peer.errors import ConfigError
+from peer.errors import ConfigError, SourceError
 
 
 class Position(msgspec.Struct, frozen=True, order=True, gc=False):
@@ -139,7 +141,24 @@ class Gap:
     missing: int | None = None
 
 
-Event = Message | Gap
+@dataclass(frozen=True, slots=True)
+class SubjectFault:
+    """The source stopped fetching ``subject`` for a fault of that subject (``error.reason``);
+    subscribing it again tries again."""
+
+    subject: str
+    error: SourceError
+
+
+Event = Message | Gap | SubjectFault
+
+
+class Reachability(NamedTuple):
+    """Whether MigratoryData answers: ``failing_for`` seconds without any server answering
+    (0.0 while they answer), and the last transport error (token-free)."""
+
+    failing_for: float = 0.0
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -186,6 +205,8 @@ class Source(Protocol):
     def subjects(self) -> frozenset[str]: ...
 
     def poll(self, max_events: int, timeout: float) -> list[Event]: ...
+
+    def reachability(self) -> Reachability: ...
 
     def pause(self) -> None: ...
 

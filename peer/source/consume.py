@@ -91,6 +91,10 @@ class ConsumeClient:
         #: counters, read by the source's stats (loop thread writes, ints: no lock needed)
         self.requests = 0
         self.request_errors = 0
+        #: since when (monotonic) no server has answered at all, and the last such error;
+        #: read from the peer's thread (plain attribute reads)
+        self.failing_since: float | None = None
+        self.last_error = ""
 
     async def open(self) -> None:
         """(loop thread) Create the session; before any :meth:`fetch`."""
@@ -180,6 +184,8 @@ class ConsumeClient:
                     body = await resp.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._server_failed(server, describe_error(exc, self._token))
+        if status < 500 and status not in (408, 429):
+            self.failing_since = None  # a server answered (even a refusal is an answer)
         if status == 200:
             if self._pool.mark_up(server):
                 self._log_flip(server, "up", logging.INFO, "server answering again", {})
@@ -201,6 +207,9 @@ class ConsumeClient:
 
     def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
         self.request_errors += 1
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = f"{server.netloc}: {reason}"
         if self._pool.mark_down(server):
             extra = {"reason": reason, "down_for_s": self._config.server_down_for}
             self._log_flip(server, "down", logging.WARNING, "server failing, trying others", extra)

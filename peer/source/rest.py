@@ -14,9 +14,9 @@ once; an idle one backs off up to ``poll_idle_max``.
 
 Faults (``peer.source.consume``): connect errors, timeouts, dropped connections and 5xx are
 transient: the server is marked down (failover to another by weight) and the request retried
-with jittered exponential backoff (tenacity). HTTP 403 raises
-:class:`EntitlementDeniedError` from ``poll``; other 4xx raise :class:`SourceError`; both
-name the subject and stop only that subject. A malformed
+with jittered exponential backoff (tenacity). HTTP 403 (:class:`EntitlementDeniedError`) and
+other 4xx (:class:`SourceError`) stop only that subject: ``poll`` yields a
+:class:`SubjectFault` naming it, after its events buffered before. A malformed
 answer is counted, logged and asked again after a backoff, indefinitely (no crash loop).
 
 The token travels as a query parameter, so URLs are never logged, and error texts from the
@@ -32,7 +32,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -43,8 +42,10 @@ from peer.source.base import (
     Event,
     Message,
     Position,
+    Reachability,
     SourceStats,
     StartPolicy,
+    SubjectFault,
     SubjectStart,
 )
 from peer.source.buffer import EventBuffer
@@ -88,8 +89,6 @@ class RestSource:
         self._subs: dict[str, _Subscription] = {}
         self._generation = 0
         self._buffer = EventBuffer(config.max_buffered_messages, config.max_buffered_bytes)
-        #: fatal errors waiting to be raised from poll, with the subject they stopped
-        self._errors: deque[tuple[str, SourceError]] = deque()
         self._paused = False
         self._closed = False
         self._room_waiting = False
@@ -163,7 +162,6 @@ class RestSource:
                 replaced = self._subs.get(subject)
                 self._subs[subject] = sub
                 dropped = self._buffer.discard(subject)
-                self._drop_errors(subject)
                 self._schedule(self._spawn, sub)
                 if debug:  # thousands at a time: not even the tuple otherwise
                     notes.append(
@@ -187,7 +185,6 @@ class RestSource:
             if sub is None:
                 return
             self._buffer.discard(subject)
-            self._drop_errors(subject)
             self._schedule(self._cancel, sub)
         log.debug("unsubscribed", extra={"subject": subject})
 
@@ -205,8 +202,6 @@ class RestSource:
             if thread is None:
                 raise RuntimeError("RestSource.poll() before start()")
             while True:
-                if self._errors:
-                    raise self._errors.popleft()[1]
                 if not self._closed and not thread.is_alive():
                     raise SourceError("the REST source's loop thread ended unexpectedly")
                 if self._buffer.nevents:
@@ -222,6 +217,12 @@ class RestSource:
         if wake:
             self._poke()
         return events
+
+    def reachability(self) -> Reachability:
+        since = self._client.failing_since
+        if since is None:
+            return Reachability()
+        return Reachability(max(time.monotonic() - since, 0.0), self._client.last_error)
 
     def pause(self) -> None:
         with self._lock:
@@ -281,11 +282,6 @@ class RestSource:
         self.close()
 
     # -- helpers called with the lock held ---------------------------------------------------
-
-    def _drop_errors(self, subject: str) -> None:
-        """A new or ended subscription makes earlier fatal errors of the subject moot."""
-        if self._errors:
-            self._errors = deque(e for e in self._errors if e[0] != subject)
 
     def _schedule(self, action: Callable[[_Subscription], None], sub: _Subscription) -> None:
         """Queue ``action(sub)`` for the loop thread; one wake-up for many queued actions.
@@ -521,8 +517,11 @@ class RestSource:
         with self._cond:
             if not self._current(sub):
                 return
-            self._errors.append((sub.subject, exc))
+            # After the subject's buffered events: what came before the fault still counts.
+            self._buffer.extend(sub.subject, [SubjectFault(sub.subject, exc)], 0)
             self._cond.notify_all()
-        log.error(
+        # The peer reports it (once per subject and cause, peer.runner.quarantine); a retry
+        # that meets the same refusal is not news.
+        log.debug(
             "subject stopped", extra={"subject": sub.subject, "error": self._client.scrub(str(exc))}
         )

@@ -27,11 +27,14 @@ What it guarantees:
   queue is full, and never drops one (:class:`QueueFullError` when the wait runs out).
 
 Oversized messages follow the route's ``on_oversize``. The size is checked before producing,
-against ``message_max_bytes`` (which must equal the producer's ``message.max.bytes``). A
-broker that still refuses records as too large (a topic's ``max.message.bytes`` below the
-producer's limit) refuses a whole batch, so the writer cannot tell which record was at fault
-and cannot apply the route's policy: the commit fails with :class:`TopicLimitError`, which is
-not abortable-and-redo (the redo would fail the same way) but an operator's fix.
+against the record limit of the route's topic: ``message_max_bytes`` (which must equal the
+producer's ``message.max.bytes``), or the topic's own ``max.message.bytes`` once that topic
+refused a batch as too large (learned then, :mod:`peer.writer.topics`, and the failed
+transaction is redone with the route's policy applied per record). A topic that still refuses
+records within its known limit stops its routes (:class:`TopicLimitError`, DESIGN.md I8).
+Missing, refused or still-being-created topics raise a
+:class:`~peer.kafkaerrors.RouteFaultError` before anything is produced, so the caller stops
+only the subjects concerned.
 
 Messages' contents are never logged.
 """

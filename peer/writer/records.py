@@ -107,13 +107,23 @@ class RecordTemplate:
         "_subject_header",
         "_type_name",
         "key",
+        "limit",
         "partition",
         "report",
         "route",
     )
 
-    def __init__(self, route: Route, partition: int, prefix: str, report: DeliveryReport) -> None:
+    def __init__(
+        self,
+        route: Route,
+        partition: int,
+        prefix: str,
+        report: DeliveryReport,
+        limit: int = DEFAULT_MESSAGE_MAX_BYTES,
+    ) -> None:
         self.route = route
+        #: the largest record the route's topic takes (the producer's or the topic's limit)
+        self.limit = limit
         #: the route's delivery callback (the writer's), shared by its records
         self.report = report
         self.partition = partition

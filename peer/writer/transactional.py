@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka import Message as KafkaMessage
 
 from peer.control import encode_checkpoint
 from peer.errors import ConfigError
 from peer.kafkaerrors import (
-    AbortRequiredError,
     KafkaWriteError,
     OversizeError,
-    QueueFullError,
-    TopicLimitError,
-    TopicMissingError,
+    RecordsRefusedError,
     WriterStateError,
     call_with_retry,
     classify,
+    kafka_error_of,
 )
 from peer.routes import Oversize, Route
 from peer.shards import shard_of
 from peer.source.base import Message, Position
+from peer.writer.failures import commit_error, produce_error
+from peer.writer.outbox import Outbox, off_main_thread
 from peer.writer.records import (
     DEFAULT_MESSAGE_MAX_BYTES,
     CommitStats,
-    DeliveryReport,
     Headers,
     RecordTemplate,
     WriteOutcome,
@@ -41,88 +38,9 @@ from peer.writer.records import (
     message_headers,
     partition_basis,
 )
+from peer.writer.topics import TopicCatalog
 
 log = logging.getLogger("peer.writer")
-
-#: how long one poll waits while the local queue drains
-_DRAIN_POLL: Final = 0.05
-#: delivery reports of records a failed transaction purged from the queue
-_PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
-
-
-#: how often the main thread wakes while a transactional call runs (see _off_main_thread)
-_WAKE_S: Final = 0.2
-
-
-def _off_main_thread(call: Callable[[float], object], deadline: float) -> None:
-    """Run a blocking transactional call (commit, abort, send offsets) in a helper thread
-    while the main thread waits in Python.
-
-    Python runs signal handlers only in the main thread, between bytecodes: a call blocked in
-    librdkafka for an unreachable broker (``send_offsets_to_transaction`` does not honour
-    short timeouts there) kept SIGTERM unanswered for 30 s (found by scripts/chaos.py). The
-    call itself is unchanged and still one at a time: the main thread does nothing else
-    until it returns, it only stays able to run the handler (which sets the stop flag).
-    """
-    outcome: list[BaseException | None] = []
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            call(max(deadline - time.monotonic(), 1.0))
-            outcome.append(None)
-        except BaseException as exc:  # handed to the main thread as is
-            outcome.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="mdpeer-txn-call", daemon=True).start()
-    while not done.wait(_WAKE_S):
-        pass
-    if outcome and outcome[0] is not None:
-        raise outcome[0]
-
-
-def _produce_error(
-    exc: KafkaException, subject: str, topic: str, producer: Producer | None = None
-) -> KafkaWriteError:
-    """What a failed ``produce`` in an open transaction means.
-
-    librdkafka refuses to produce (``_STATE``) once the transaction has failed: that is an
-    abort, not a crash (seen by scripts/chaos.py after a rebalance fenced a commit and the
-    redo's first batch met "skipped sequence numbers, requires epoch bump"). If the producer
-    is beyond repair, the abort says so and the peer exits then.
-
-    A producer that hit a fatal error refuses with a bare ``_FATAL``; the cause (e.g. fenced
-    by a newer instance) is raised by its next ``poll``: that is what gets classified (a CI
-    run saw "Local: Fatal error" where the test expected the fencing it came from).
-    """
-    err = exc.args[0] if exc.args else None
-    if isinstance(err, KafkaError) and err.code() == KafkaError._FATAL and producer is not None:
-        try:
-            producer.poll(0)
-        except KafkaException as cause:
-            return classify(cause, op="produce", subject=subject, topic=topic)
-    if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
-        return AbortRequiredError(
-            f"the producer refused a record, its transaction has failed: {err.str()}",
-            op="produce",
-            subject=subject,
-            topic=topic,
-            code=err.name(),
-        )
-    return classify(exc, op="produce", subject=subject, topic=topic)
-
-
-@dataclass(frozen=True, slots=True)
-class _DeliveryFailure:
-    topic: str
-    subject: str
-    #: bytes of the record's value
-    size: int
-    code: int
-    name: str
-    text: str
 
 
 @dataclass(slots=True)
@@ -150,6 +68,7 @@ class TransactionalWriter:
         queue_full_timeout: float = 30.0,
         retry_attempts: int = 5,
         retry_backoff_max: float = 1.0,
+        topics: TopicCatalog | None = None,
     ) -> None:
         if control_partitions < 1:
             raise ConfigError("control_partitions", control_partitions, "must be at least 1")
@@ -159,7 +78,6 @@ class TransactionalWriter:
             raise ConfigError("message_max_bytes", message_max_bytes, "must be at least 1000")
         if retry_attempts < 1:
             raise ConfigError("retry_attempts", retry_attempts, "must be at least 1")
-        self._producer = producer
         self.control_topic = control_topic
         self.control_partitions = control_partitions
         self.header_prefix = header_prefix
@@ -171,10 +89,19 @@ class TransactionalWriter:
         self.retry_attempts = retry_attempts
         self.retry_backoff_max = retry_backoff_max
         self.stats = WriterStats()
-        self._partitions: dict[str, int] = {}
+        self._out = Outbox(
+            producer,
+            stats=self.stats,
+            max_in_flight=max_in_flight,
+            queue_full_timeout=queue_full_timeout,
+            context=self._extra,
+        )
+        #: partition counts, size limits and missing topics (the topic_creation policy)
+        self.topics = topics or TopicCatalog(producer)
         self._txn: _Txn | None = None
         self._checkpoints: dict[str, tuple[Position, str | None]] = {}
-        self._failures: list[_DeliveryFailure] = []
+        #: other control records of the open transaction (block notes), key -> value
+        self._control: dict[bytes, tuple[bytes | None, str, int]] = {}
         self._templates: dict[str, RecordTemplate] = {}
 
     # --- state -------------------------------------------------------------------------------
@@ -198,7 +125,7 @@ class TransactionalWriter:
         librdkafka's out-queue: records not yet acknowledged plus delivery reports not yet
         served; :meth:`write` and :meth:`commit` serve them.
         """
-        return len(self._producer)
+        return len(self._out.producer)
 
     def _extra(self, **more: Any) -> dict[str, Any]:
         return {"txn": self.transactional_id, **more}
@@ -210,13 +137,15 @@ class TransactionalWriter:
         budget = self.operation_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         call_with_retry(
-            lambda: self._producer.init_transactions(budget),
+            lambda: self._out.producer.init_transactions(budget),
             op="init_transactions",
             attempts=self.retry_attempts,
             budget=budget,
             backoff_max=self.retry_backoff_max,
         )
-        count = self._partition_count(self.control_topic, None, max(deadline - time.monotonic(), 1))
+        count = self.topics.partitions(
+            self.control_topic, create=False, timeout=max(deadline - time.monotonic(), 1)
+        )
         if count != self.control_partitions:
             raise ConfigError(
                 "control_partitions",
@@ -229,12 +158,13 @@ class TransactionalWriter:
         if self._txn is not None:
             raise WriterStateError("begin(): a transaction is already open")
         try:
-            self._producer.begin_transaction()
+            self._out.producer.begin_transaction()
         except KafkaException as exc:
             raise classify(exc, op="begin_transaction") from exc
         self._txn = _Txn(started=time.monotonic())
         self._checkpoints.clear()
-        self._failures.clear()
+        self._control.clear()
+        self._out.failures.clear()
 
     def _open(self, op: str) -> _Txn:
         if self._txn is None:
@@ -247,9 +177,19 @@ class TransactionalWriter:
         return message_headers(message, self.header_prefix)
 
     def partition_for(self, route: Route, timeout: float | None = None) -> int:
-        """The partition of ``route``'s records: by key, or by subject when keyless (I5)."""
-        count = self._partition_count(route.topic, route.subject, timeout)
+        """The partition of ``route``'s records: by key, or by subject when keyless (I5).
+
+        A topic that is missing, being created or refused raises a
+        :class:`~peer.kafkaerrors.RouteFaultError` (see :mod:`peer.writer.topics`).
+        """
+        count = self.topics.partitions(route.topic, route.subject, timeout=timeout)
         return java_partition(partition_basis(route), count)
+
+    def limit_of(self, topic: str) -> int:
+        """The record size limit for ``topic``: the producer's, or the topic's own if lower
+        and known (learned after the topic refused a batch)."""
+        known = self.topics.limit(topic)
+        return self.message_max_bytes if known is None else min(known, self.message_max_bytes)
 
     def write(self, message: Message, route: Route) -> WriteOutcome:
         """Produce ``message`` to ``route``'s topic in the open transaction."""
@@ -260,10 +200,10 @@ class TransactionalWriter:
         if template is None or template.route is not route:
             template = self._template(message, route)
         headers, size = template.headers_and_size(message)
-        if size > self.message_max_bytes:
-            return self._oversize(message, route, txn, size)
+        if size > template.limit:
+            return self._oversize(message, route, txn, size, template.limit)
         try:
-            self._produce(
+            self._out.produce(
                 route.topic,
                 template.partition,
                 template.key,
@@ -272,11 +212,11 @@ class TransactionalWriter:
                 report=template.report,
             )
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            err = kafka_error_of(exc)
+            if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 # librdkafka counts the record differently than record_size: same policy.
-                return self._oversize(message, route, txn, size)
-            raise _produce_error(exc, message.subject, route.topic, self._producer) from exc
+                return self._oversize(message, route, txn, size, template.limit)
+            raise produce_error(exc, message.subject, route.topic, self._out.producer) from exc
         txn.records += 1
         self.stats.written += 1
         return WriteOutcome.WRITTEN
@@ -290,13 +230,15 @@ class TransactionalWriter:
             route,
             self.partition_for(route),
             self.header_prefix,
-            self._reporter(route.topic, message.subject),
+            self._out.reporter(route.topic, message.subject),
+            self.limit_of(route.topic),
         )
         self._templates[message.subject] = template
         return template
 
-    def _oversize(self, message: Message, route: Route, txn: _Txn, size: int) -> WriteOutcome:
-        limit = self.message_max_bytes
+    def _oversize(
+        self, message: Message, route: Route, txn: _Txn, size: int, limit: int
+    ) -> WriteOutcome:
         extra = self._extra(
             subject=message.subject,
             topic=route.topic,
@@ -313,30 +255,31 @@ class TransactionalWriter:
             txn.skipped += 1
             self.stats.skipped_oversize += 1
             return WriteOutcome.SKIPPED
-        self._dead_letter(message, route, size, limit)
+        self._dead_letter(message, route, size)
         log.warning("oversize message dead-lettered", extra=extra)
         txn.records += 1
         txn.dead_lettered += 1
         self.stats.dead_lettered += 1
         return WriteOutcome.DEAD_LETTERED
 
-    def _dead_letter(self, message: Message, route: Route, size: int, limit: int) -> None:
+    def _dead_letter(self, message: Message, route: Route, size: int) -> None:
         """Produce the truncated copy (:func:`dead_letter_record`) to the dead-letter topic."""
         dlq = route.dead_letter_topic
         assert dlq is not None  # Route guarantees it for Oversize.DEAD_LETTER
+        limit = self.limit_of(dlq)
         key, value, headers = dead_letter_record(message, route, size, limit, self.header_prefix)
-        count = self._partition_count(dlq, message.subject, None)
+        count = self.topics.partitions(dlq, message.subject)
         try:
-            self._produce(
+            self._out.produce(
                 dlq,
                 java_partition(partition_basis(route), count),
                 key,
                 value,
                 headers,
-                report=self._reporter(dlq, message.subject),
+                report=self._out.reporter(dlq, message.subject),
             )
         except KafkaException as exc:
-            raise _produce_error(exc, message.subject, dlq, self._producer) from exc
+            raise produce_error(exc, message.subject, dlq, self._out.producer) from exc
 
     # --- checkpoints and commit ---------------------------------------------------------------
 
@@ -351,6 +294,35 @@ class TransactionalWriter:
         if cmd_id is None and before is not None:
             cmd_id = before[1]
         self._checkpoints[subject] = (position, cmd_id)
+
+    def control_record(
+        self, key: bytes, value: bytes | None, subject: str, *, partition: int | None = None
+    ) -> None:
+        """Another control record for the open transaction (a block note, a peer's report, or
+        their tombstones), produced at commit: to ``subject``'s shard, or to ``partition``
+        for a record of no subject. The last value per key wins."""
+        self._open("control_record")
+        if partition is None:
+            partition = shard_of(subject, self.control_partitions)
+        self._control[key] = (value, subject, partition)
+
+    def audit(self, topic: str, key: bytes | None, value: bytes, subject: str) -> None:
+        """An audit record (e.g. a gap report) in the open transaction, like any data record:
+        the same queue bounds, delivery report and missing-topic handling."""
+        self._open("audit")
+        count = self.topics.partitions(topic, subject)
+        basis = key if key is not None else subject.encode("utf-8")
+        try:
+            self._out.produce(
+                topic,
+                java_partition(basis, count),
+                key,
+                value,
+                None,
+                report=self._out.reporter(topic, subject),
+            )
+        except KafkaException as exc:
+            raise produce_error(exc, subject, topic, self._out.producer) from exc
 
     def commit(
         self,
@@ -371,10 +343,12 @@ class TransactionalWriter:
             for subject, (position, cmd) in self._checkpoints.items():
                 key, value = encode_checkpoint(subject, position.epoch, position.seq, cmd=cmd)
                 self._produce_control(key, value, subject)
+            for ckey, (cvalue, csubject, cpart) in self._control.items():
+                self._produce_control(ckey, cvalue, csubject, cpart)
             if offsets:
                 call_with_retry(
-                    lambda: _off_main_thread(
-                        lambda t: self._producer.send_offsets_to_transaction(
+                    lambda: off_main_thread(
+                        lambda t: self._out.producer.send_offsets_to_transaction(
                             list(offsets), group_metadata, t
                         ),
                         deadline,
@@ -385,7 +359,7 @@ class TransactionalWriter:
                     backoff_max=self.retry_backoff_max,
                 )
             call_with_retry(
-                lambda: _off_main_thread(self._producer.commit_transaction, deadline),
+                lambda: off_main_thread(self._out.producer.commit_transaction, deadline),
                 op="commit_transaction",
                 attempts=self.retry_attempts,
                 budget=budget,
@@ -414,57 +388,37 @@ class TransactionalWriter:
         )
         self._txn = None
         self._checkpoints.clear()
+        self._control.clear()
         return stats
 
     def _commit_failed(self, exc: KafkaWriteError) -> KafkaWriteError:
-        """The error to raise for a failed commit: a delivery failure names its record."""
-        # Serve the delivery reports not yet seen (a failed transaction purges its queue, so
-        # they come at once); bounded, as a fenced producer may never deliver them.
-        deadline = time.monotonic() + 1.0
-        try:
-            self._producer.poll(0)
-            while len(self._producer) and time.monotonic() < deadline:
-                self._producer.poll(_DRAIN_POLL)
-        except KafkaException as fatal:  # the producer's fatal error, surfaced by poll
-            log.debug("draining a failed producer: %s", fatal, extra=self._extra())
-        # Purged records are a consequence of the failed transaction, not its cause.
-        causes = [f for f in self._failures if f.code not in _PURGED]
-        log.error(
+        """The error to raise for a failed commit (:func:`~peer.writer.failures.commit_error`)."""
+        self._out.drain(1.0)  # the delivery reports not yet seen name what was refused
+        error = commit_error(
+            exc,
+            self._out.failures,
+            control_topic=self.control_topic,
+            learn_limit=self._learn_limit,
+            known_limit=self.topics.limit,
+        )
+        log.log(
+            logging.WARNING if isinstance(error, RecordsRefusedError) else logging.ERROR,
             "commit failed",
             extra=self._extra(
-                error=type(exc).__name__,
-                code=exc.code,
+                error=type(error).__name__,
+                code=error.code,
                 subjects=sorted(self._checkpoints)[:20],
-                failed_deliveries=len(self._failures),
-                causes=sorted({f.name for f in causes}),
+                failed_deliveries=len(self._out.failures),
+                causes=sorted({f.name for f in self._out.failures}),
             ),
         )
-        if not isinstance(exc, AbortRequiredError):
-            return exc  # fatal or fenced: that is the cause, whatever was purged
-        too_large = next((f for f in causes if f.code == KafkaError.MSG_SIZE_TOO_LARGE), None)
-        if too_large is not None:
-            return TopicLimitError(
-                f"the broker refused a batch holding a record of {too_large.subject!r} "
-                f"({too_large.size} bytes of value) as too large: {too_large.text}",
-                op="commit_transaction",
-                subject=too_large.subject,
-                topic=too_large.topic,
-                code=too_large.name,
-                hint=f"set the topic's max.message.bytes to at least message.max.bytes "
-                f"({self.message_max_bytes}), or lower message.max.bytes to the topic's",
-            )
-        if type(exc) is not AbortRequiredError or not causes:
-            return exc  # e.g. GroupFencedError: more precise than any delivery report
-        first = causes[0]
-        what = "the checkpoint" if first.topic == self.control_topic else "a record"
-        where = f"{what} of {first.subject!r}"
-        return AbortRequiredError(
-            f"{len(causes)} record(s) were not delivered, first {where}: {first.text}",
-            op="commit_transaction",
-            subject=first.subject,
-            topic=first.topic,
-            code=first.name,
-        )
+        return error
+
+    def _learn_limit(self, topic: str) -> int | None:
+        limit = self.topics.learn_limit(topic)
+        if limit is not None:
+            self._templates.clear()  # templates carry the size limit of their topic
+        return limit
 
     def abort(self, timeout: float | None = None) -> None:
         """Abort the open transaction: nothing of it becomes visible (I2)."""
@@ -473,7 +427,7 @@ class TransactionalWriter:
         budget = self.operation_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         call_with_retry(
-            lambda: _off_main_thread(self._producer.abort_transaction, deadline),
+            lambda: off_main_thread(self._out.producer.abort_transaction, deadline),
             op="abort_transaction",
             attempts=self.retry_attempts,
             budget=budget,
@@ -486,130 +440,50 @@ class TransactionalWriter:
         self.stats.aborts += 1
         self._txn = None
         self._checkpoints.clear()
-        self._failures.clear()
+        self._control.clear()
+        self._out.failures.clear()
 
     # --- producing ----------------------------------------------------------------------------
 
-    def _produce_control(self, key: bytes, value: bytes, subject: str) -> None:
-        partition = shard_of(subject, self.control_partitions)
-        report = self._reporter(self.control_topic, subject)
-        try:
-            self._produce(self.control_topic, partition, key, value, None, report=report)
-        except KafkaException as exc:
-            raise _produce_error(exc, subject, self.control_topic, self._producer) from exc
-
-    def _produce(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes,
-        headers: Headers | None,
-        *,
-        report: DeliveryReport,
+    def _produce_control(
+        self, key: bytes, value: bytes | None, subject: str, partition: int | None = None
     ) -> None:
-        """Produce one record; while the local queue is full, serve deliveries and try again
-        (bounded by ``queue_full_timeout``)."""
-        if len(self._producer) >= self.max_in_flight:
-            self._wait_below(self.max_in_flight)
-        deadline: float | None = None
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    headers=headers,  # type: ignore[arg-type]  # the stubs want a wider value type
-                    on_delivery=report,
-                )
-                return
-            except BufferError:
-                now = time.monotonic()
-                deadline = now + self.queue_full_timeout if deadline is None else deadline
-                self.stats.queue_waits += 1
-                if now >= deadline:
-                    raise QueueFullError(
-                        f"the producer queue stayed full for {self.queue_full_timeout}s "
-                        f"({len(self._producer)} records in flight)",
-                        op="produce",
-                    ) from None
-                self._producer.poll(_DRAIN_POLL)
-
-    def _wait_below(self, limit: int) -> None:
-        if len(self._producer) < limit:
-            return
-        self.stats.queue_waits += 1
-        deadline = time.monotonic() + self.queue_full_timeout
-        while len(self._producer) >= limit:
-            if time.monotonic() >= deadline:
-                raise QueueFullError(
-                    f"{len(self._producer)} records stayed in flight for "
-                    f"{self.queue_full_timeout}s (max_in_flight {limit})",
-                    op="produce",
-                )
-            self._producer.poll(_DRAIN_POLL)
-
-    def _reporter(self, topic: str, subject: str) -> DeliveryReport:
-        """The delivery callback of ``subject``'s records to ``topic``, made once per route.
-
-        With ``delivery.report.only.error`` librdkafka calls it only for a failure. One per
-        record (naming its seq) cost a closure and its cells per message: 10-15% of the
-        peer's CPU, for a detail no one acts on (a failed transaction is redone whole).
-        """
-
-        def report(err: KafkaError | None, msg: object) -> None:
-            if err is not None:
-                value = msg.value() if isinstance(msg, KafkaMessage) else None
-                self._delivery_failed(err, topic, subject, size=len(value or b""))
-
-        return report
-
-    def _delivery_failed(self, err: KafkaError, topic: str, subject: str, *, size: int) -> None:
-        code = err.code()
-        self.stats.delivery_failures += 1
-        self._failures.append(_DeliveryFailure(topic, subject, size, code, err.name(), err.str()))
-        if len(self._failures) == 1:  # a failed transaction purges all: report the first
-            log.error(
-                "record not delivered",
-                extra=self._extra(subject=subject, topic=topic, code=err.name()),
-            )
+        if partition is None:
+            partition = shard_of(subject, self.control_partitions)
+        report = self._out.reporter(self.control_topic, subject)
+        try:
+            self._out.produce(self.control_topic, partition, key, value, None, report=report)
+        except KafkaException as exc:
+            raise produce_error(exc, subject, self.control_topic, self._out.producer) from exc
 
     # --- metadata -----------------------------------------------------------------------------
 
-    def _partition_count(self, topic: str, subject: str | None, timeout: float | None) -> int:
-        """Partitions of ``topic`` (cached). A missing topic is refused, never auto-created.
+    def flush(self, timeout: float) -> None:
+        """Serve what the producer still has queued (after the last commit, at shutdown)."""
+        self._out.producer.flush(timeout)
 
-        The lookup asks for all topics' metadata: a request naming the topic would let a
-        broker with ``auto.create.topics.enable`` create it with default settings.
-        """
-        count = self._partitions.get(topic)
-        if count is not None:
-            return count
-        wait = self.operation_timeout if timeout is None else timeout
-        try:
-            md = self._producer.list_topics(timeout=wait)
-        except KafkaException as exc:
-            raise classify(exc, op="list_topics", subject=subject, topic=topic) from exc
-        found = md.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            for_subject = f" of subject {subject!r}" if subject else ""
-            raise TopicMissingError(
-                f"topic {topic!r}{for_subject} does not exist",
-                op="metadata",
-                subject=subject,
-                topic=topic,
-                code=found.error.name() if found is not None and found.error else None,
-                hint="create it first (mdpeer does not create topics implicitly)",
-            )
-        count = len(found.partitions)
-        self._partitions[topic] = count
-        return count
-
-    def forget_metadata(self) -> None:
-        """Drop cached partition counts (e.g. after topics were created or expanded)."""
-        self._partitions.clear()
+    def forget_metadata(self, topic: str | None = None) -> None:
+        """Drop what is cached of ``topic`` (all: None), e.g. after it was deleted or created."""
+        self.topics.forget(topic)
         self._templates.clear()
+
+    def replace_producer(self, producer: Producer, timeout: float | None = None) -> None:
+        """Go on with a new producer of the same transactional.id (the old one could not
+        abort, or failed fatally without being fenced): its ``init_transactions`` aborts
+        whatever the old one left open. The caller redoes every subject from its checkpoint.
+        """
+        try:
+            self._out.producer.purge()  # nothing of the old one may be delivered any more
+        except KafkaException as exc:
+            log.debug("purging the replaced producer: %s", exc, extra=self._extra())
+        self._out.producer = producer
+        self.topics.set_producer(producer)
+        self._txn = None
+        self._checkpoints.clear()
+        self._control.clear()
+        self._out.failures.clear()
+        self._templates.clear()  # their delivery callbacks are fine; their topics re-checked
+        self.init(timeout)
 
 
 __all__ = ["TransactionalWriter"]

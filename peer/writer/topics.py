@@ -1,0 +1,349 @@
+"""What the writer knows of its topics: partition counts, size limits, and missing topics.
+
+A target, dead-letter or audit topic that does not exist is handled the way the peer's
+``topic_creation`` setting says (docs/CONFIG.md):
+
+* ``cluster`` (default): ask the cluster as every Kafka client does. A metadata request that
+  names the topic lets brokers with ``auto.create.topics.enable`` (Apache Kafka's default)
+  create it with their defaults. The first answer says "unknown" either way, so the topic is
+  reported as being created and asked again; if it still does not exist after
+  :data:`CREATE_GRACE_S`, the cluster refuses to create it and the topic is missing.
+* ``create``: mdpeer creates it with ``topic_partitions`` and ``topic_replication_factor``
+  (-1: the broker's defaults), as Kafka Connect's topic creation does.
+* ``never``: the topic is missing until an operator creates it.
+
+Nothing here waits for a topic to appear: a topic not ready yet raises
+:class:`~peer.kafkaerrors.TopicCreatingError` at once, so the caller stops only the subjects
+of that topic and asks again later (:meth:`TopicCatalog.probe`), while every other subject
+keeps flowing in the open transaction. The control topic is only ever looked up, never
+created (:meth:`TopicCatalog.partitions` with ``create=False``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from peer.errors import ConfigError
+from peer.kafkaerrors import (
+    TopicCreatingError,
+    TopicMissingError,
+    TopicUnauthorizedError,
+    classify,
+    kafka_error_of,
+)
+
+log = logging.getLogger("peer.writer")
+
+#: how long a topic the cluster was asked for may take to appear before it counts as refused
+CREATE_GRACE_S: Final = 10.0
+#: how long one metadata or admin request may block the peer's loop
+_LOOKUP_TIMEOUT_S: Final = 10.0
+
+_UNAUTHORIZED: Final = frozenset(
+    {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+)
+
+
+class TopicCreation(enum.Enum):
+    """What a peer does about a topic that does not exist (the ``topic_creation`` setting)."""
+
+    CLUSTER = "cluster"
+    CREATE = "create"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPolicy:
+    """``topic_creation`` and, for ``create``, the new topic's shape (-1: broker default)."""
+
+    creation: TopicCreation = TopicCreation.CLUSTER
+    partitions: int = -1
+    replication_factor: int = -1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.creation, TopicCreation):
+            raise ConfigError("topic_creation", self.creation, "expected cluster, create or never")
+        if self.partitions == 0 or self.partitions < -1:
+            raise ConfigError("topic_partitions", self.partitions, "expected -1 or at least 1")
+        if self.replication_factor == 0 or self.replication_factor < -1:
+            raise ConfigError(
+                "topic_replication_factor", self.replication_factor, "expected -1 or at least 1"
+            )
+
+    def describe(self) -> str:
+        """What happens to a missing topic, in words (for logs and admin commands)."""
+        if self.creation is TopicCreation.CLUSTER:
+            return "asked of the cluster (created where auto.create.topics.enable is on)"
+        if self.creation is TopicCreation.NEVER:
+            return "not created: its routes stop until it exists"
+        shape = (
+            "the broker's default partitions"
+            if self.partitions < 0
+            else f"{self.partitions} partition(s)"
+        ) + (
+            ", its default replication factor"
+            if self.replication_factor < 0
+            else f", replication factor {self.replication_factor}"
+        )
+        return f"created by mdpeer with {shape}"
+
+
+class TopicCatalog:
+    """Partition counts and size limits of the topics one producer writes, and what to do when
+    one is missing. Used from one thread (the peer's loop)."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        policy: TopicPolicy | None = None,
+        admin: AdminClient | None = None,
+        timeout: float = _LOOKUP_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._producer = producer
+        self.policy = policy or TopicPolicy()
+        self._admin = admin
+        self._timeout = timeout
+        self._clock = clock
+        self._partitions: dict[str, int] = {}
+        #: topic -> when mdpeer first asked for it to be created (cluster or create mode)
+        self._asked: dict[str, float] = {}
+        self._creating: dict[str, Future[Any]] = {}
+        #: topic -> its max.message.bytes, once a batch was refused as too large
+        self._limits: dict[str, int] = {}
+
+    def set_producer(self, producer: Producer) -> None:
+        """After the writer replaced its producer: look topics up through the new one."""
+        self._producer = producer
+
+    # --- partitions -------------------------------------------------------------------------
+
+    def partitions(
+        self,
+        topic: str,
+        subject: str | None = None,
+        *,
+        create: bool = True,
+        timeout: float | None = None,
+    ) -> int:
+        """The partition count of ``topic`` (cached once known).
+
+        A topic that does not exist raises :class:`TopicCreatingError` while it is being
+        created, :class:`TopicMissingError` when it will not be, and
+        :class:`TopicUnauthorizedError` when the cluster refuses this peer the topic.
+        ``create=False``: only look (the control topic).
+        """
+        count = self._partitions.get(topic)
+        if count is not None:
+            return count
+        wait = self._timeout if timeout is None else timeout
+        # All topics: a request naming one may create it (only wanted where the policy says).
+        found = self._metadata(None, topic, subject, wait).get(topic)
+        if found is not None and found.error is None and found.partitions:
+            self._found(topic, len(found.partitions))
+            return len(found.partitions)
+        if not create or self.policy.creation is TopicCreation.NEVER:
+            raise self._missing(topic, subject, create=create)
+        if self.policy.creation is TopicCreation.CREATE:
+            return self._create(topic, subject, wait)
+        return self._ask_cluster(topic, subject, wait)
+
+    def probe(self, topic: str, subject: str | None = None) -> int:
+        """:meth:`partitions` with fresh metadata: has a stopped topic's cause gone?"""
+        self.forget(topic)
+        return self.partitions(topic, subject)
+
+    def forget(self, topic: str | None = None) -> None:
+        """Drop what is cached of ``topic`` (all topics: None), e.g. after it was deleted."""
+        if topic is None:
+            self._partitions.clear()
+            self._limits.clear()
+        else:
+            self._partitions.pop(topic, None)
+            self._limits.pop(topic, None)
+
+    def _found(self, topic: str, count: int) -> None:
+        self._partitions[topic] = count
+        asked = self._asked.pop(topic, None)
+        self._creating.pop(topic, None)
+        if asked is not None:
+            log.info(
+                "topic ready",
+                extra={
+                    "topic": topic,
+                    "partitions": count,
+                    "waited_s": round(self._clock() - asked, 3),
+                },
+            )
+
+    def _metadata(
+        self, named: str | None, topic: str, subject: str | None, timeout: float
+    ) -> dict[str, Any]:
+        try:
+            md = (
+                self._producer.list_topics(timeout=timeout)
+                if named is None
+                else self._producer.list_topics(topic=named, timeout=timeout)
+            )
+        except KafkaException as exc:
+            raise classify(exc, op="metadata", subject=subject, topic=topic) from exc
+        topics: dict[str, Any] = md.topics
+        return topics
+
+    def _ask_cluster(self, topic: str, subject: str | None, timeout: float) -> int:
+        """``cluster`` mode: a metadata request naming the topic, as any Kafka client makes."""
+        found = self._metadata(topic, topic, subject, timeout).get(topic)
+        if found is not None and found.error is None and found.partitions:
+            self._found(topic, len(found.partitions))
+            return len(found.partitions)
+        error = found.error if found is not None else None
+        if error is not None and error.code() in _UNAUTHORIZED:
+            self._asked.pop(topic, None)
+            raise self._unauthorized(topic, subject, error.str(), "describe or create")
+        now = self._clock()
+        first = self._asked.setdefault(topic, now)
+        if now - first < CREATE_GRACE_S:
+            raise TopicCreatingError(
+                f"topic {topic!r}{_of(subject)} does not exist yet; the cluster was asked for it",
+                op="metadata",
+                subject=subject,
+                topic=topic,
+                code=error.name() if error is not None else None,
+            )
+        raise TopicMissingError(
+            f"topic {topic!r}{_of(subject)} does not exist and the cluster did not create it "
+            f"when asked ({CREATE_GRACE_S:g} s ago)",
+            op="metadata",
+            subject=subject,
+            topic=topic,
+            code=error.name() if error is not None else None,
+            hint="the brokers do not create topics on first use (auto.create.topics.enable="
+            "false): create it (`mdpeer routes apply ... --create-topics`, or Kafka's "
+            'kafka-topics), or set topic_creation = "create"',
+        )
+
+    def _create(self, topic: str, subject: str | None, timeout: float) -> int:
+        """``create`` mode: ask the admin API once, and look again on the next call."""
+        future = self._creating.get(topic)
+        if future is None:
+            if self._admin is None:
+                raise TopicMissingError(
+                    f"topic {topic!r}{_of(subject)} does not exist (no admin client to create it)",
+                    op="create_topics",
+                    subject=subject,
+                    topic=topic,
+                )
+            spec = NewTopic(
+                topic,
+                num_partitions=self.policy.partitions,
+                replication_factor=self.policy.replication_factor,
+            )
+            future = self._admin.create_topics([spec], request_timeout=timeout)[topic]
+            self._creating[topic] = future
+            self._asked.setdefault(topic, self._clock())
+            log.info(
+                "creating topic",
+                extra={
+                    "topic": topic,
+                    "subject": subject,
+                    "partitions": self.policy.partitions,
+                    "replication_factor": self.policy.replication_factor,
+                },
+            )
+        if future.done():
+            failure = future.exception()
+            err = kafka_error_of(failure) if isinstance(failure, KafkaException) else None
+            exists = err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS
+            if failure is not None and not exists:
+                self._creating.pop(topic, None)
+                self._asked.pop(topic, None)
+                text = err.str() if err is not None else str(failure)
+                if err is not None and err.code() in _UNAUTHORIZED:
+                    raise self._unauthorized(topic, subject, text, "create")
+                raise TopicMissingError(
+                    f"topic {topic!r}{_of(subject)} could not be created: {text}",
+                    op="create_topics",
+                    subject=subject,
+                    topic=topic,
+                    code=err.name() if err is not None else None,
+                    hint="check topic_partitions / topic_replication_factor against the "
+                    "cluster, or create the topic yourself",
+                )
+        raise TopicCreatingError(
+            f"topic {topic!r}{_of(subject)} is being created",
+            op="create_topics",
+            subject=subject,
+            topic=topic,
+        )
+
+    def _missing(self, topic: str, subject: str | None, *, create: bool) -> TopicMissingError:
+        hint = (
+            "create it first"
+            if not create
+            else "create it (`mdpeer routes apply ... --create-topics`, or Kafka's "
+            'kafka-topics), or set topic_creation = "cluster" or "create"'
+        )
+        return TopicMissingError(
+            f"topic {topic!r}{_of(subject)} does not exist",
+            op="metadata",
+            subject=subject,
+            topic=topic,
+            hint=hint,
+        )
+
+    @staticmethod
+    def _unauthorized(
+        topic: str, subject: str | None, text: str, what: str
+    ) -> TopicUnauthorizedError:
+        return TopicUnauthorizedError(
+            f"topic {topic!r}{_of(subject)}: not authorized to {what} it ({text})",
+            op="metadata",
+            subject=subject,
+            topic=topic,
+            code="TOPIC_AUTHORIZATION_FAILED",
+            hint="grant this peer's principal Describe and Write on the topic",
+        )
+
+    # --- size limits ------------------------------------------------------------------------
+
+    def limit(self, topic: str) -> int | None:
+        """The topic's own ``max.message.bytes``, once learned (:meth:`learn_limit`)."""
+        return self._limits.get(topic)
+
+    def learn_limit(self, topic: str) -> int | None:
+        """Ask the cluster for the topic's ``max.message.bytes`` (after a batch was refused as
+        too large); None when it cannot tell (no admin client, not allowed, no answer)."""
+        if self._admin is None:
+            return None
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            entries = self._admin.describe_configs([resource], request_timeout=self._timeout)[
+                resource
+            ].result(self._timeout)
+            value = int(entries["max.message.bytes"].value)
+        except (KafkaException, KeyError, ValueError, TypeError) as exc:
+            log.warning(
+                "could not learn the topic's max.message.bytes",
+                extra={"topic": topic, "error": str(exc)},
+            )
+            return None
+        self._limits[topic] = value
+        log.info("topic size limit learned", extra={"topic": topic, "max_message_bytes": value})
+        return value
+
+
+def _of(subject: str | None) -> str:
+    return f" of subject {subject!r}" if subject else ""
+
+
+__all__ = ["CREATE_GRACE_S", "TopicCatalog", "TopicCreation", "TopicPolicy"]
