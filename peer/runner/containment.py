@@ -19,8 +19,9 @@ checkpoint reset of a stopped subject tries it at once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from peer.control import BlockRecord, encode_block, encode_block_removal
 from peer.errors import FaultReason
@@ -31,6 +32,9 @@ from peer.source.base import Source, SubjectFault, SubjectStart
 from peer.writer import TransactionalWriter
 
 log = logging.getLogger("peer.runner")
+
+#: how often stopped subjects are looked at for retries and confirmations
+_TICK_S: Final = 0.25
 
 
 class Containment:
@@ -61,6 +65,7 @@ class Containment:
         #: a former owner's "since" for subjects it reported stopped
         self._prior_since: dict[str, str] = {}
         self._seen_version = -1
+        self._ticked = -_TICK_S
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -96,7 +101,8 @@ class Containment:
         subjects = [subject]
         if topic_wide and topic is not None:
             # Every subject writing to the topic would meet the same fault: stop them together
-            # (one probe, one warning each) instead of one failed write at a time.
+            # (one probe, one warning each) instead of one failed write at a time. Scanned
+            # once per new fault, never per retry (see tick).
             subjects += sorted(
                 s
                 for s in owned.subjects
@@ -105,6 +111,16 @@ class Containment:
                 and (route := owned.route(s)) is not None
                 and route.topic == topic
             )
+        self._block_all(subjects, reason, detail, topic, topic_wide)
+
+    def _block_all(
+        self,
+        subjects: list[str],
+        reason: FaultReason,
+        detail: str,
+        topic: str | None,
+        topic_wide: bool,
+    ) -> None:
         for s in subjects:
             block, news = self.quarantine.block(
                 s,
@@ -126,10 +142,15 @@ class Containment:
     # --- retries ----------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Try again what is due, and lift what stayed healthy while tried."""
+        """Try again what is due, and lift what stayed healthy while tried (looked at a few
+        times a second: a backoff is at least half a second)."""
         q = self.quarantine
         if not q.blocks:
             return
+        now = time.monotonic()
+        if now - self._ticked < _TICK_S:
+            return
+        self._ticked = now
         for subject in q.confirmed():
             self._lift(subject)
         due = q.due()
@@ -150,7 +171,7 @@ class Containment:
                     probed[topic] = self._probe(topic, subject)
                 failure = probed[topic]
                 if isinstance(failure, RouteFaultError):
-                    self._stop(subject, failure.reason, str(failure), topic, topic_wide=True)
+                    self._block_all([subject], failure.reason, str(failure), topic, topic_wide=True)
                     continue
                 if failure is not None:  # Kafka itself did not answer: just later
                     q.block(subject, block.reason, block.detail, topic=topic, topic_wide=True)

@@ -194,11 +194,6 @@ class Quarantine:
         now = self._clock()
         return [(s, b) for s, b in self.blocks.items() if not b.retrying and b.retry_at <= now]
 
-    def next_due(self) -> float | None:
-        """Monotonic time of the next retry (None: nothing stopped)."""
-        times = [b.retry_at for b in self.blocks.values() if not b.retrying]
-        return min(times) if times else None
-
     def retrying(self, subject: str) -> None:
         """``subject`` is fetched again from its checkpoint to see whether the fault is gone."""
         block = self.blocks.get(subject)
@@ -238,10 +233,6 @@ class Quarantine:
         for subject in subjects:
             if self.blocks.pop(subject, None) is not None:
                 self.version += 1
-
-    def on_topic(self, topic: str) -> list[str]:
-        """Stopped subjects whose block is the fault of ``topic``."""
-        return [s for s, b in self.blocks.items() if b.topic_wide and b.topic == topic]
 
     def counts(self) -> dict[str, int]:
         """Stopped subjects by reason (those being tried again count as stopped until then)."""
