@@ -64,7 +64,7 @@ class PeerFatalError(MdpeerError):
 
 
 class LocalKafkaError(MdpeerError):
-    """The local Apache Kafka (peer.localkafka) could not be resolved, started or stopped."""
+    """The local Apache Kafka (peer.dev.localkafka) could not be resolved, started or stopped."""
 
 
 class SourceError(MdpeerError):

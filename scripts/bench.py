@@ -42,7 +42,7 @@ from benchlib.stats import evaluate_targets, machine
 from benchlib.throughput import throughput_for_size
 from confluent_kafka.admin import AdminClient
 
-from peer.localkafka import LocalKafka, free_port_base
+from peer.dev.localkafka import LocalKafka, free_port_base
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("throughput", "latency", "failover", "scale")

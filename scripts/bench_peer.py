@@ -42,7 +42,7 @@ from benchlib.throughput import (
 )
 from confluent_kafka.admin import AdminClient
 
-from peer.localkafka import LocalKafka, free_port_base
+from peer.dev.localkafka import LocalKafka, free_port_base
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import aiohttp
 
-from peer.source.base import Message, Position
+from peer.config.servers import parse_servers
+from peer.model import Message, Position
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.servers import parse_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -48,7 +48,7 @@ from chaoslib.procs import Fleet, HarnessError, Publisher, SimProcess, bump_epoc
 from chaoslib.reader import CommittedReader
 from chaoslib.verdict import Gap, SubjectVerdict, gaps_from_log_lines, judge, totals
 
-from peer.procsignals import signals_ignored, signals_raise
+from peer.dev.procsignals import signals_ignored, signals_raise
 
 
 def say(line: str) -> None:
@@ -150,7 +150,7 @@ class Run:
     # -- setup -------------------------------------------------------------------------------
 
     def start_kafka(self, stack: contextlib.ExitStack) -> str:
-        from peer.localkafka import LocalKafka, PortInUseError, free_port_base
+        from peer.dev.localkafka import LocalKafka, PortInUseError, free_port_base
 
         for attempt in range(3):
             try:

@@ -24,9 +24,9 @@ from typing import IO, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from peer.admin import admin_producer, ensure_control_topic, write_routes
-from peer.routes import Route
-from peer.sim.server import SimServer
+from peer.control.admin import admin_producer, ensure_control_topic, write_routes
+from peer.dev.sim.server import SimServer
+from peer.routes.model import Route
 from tests.fixtures.kafka import mdpeer_command
 
 #: fast settings for tests: small session and transaction timeouts

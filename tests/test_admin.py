@@ -13,7 +13,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from peer.admin import (
+from peer.control import Command, decode
+from peer.control.admin import (
     ControlTopicConfigError,
     ControlWriteError,
     RouteRemoval,
@@ -22,20 +23,19 @@ from peer.admin import (
     admin_producer,
     describe_control_topic,
     describe_existing_control_topic,
-    describe_group,
     ensure_control_topic,
     write_command,
     write_routes,
 )
-from peer.control import Command, decode
-from peer.controlreader import (
+from peer.control.group import describe_group
+from peer.control.reader import (
     ControlTopicMissingError,
     KafkaUnavailableError,
     read_control_topic,
     read_shards,
 )
-from peer.routes import Route, RouteTable
-from peer.shards import shard_of
+from peer.control.shards import shard_of
+from peer.routes.model import Route, RouteTable
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_topic
 
 pytestmark = pytest.mark.kafka

@@ -19,8 +19,8 @@ from benchlib.throughput import (
     same_records,
 )
 
-from peer.sim.generator import Generator, GeneratorSpec
-from peer.sim.model import Store
+from peer.dev.sim.generator import Generator, GeneratorSpec
+from peer.dev.sim.model import Store
 from peer.writer.records import java_partition
 
 

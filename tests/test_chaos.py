@@ -40,10 +40,10 @@ from chaoslib.verdict import (
     totals,
 )
 
-from peer.logs import JsonFormatter
-from peer.routes import Route
-from peer.sim.server import SimServer
-from peer.source.base import Message
+from peer.dev.sim.server import SimServer
+from peer.model import Message
+from peer.ops.logs import JsonFormatter
+from peer.routes.model import Route
 from peer.writer.records import message_headers
 
 SIZE = 64

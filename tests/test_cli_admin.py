@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from peer.cli import app
 from peer.control import encode_checkpoint
-from peer.shards import shard_of
+from peer.control.shards import shard_of
 from tests.fixtures.cli import Cli, runner
 from tests.fixtures.kafka import GroupFactory, mdpeer_command
 

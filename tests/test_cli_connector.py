@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from peer.cli import app
 from peer.cli.admin_cmd import DEFAULT_SHARDS, shard_count
-from peer.routes import RoutesFile, RouteTable
+from peer.routes.model import RoutesFile, RouteTable
 
 runner = CliRunner()
 NO_KAFKA = ("--bootstrap", "127.0.0.1:9")

@@ -1,6 +1,6 @@
 """`mdpeer status`: each subject's head at the source and its lag, and status of a KIP-848 group.
 
-Heads come from the real reference server (peer.sim); checkpoints from real `mdpeer run` peers
+Heads come from the real reference server (peer.dev.sim); checkpoints from real `mdpeer run` peers
 on the real broker.
 """
 
@@ -18,12 +18,12 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from peer.cli import app
-from peer.routes import Route
-from peer.sim.server import SimServer
-from peer.source.base import Position, StartPolicy
+from peer.config.servers import parse_servers
+from peer.dev.sim.server import SimServer
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
 from peer.source.heads import Head, HeadUnknown, LagState, ask_heads, lag_of
 from peer.source.rest_config import RestSourceConfig
-from peer.source.servers import parse_servers
 from tests.fixtures.kafka import TopicFactory
 from tests.peers import deployment, free_port, owned_shards, read_committed, wait_until
 from tests.test_source_malformed import SUBJECT, ScriptedServer, up_to

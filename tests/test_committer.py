@@ -14,18 +14,19 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from peer.config import PeerSettings, producer_config
+from peer.config.servers import parse_servers
+from peer.config.settings import PeerSettings, producer_config
 from peer.errors import PeerFatalError
-from peer.observability import Health, PeerMetrics
-from peer.routes import Route
+from peer.model import Message
+from peer.ops.health import Health
+from peer.ops.metrics import PeerMetrics
+from peer.routes.model import Route
 from peer.runner.committer import REPLACE_MAX, Committer
 from peer.runner.containment import Containment
 from peer.runner.quarantine import Quarantine
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch
-from peer.source.base import Message
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.servers import parse_servers
 from peer.writer import TransactionalWriter
 from tests.fixtures.kafka import TopicFactory, read_records
 

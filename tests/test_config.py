@@ -1,4 +1,4 @@
-"""peer.config: settings layers, validation, secrets, and the librdkafka dicts."""
+"""peer.config.settings: settings layers, validation, secrets, and the librdkafka dicts."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.config import (
+from peer.config.load import load_settings
+from peer.config.settings import (
     MANAGED_KAFKA,
     PeerSettings,
     SourceSettings,
     consumer_config,
     producer_config,
 )
-from peer.configload import load_settings
 from peer.errors import ConfigError
 from peer.secret import Secret
 
@@ -532,7 +532,7 @@ def test_librdkafka_refuses_unknown_passthrough() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    from peer.configload import SETTINGS
+    from peer.config.load import SETTINGS
 
     doc = (Path(__file__).parent.parent / "docs" / "CONFIG.md").read_text(encoding="utf-8")
     for name in SETTINGS:

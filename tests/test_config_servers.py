@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peer.config import SourceSettings
-from peer.configload import lenient_setting, load_settings
+from peer.config.load import lenient_setting, load_settings
+from peer.config.settings import SourceSettings
 from peer.errors import ConfigError
 from peer.source.rest_config import RestSourceConfig
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peer.config import PeerSettings
-from peer.configload import load_settings
+from peer.config.load import load_settings
+from peer.config.settings import PeerSettings
 from peer.errors import ConfigError
 
 BOOT = {"MDPEER_BOOTSTRAP": "localhost:9092"}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from peer.connector import closest_key
+from peer.config.connector import closest_key
+from peer.config.routesfile import load_routes
 from peer.errors import ConfigError
-from peer.routefile import load_routes
-from peer.routes import Route
+from peer.routes.model import Route
 
 
 def connector(tmp_path: Path, config: Mapping[str, object], name: str = "connector.json") -> Path:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from peer.controlreader import read_control_topic
-from peer.routes import Oversize, Route
-from peer.sim.server import SimServer
-from peer.source.base import StartPolicy
+from peer.control.reader import read_control_topic
+from peer.dev.sim.server import SimServer
+from peer.model import StartPolicy
+from peer.routes.model import Oversize, Route
 from tests.fixtures.cli import Cli
 from tests.fixtures.kafka import (
     GroupFactory,

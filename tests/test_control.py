@@ -31,10 +31,10 @@ from peer.control import (
     encode_route,
     encode_route_removal,
 )
+from peer.control.shards import shard_of
 from peer.errors import ConfigError, MdpeerError
-from peer.routes import Oversize, Route
-from peer.shards import shard_of
-from peer.source.base import Position, StartKind, StartPolicy
+from peer.model import Position, StartKind, StartPolicy
+from peer.routes.model import Oversize, Route
 
 # --- encoding ---------------------------------------------------------------------------------
 

@@ -13,15 +13,15 @@ import pytest
 from confluent_kafka import Producer
 
 from peer.control import encode_checkpoint, encode_route
-from peer.controlreader import (
+from peer.control.reader import (
     ControlReadTimeoutError,
     ControlTopicMissingError,
     read_shards,
     reader_config,
 )
-from peer.routes import Route
-from peer.shards import shard_of
-from peer.source.base import Position
+from peer.control.shards import shard_of
+from peer.model import Position
+from peer.routes.model import Route
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = pytest.mark.kafka

@@ -19,11 +19,11 @@ from typing import IO
 
 import pytest
 
-from peer.demo.check import SubjectCheck
-from peer.demo.orchestrate import DemoError, DemoOptions
-from peer.demo.procs import alive
-from peer.demo.summary import DemoResult
-from peer.demo.view import DemoStatus, PeerRow, View
+from peer.dev.demo.check import SubjectCheck
+from peer.dev.demo.orchestrate import DemoError, DemoOptions
+from peer.dev.demo.procs import alive
+from peer.dev.demo.summary import DemoResult
+from peer.dev.demo.view import DemoStatus, PeerRow, View
 
 _APP = (
     "import typer\n"

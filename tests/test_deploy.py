@@ -29,10 +29,11 @@ import typer.main
 import yaml
 
 from peer.cli import app
-from peer.config import PeerSettings, consumer_config
-from peer.configload import SETTINGS, env_name, load_settings
-from peer.observability import Health, ObservabilityServer, PeerMetrics
-from peer.sim.server import SimServer
+from peer.config.load import SETTINGS, env_name, load_settings
+from peer.config.settings import PeerSettings, consumer_config
+from peer.dev.sim.server import SimServer
+from peer.ops.health import Health, ObservabilityServer
+from peer.ops.metrics import PeerMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from peer.localkafka import Cluster
+from peer.dev.localkafka import Cluster
 from tests.fixtures.kafka import create_topic, mdpeer_command, read_topic, values
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kafka3, pytest.mark.slow]

@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from typer.testing import CliRunner
 
 from peer.cli import app
-from peer.localkafka import resolve_jars
-from peer.localkafka.tools import TOOLS, closest_tool, find_tool
+from peer.dev.localkafka import resolve_jars
+from peer.dev.localkafka.tools import TOOLS, closest_tool, find_tool
 from tests.fixtures.kafka import GroupFactory, TopicFactory, mdpeer_command
 
 #: a tool's JVM starts in about a second here; the rest is the broker's answer

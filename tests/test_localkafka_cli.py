@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from peer.localkafka import free_port_base, resolve_jars
-from peer.localkafka.layout import ClusterLayout, State, save_state
-from peer.localkafka.process import cmdline
+from peer.dev.localkafka import free_port_base, resolve_jars
+from peer.dev.localkafka.layout import ClusterLayout, State, save_state
+from peer.dev.localkafka.process import cmdline
 from tests.fixtures.kafka import mdpeer_command
 
 

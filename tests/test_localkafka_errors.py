@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from peer.localkafka import Cluster, LocalKafka, NodeNotReadyError, free_port_base, quiet_progress
+from peer.dev.localkafka import (
+    Cluster,
+    LocalKafka,
+    NodeNotReadyError,
+    free_port_base,
+    quiet_progress,
+)
 from tests.fixtures.kafka import mdpeer_command
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peer.errors import ConfigError, LocalKafkaError
-from peer.localkafka import free_port_base, resolve_jars
-from peer.localkafka.layout import (
+from peer.dev.localkafka import free_port_base, resolve_jars
+from peer.dev.localkafka.layout import (
     ClusterLayout,
     State,
     broker_settings,
@@ -21,7 +20,8 @@ from peer.localkafka.layout import (
     render_properties,
     save_state,
 )
-from peer.localkafka.runtime import _java_major
+from peer.dev.localkafka.runtime import _java_major
+from peer.errors import ConfigError, LocalKafkaError
 
 
 def layout(nodes: int, port: int = 19092) -> ClusterLayout:

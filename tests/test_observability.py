@@ -11,14 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from peer.observability import (
-    CONTENT_TYPE,
-    Health,
-    ObservabilityServer,
-    PeerMetrics,
-    Registry,
-    format_value,
-)
+from peer.ops.health import Health, ObservabilityServer
+from peer.ops.metrics import CONTENT_TYPE, PeerMetrics, Registry, format_value
 
 Sample = tuple[str, dict[str, str], float]
 

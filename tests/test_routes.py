@@ -1,4 +1,4 @@
-"""peer.routes: the route model, templates, and the TOML / vendor-connector parsers."""
+"""peer.routes.model: the route model, templates, and the TOML / vendor-connector parsers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.connector import parse_servers
+from peer.config.connector import parse_servers
+from peer.config.routesfile import load_routes
 from peer.errors import ConfigError
-from peer.routefile import load_routes
-from peer.routes import (
+from peer.model import StartKind, StartPolicy
+from peer.routes.model import (
     Oversize,
     Route,
     RouteTable,
@@ -22,7 +23,6 @@ from peer.routes import (
     validate_subject,
     validate_topic,
 )
-from peer.source.base import StartKind, StartPolicy
 
 DATA = Path(__file__).parent / "data"
 
@@ -555,7 +555,7 @@ def test_generated_topics(topic: str) -> None:
 def test_connector_key_maps_back_to_the_subject(segments: list[str], key: str) -> None:
     # Any subject whose segments have no '.' survives the vendor's a.b encoding.
     subject = "/" + "/".join(segments)
-    from peer.connector import parse_connector
+    from peer.config.connector import parse_connector
 
     dotted = ".".join(segments)
     loaded = parse_connector(

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from peer.controlreader import read_control_topic
-from peer.routes import Route
-from peer.sim.server import SimServer
-from peer.source.base import Position, StartPolicy
+from peer.control.reader import read_control_topic
+from peer.dev.sim.server import SimServer
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
 from tests.fixtures.kafka import TopicFactory, mdpeer_command
 from tests.peers import (
     Deployment,
@@ -236,7 +236,7 @@ def test_routes_added_and_removed_at_run_time(
         30,
         "the added route flowing",
     )
-    from peer.admin import RouteRemoval, admin_producer, write_routes
+    from peer.control.admin import RouteRemoval, admin_producer, write_routes
 
     producer = admin_producer({"bootstrap.servers": dep.bootstrap}, dep.group)
     write_routes(producer, dep.control, dep.shards, [RouteRemoval(extra)])
@@ -331,8 +331,8 @@ def _clean_env() -> dict[str, Any]:
 def test_checkpoint_reset_command_is_applied_and_acknowledged(
     quick: tuple[Deployment, list[str]], sim: SimServer
 ) -> None:
-    from peer.admin import admin_producer, write_command
     from peer.control import Command
+    from peer.control.admin import admin_producer, write_command
 
     dep, topics = quick
     peer = dep.start_peer("c")
@@ -363,7 +363,7 @@ def test_oversize_skip_policy_uses_the_producers_limit(
     tmp_path: Path,
     sim: SimServer,
 ) -> None:
-    from peer.routes import Oversize
+    from peer.routes.model import Oversize
 
     topic = unique_topic(1)
     port = free_port()

@@ -16,15 +16,15 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from peer.admin import describe_group
-from peer.config import PeerSettings, producer_config
+from peer.config.settings import PeerSettings, producer_config
 from peer.control import ShardState, decode
-from peer.controlreader import read_control_topic
+from peer.control.group import describe_group
+from peer.control.reader import read_control_topic
+from peer.control.shards import shard_of
+from peer.dev.sim.server import SimServer
 from peer.errors import MdpeerError
-from peer.routes import Route
-from peer.shards import shard_of
-from peer.sim.server import SimServer
-from peer.source.base import Message, Position, StartPolicy
+from peer.model import Message, Position, StartPolicy
+from peer.routes.model import Route
 from peer.writer import TransactionalWriter
 from tests.fixtures.kafka import TopicFactory
 from tests.peers import (
@@ -189,7 +189,7 @@ def read_to_end(bootstrap: str, topics: list[str], timeout: float = 30.0) -> lis
     read begins (every record committed before the call is in), as confluent-kafka messages
     in partition order.
 
-    Not peer.controlreader.read_control_topic nor tests.peers.read_committed: they end a
+    Not peer.control.reader.read_control_topic nor tests.peers.read_committed: they end a
     partition only on PARTITION_EOF, which librdkafka may not deliver while the partition
     gets a commit every 100 ms (see test_control_read_of_a_shard_committed_to_every_100ms_ends
     below). Here a partition also ends once a record at or past its starting high watermark
@@ -361,7 +361,7 @@ def test_checkpoints_never_run_ahead_of_committed_data_across_a_sigkill(
 def test_writer_abort_then_redo_rebuilds_only_the_committed_checkpoint(
     kafka_bootstrap: str, unique_topic: TopicFactory
 ) -> None:
-    """What a new owner rebuilds (peer.controlreader, read_committed) after an aborted and a
+    """What a new owner rebuilds (peer.control.reader, read_committed) after an aborted and a
     committed transaction carrying the same data: the aborted one leaves no checkpoint and no
     data, the redo leaves both, once. tests/test_writer.py checks abort and commit in
     separate tests on raw records; this one goes through the rebuild path, in sequence."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from peer.control import ShardState
-from peer.routes import Route
+from peer.control.shards import shard_of
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
 from peer.runner.shardset import OwnedShard, ShardSet, SubjectTrack
-from peer.shards import shard_of
-from peer.source.base import Position, StartPolicy
 
 
 def owned_with(subject: str, shards: int = 4) -> ShardSet:

@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from peer.control import encode_checkpoint
-from peer.routes import Route
-from peer.shards import shard_of
-from peer.sim.server import SimServer
-from peer.source.base import Message, StartPolicy
+from peer.control.shards import shard_of
+from peer.dev.sim.server import SimServer
+from peer.model import Message, StartPolicy
+from peer.routes.model import Route
 from peer.writer.records import java_partition, message_headers, partition_basis
 from tests.fixtures.kafka import TopicFactory
 from tests.peers import (

@@ -1,4 +1,4 @@
-"""peer.shards: Kafka's murmur2, bit for bit."""
+"""peer.control.shards: Kafka's murmur2, bit for bit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.shards import murmur2, shard_of, to_positive
+from peer.control.shards import murmur2, shard_of, to_positive
 
 # org.apache.kafka.common.utils.UtilsTest.testMurmur2 (apache/kafka): Java ints.
 KAFKA_VECTORS = [

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from peer.sim.generator import GeneratorSpec
-from peer.sim.model import SubjectError
-from peer.sim.server import SimConfig, SimServer
+from peer.dev.sim.generator import GeneratorSpec
+from peer.dev.sim.model import SubjectError
+from peer.dev.sim.server import SimConfig, SimServer
 from tests.fixtures.sim import http_json
 
 pytestmark = pytest.mark.sim

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peer.cli import app
-from peer.sim.server import SimServer
+from peer.dev.sim.server import SimServer
 from tests.fixtures.sim import SimProcess, http_json, mdpeer_command
 
 pytestmark = pytest.mark.sim

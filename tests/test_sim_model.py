@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.sim.model import FIRST_EPOCH, Store, subject_problem
+from peer.dev.sim.model import FIRST_EPOCH, Store, subject_problem
 
 pytestmark = pytest.mark.sim
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from peer.sim.server import SimServer
+from peer.dev.sim.server import SimServer
 from tests.fixtures.sim import http_json
 
 pytestmark = pytest.mark.sim

@@ -8,7 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.source.base import Event, Gap, GapKind, Message, Position
+from peer.model import Message, Position
+from peer.source.base import Event, Gap, GapKind
 from peer.source.buffer import EventBuffer
 from peer.source.pacing import IdleBackoff, jittered_backoff
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from peer.config.servers import ServerAddress, parse_server, parse_servers
 from peer.errors import ConfigError
 from peer.secret import Secret
 from peer.source.rest_config import RestSourceConfig
-from peer.source.servers import ServerAddress, ServerPool, parse_server, parse_servers
+from peer.source.servers import ServerPool
 
 
 def test_vendor_style_server_list() -> None:

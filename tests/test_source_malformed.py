@@ -1,6 +1,6 @@
 """Malformed answers and unexpected statuses, served by a tiny scripted HTTP server of our own.
 
-This is not a stand-in for MigratoryData (that is peer.sim); it only produces the broken input
+This is not a stand-in for MigratoryData (that is peer.dev.sim); it only produces the broken input
 a well-behaved server never sends: bad JSON, wrong types, a wrong subject, odd statuses.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from peer.config.servers import parse_servers
 from peer.errors import FaultReason, SourceError
-from peer.source.base import Event, Message, Position, SubjectFault
+from peer.model import Message, Position
+from peer.source.base import Event, SubjectFault
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.servers import parse_servers
 
 SUBJECT = "/bad/a"
 Reply = tuple[int, bytes]

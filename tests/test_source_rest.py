@@ -1,4 +1,4 @@
-"""The REST source against the reference server (peer.sim): resume, policies, gaps, faults.
+"""The REST source against the reference server (peer.dev.sim): resume, policies, gaps, faults.
 
 Every test talks to a real server: in-process (``sim_factory``) when it needs the server's
 controls, a separate ``mdpeer sim serve`` process (``sim_process_factory``) when it must be
@@ -16,27 +16,18 @@ from typing import Any
 
 import pytest
 
+from peer.config.servers import parse_servers
+from peer.dev.sim.server import SimServer
 from peer.errors import (
     EntitlementDeniedError,
     FaultReason,
     SourceError,
     SourceUnavailableError,
 )
+from peer.model import Message, Position, StartPolicy
 from peer.secret import Secret
-from peer.sim.server import SimServer
-from peer.source.base import (
-    Event,
-    Gap,
-    GapKind,
-    Message,
-    Position,
-    Source,
-    StartPolicy,
-    SubjectFault,
-    SubjectStart,
-)
+from peer.source.base import Event, Gap, GapKind, Source, SubjectFault, SubjectStart
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.servers import parse_servers
 from tests.fixtures.sim import SimProcess
 
 pytestmark = pytest.mark.sim

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.source.base import Event, Gap, GapKind, Message, Position, StartPolicy
+from peer.model import Message, Position, StartPolicy
+from peer.source.base import Event, Gap, GapKind
 from peer.source.resume import ConsumeRequest, Phase, RequestKind, SubjectTracker
 
 SUBJECT = "/model/s"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from peer.config.servers import ServerAddress, parse_server, parse_servers, resolve_encryption
+from peer.dev.sim.publish import normalize_server
 from peer.errors import ConfigError
-from peer.sim.publish import normalize_server
 from peer.source.rest_config import RestSourceConfig
-from peer.source.servers import ServerAddress, parse_server, parse_servers, resolve_encryption
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from peer.configload import load_settings
+from peer.config.load import load_settings
+from peer.config.servers import parse_servers
 from peer.errors import ConfigError
-from peer.source.base import Message, Position
+from peer.model import Message, Position
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.servers import parse_servers
 from tests.test_source_malformed import SUBJECT, ScriptedServer, up_to
 
 

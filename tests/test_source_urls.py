@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from peer.config import PeerSettings
-from peer.configload import load_settings
-from peer.sim.server import SimServer
-from peer.source.base import Message, Position
+from peer.config.load import load_settings
+from peer.config.settings import PeerSettings
+from peer.dev.sim.server import SimServer
+from peer.model import Message, Position
 from peer.source.heads import Head, ask_heads
 from peer.source.rest import RestSource, RestSourceConfig
 from tests.test_source_malformed import SUBJECT, ScriptedServer

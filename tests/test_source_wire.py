@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peer.source.base import Message
+from peer.model import Message
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 
 

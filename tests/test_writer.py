@@ -18,10 +18,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from peer.config import PeerSettings, producer_config
+from peer.config.settings import PeerSettings, producer_config
 from peer.control import CheckpointRecord, decode
+from peer.control.shards import murmur2, shard_of, to_positive
 from peer.errors import FaultReason
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     AbortRequiredError,
     FencedError,
     GroupFencedError,
@@ -31,9 +32,8 @@ from peer.kafkaerrors import (
     TopicLimitError,
     TopicMissingError,
 )
-from peer.routes import Oversize, Route
-from peer.shards import murmur2, shard_of, to_positive
-from peer.source.base import Message, Position
+from peer.model import Message, Position
+from peer.routes.model import Oversize, Route
 from peer.writer import TransactionalWriter, WriteOutcome
 from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_records

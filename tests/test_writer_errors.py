@@ -1,4 +1,4 @@
-"""peer.kafkaerrors: how librdkafka's error flags map to what the peer does, and bounded retries.
+"""peer.kafka.errors: how librdkafka's error flags map to what the peer does, and bounded retries.
 
 The errors are confluent-kafka's own KafkaError objects with the flags librdkafka sets; the
 writer's behaviour against the broker is in tests/test_writer.py.
@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from peer.errors import MdpeerError
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     AbortRequiredError,
     FatalKafkaError,
     FencedError,

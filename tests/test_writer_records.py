@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.routes import Route
-from peer.source.base import Message
+from peer.model import Message
+from peer.routes.model import Route
 from peer.writer.records import RecordTemplate, message_headers, record_size
 
 SUBJECTS = st.sampled_from(["/a/b", "/ünï/cödé", "/server/status1"])

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Final
 
 import typer
 
-from peer.admin import admin_client, ensure_control_topic
 from peer.cli import checkpoints_cmd, routes_cmd, status_cmd
 from peer.cli.common import expected_errors
 from peer.cli.options import (
@@ -26,12 +25,13 @@ from peer.cli.options import (
     resolve_lenient,
 )
 from peer.cli.topic_check import CreateTopics, missing_topics
-from peer.config import PeerSettings
-from peer.configload import load_settings
+from peer.config.load import load_settings
+from peer.config.routesfile import load_routes, read_text
+from peer.config.servers import parse_servers, resolve_encryption
+from peer.config.settings import PeerSettings
+from peer.control.admin import admin_client, ensure_control_topic
 from peer.errors import ConfigError
-from peer.routefile import load_routes, read_text
-from peer.routes import RoutesFile, RouteTable
-from peer.source.servers import parse_servers, resolve_encryption
+from peer.routes.model import RoutesFile, RouteTable
 
 DEFAULT_SHARDS: Final = 12
 #: stands in for a bootstrap a config file leaves to the environment (validate never connects)

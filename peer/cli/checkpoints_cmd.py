@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 
-from peer.admin import write_command
 from peer.cli.common import expected_errors
 from peer.cli.options import (
     DEFAULT_TIMEOUT,
@@ -30,9 +29,10 @@ from peer.cli.options import (
 )
 from peer.cli.routes_cmd import UnknownSubjectError, open_producer, read_snapshot
 from peer.control import CheckpointRecord, Command, CommandRecord
-from peer.controlreader import ControlSnapshot
+from peer.control.admin import write_command
+from peer.control.reader import ControlSnapshot
+from peer.control.shards import shard_of
 from peer.errors import ConfigError
-from peer.shards import shard_of
 
 app = typer.Typer(
     help="Show the checkpoint (epoch, seq) of each subject, and reset it.",

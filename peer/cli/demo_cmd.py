@@ -75,7 +75,7 @@ def demo(
       mdpeer demo --duration 30 --kill-one
       mdpeer demo --duration 20 --json > summary.json
     """
-    from peer.demo.orchestrate import Demo, DemoError, DemoOptions
+    from peer.dev.demo.orchestrate import Demo, DemoError, DemoOptions
 
     try:
         options = DemoOptions(

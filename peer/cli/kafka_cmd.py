@@ -45,8 +45,8 @@ def install(*, json_out: Json = False) -> None:
 
     Example: mdpeer kafka install
     """
-    from peer.localkafka import find_java, resolve_jars
-    from peer.localkafka.cds import build_cds_archive
+    from peer.dev.localkafka import find_java, resolve_jars
+    from peer.dev.localkafka.cds import build_cds_archive
 
     with expected_errors():
         jars = resolve_jars()
@@ -134,7 +134,7 @@ def up(
 
     Example: mdpeer kafka up --nodes 3 --port 19092 --json
     """
-    from peer.localkafka import LocalKafka
+    from peer.dev.localkafka import LocalKafka
 
     with expected_errors():
         cluster = LocalKafka(
@@ -174,7 +174,7 @@ def down(
 
     Example: mdpeer kafka down --data-dir /tmp/kafka
     """
-    from peer.localkafka import Cluster
+    from peer.dev.localkafka import Cluster
 
     with expected_errors():
         cluster = Cluster.load(data_dir)
@@ -195,7 +195,7 @@ def status(*, data_dir: DataDir = None, json_out: Json = False) -> None:
 
     Example: mdpeer kafka status --json
     """
-    from peer.localkafka import Cluster
+    from peer.dev.localkafka import Cluster
 
     with expected_errors():
         cluster = Cluster.load(data_dir)
@@ -264,7 +264,7 @@ def tool(
 
     Example: mdpeer kafka tool kafka-topics --bootstrap-server localhost:9092 --list
     """
-    from peer.localkafka.tools import TOOLS, UNKNOWN_TOOL_EXIT, UnknownToolError, tool_command
+    from peer.dev.localkafka.tools import TOOLS, UNKNOWN_TOOL_EXIT, UnknownToolError, tool_command
 
     if list_tools:
         width = max(len(n) for n in TOOLS) + 2

@@ -1,7 +1,7 @@
 """Options shared by the admin commands, and how they become Kafka client settings.
 
 The admin commands read the same settings as ``mdpeer run`` (flags > ``MDPEER_*`` env >
-``--config`` file > defaults, see peer.configload), so an operator who has a peer's config
+``--config`` file > defaults, see peer.config.load), so an operator who has a peer's config
 file at hand points the admin commands at the same cluster, group and security properties
 with ``--config peer.toml``.
 """
@@ -17,8 +17,8 @@ from typing import Annotated, Any, Final
 
 import typer
 
-from peer.config import PeerSettings
-from peer.configload import lenient_setting, load_settings
+from peer.config.load import lenient_setting, load_settings
+from peer.config.settings import PeerSettings
 from peer.secret import Secret
 
 #: seconds an admin command waits for Kafka before it reports it unreachable

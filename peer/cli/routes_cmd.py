@@ -1,6 +1,6 @@
 """`mdpeer routes apply|list|add|remove`: the routes in the control topic.
 
-Every change is one Kafka transaction of the group's admin producer (peer.admin), so peers,
+Every change is one Kafka transaction of the group's admin producer (peer.control.admin), so peers,
 which read the control topic read_committed, see all of an apply or none of it.
 """
 
@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import Producer
 
-from peer.admin import RouteRemoval, admin_producer, write_routes
 from peer.cli.common import expected_errors
 from peer.cli.options import (
     DEFAULT_TIMEOUT,
@@ -28,11 +27,12 @@ from peer.cli.options import (
     resolve_lenient,
 )
 from peer.cli.topic_check import CreateTopics, check_and_report
-from peer.controlreader import ControlSnapshot, read_control_topic
+from peer.config.routesfile import load_routes
+from peer.control.admin import RouteRemoval, admin_producer, write_routes
+from peer.control.reader import ControlSnapshot, read_control_topic
+from peer.control.shards import shard_of
 from peer.errors import MdpeerError
-from peer.routefile import load_routes
-from peer.routes import Route, RouteDiff, RoutesFile, RouteTable
-from peer.shards import shard_of
+from peer.routes.model import Route, RouteDiff, RoutesFile, RouteTable
 
 app = typer.Typer(
     help="Show and change the routes (subject -> Kafka topic) in the control topic.",

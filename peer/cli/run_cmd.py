@@ -123,8 +123,8 @@ def run(
     SIGTERM / SIGINT: stop fetching, commit, leave the group, exit 0. Exit 1: bad
     configuration; exit 2: a fatal Kafka error or fencing (another instance took over).
     """
-    from peer import logs
-    from peer.configload import load_settings
+    from peer.config.load import load_settings
+    from peer.ops import logs
     from peer.runner import run_peer
 
     # Env values are read by load_settings itself (MDPEER_*); typer's envvar= only documents

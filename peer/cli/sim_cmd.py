@@ -133,8 +133,8 @@ def serve(  # noqa: PLR0917 - typer maps parameters to options
     """Run the reference server until SIGTERM/SIGINT; prints `listening on http://HOST:PORT`."""
     import asyncio
 
-    from peer.sim.server import GeneratorSpec, SimConfig
-    from peer.sim.server import serve as run_server
+    from peer.dev.sim.server import GeneratorSpec, SimConfig
+    from peer.dev.sim.server import serve as run_server
 
     try:
         config = SimConfig(
@@ -221,7 +221,7 @@ def publish(  # noqa: PLR0917 - typer maps parameters to options
     Exit 1 when publishing was denied (DENY), the server is unreachable or refused a subject;
     other non-OK statuses and HTTP errors are counted in the report (exit 0).
     """
-    from peer.sim.publish import publish as run_publish
+    from peer.dev.sim.publish import publish as run_publish
 
     names = [s.strip() for s in subjects.split(",") if s.strip()]
     try:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from peer.admin import GroupInfo, admin_client, describe_group
 from peer.cli.checkpoints_cmd import subject_rows
 from peer.cli.common import expected_errors
 from peer.cli.options import (
@@ -41,10 +40,12 @@ from peer.cli.options import (
     deployment_with_source,
 )
 from peer.cli.routes_cmd import read_snapshot
-from peer.config import SourceSettings
+from peer.config.settings import SourceSettings
 from peer.control import PeerRecord
-from peer.controlreader import ControlSnapshot
-from peer.source.base import Position
+from peer.control.admin import admin_client
+from peer.control.group import GroupInfo, describe_group
+from peer.control.reader import ControlSnapshot
+from peer.model import Position
 
 if TYPE_CHECKING:
     from peer.source.heads import Head, HeadUnknown, Lag

@@ -20,12 +20,12 @@ import typer
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from peer.admin import admin_client
 from peer.cli.options import Deployment
-from peer.controlreader import KafkaUnavailableError
+from peer.control.admin import admin_client
+from peer.control.reader import KafkaUnavailableError
 from peer.errors import MdpeerError
-from peer.kafkaerrors import kafka_error_of
-from peer.routes import Oversize, RouteTable
+from peer.kafka.errors import kafka_error_of
+from peer.routes.model import Oversize, RouteTable
 
 #: how long a created topic may take to show in the metadata before the command goes on
 _CREATED_WAIT_S: Final = 10.0

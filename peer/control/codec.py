@@ -36,8 +36,8 @@ from peer.control.records import (
     parse_reset_target,
 )
 from peer.errors import ConfigError
-from peer.routes import Route, validate_subject
-from peer.source.base import Position, StartPolicy
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route, validate_subject
 
 _JSON: Final = msgspec.json.Decoder()
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from peer.errors import ConfigError, MdpeerError
-from peer.routes import Route
-from peer.source.base import Position, StartPolicy
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
 
 #: the newest value format this code writes and understands
 VERSION: Final = 1

@@ -24,9 +24,9 @@ from peer.control.records import (
     RouteRecord,
     RouteRemoved,
 )
-from peer.routes import Route
-from peer.shards import shard_of
-from peer.source.base import Position, StartPolicy
+from peer.control.shards import shard_of
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
 
 # --- shard state ------------------------------------------------------------------------------
 

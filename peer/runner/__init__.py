@@ -7,9 +7,10 @@ import signal
 import sys
 from typing import Final
 
-from peer.config import PeerSettings
+from peer.config.settings import PeerSettings
 from peer.errors import PeerFatalError
-from peer.observability import Health, ObservabilityServer, PeerMetrics
+from peer.ops.health import Health, ObservabilityServer
+from peer.ops.metrics import PeerMetrics
 from peer.runner.peer import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Peer
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig

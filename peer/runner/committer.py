@@ -23,10 +23,10 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from peer.config import PeerSettings
+from peer.config.settings import PeerSettings
 from peer.errors import PeerFatalError
-from peer.kafkaerrors import AbortRequiredError, FencedError, KafkaWriteError, RecordsRefusedError
-from peer.observability import PeerMetrics
+from peer.kafka.errors import AbortRequiredError, FencedError, KafkaWriteError, RecordsRefusedError
+from peer.ops.metrics import PeerMetrics
 from peer.runner.containment import Containment
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch

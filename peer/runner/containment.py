@@ -2,9 +2,9 @@
 never the peer.
 
 The runner hands every per-subject fault here: a write the writer refused up front
-(:class:`~peer.kafkaerrors.RouteFaultError`: topic missing, being created or refused, an
+(:class:`~peer.kafka.errors.RouteFaultError`: topic missing, being created or refused, an
 oversized message under ``fail``), records the cluster refused at commit
-(:class:`~peer.kafkaerrors.RecordsRefusedError`, after the abort) and faults the source
+(:class:`~peer.kafka.errors.RecordsRefusedError`, after the abort) and faults the source
 reports (:class:`~peer.source.base.SubjectFault`: entitlement denied, ...). The subject is
 unsubscribed at its checkpoint (:mod:`peer.runner.quarantine` keeps the books), a note
 ``block:<subject>`` goes into the next transaction for ``mdpeer status``, and every other
@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from peer.control import BlockRecord, encode_block, encode_block_removal
 from peer.errors import FaultReason
-from peer.kafkaerrors import KafkaWriteError, RecordsRefusedError, RouteFaultError
+from peer.kafka.errors import KafkaWriteError, RecordsRefusedError, RouteFaultError
 from peer.runner.quarantine import Quarantine
 from peer.runner.shardset import ShardSet
 from peer.source.base import Source, SubjectFault, SubjectStart

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from peer.observability import Health, PeerMetrics
+from peer.ops.health import Health
+from peer.ops.metrics import PeerMetrics
 from peer.runner.quarantine import Quarantine
 from peer.runner.shardset import ShardSet
 from peer.source.base import Source

@@ -32,18 +32,19 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from peer.config import PeerSettings, admin_config, consumer_config, producer_config
+from peer.config.settings import PeerSettings, admin_config, consumer_config, producer_config
 from peer.control import Change, ControlRecordError, decode
-from peer.controlreader import ControlTopicMissingError, KafkaUnavailableError
+from peer.control.reader import ControlTopicMissingError, KafkaUnavailableError
 from peer.errors import MdpeerError, PeerFatalError
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     AbortRequiredError,
     FatalKafkaError,
     FencedError,
     KafkaWriteError,
     RouteFaultError,
 )
-from peer.observability import Health, PeerMetrics
+from peer.ops.health import Health
+from peer.ops.metrics import PeerMetrics
 from peer.runner.committer import Committer
 from peer.runner.containment import Containment
 from peer.runner.gauges import Gauges

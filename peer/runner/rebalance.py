@@ -21,11 +21,12 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from peer.config import PeerSettings
-from peer.controlreader import read_shards
+from peer.config.settings import PeerSettings
+from peer.control.reader import read_shards
 from peer.errors import PeerFatalError
-from peer.kafkaerrors import kafka_error_of
-from peer.observability import Health, PeerMetrics
+from peer.kafka.errors import kafka_error_of
+from peer.ops.health import Health
+from peer.ops.metrics import PeerMetrics
 from peer.runner.committer import Committer
 from peer.runner.containment import Containment
 from peer.runner.shardset import OwnedShard, ShardSet

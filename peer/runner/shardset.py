@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from peer.control import ShardState
-from peer.routes import Route
-from peer.source.base import Position, StartPolicy, SubjectStart
+from peer.model import Position, StartPolicy
+from peer.routes.model import Route
+from peer.source.base import SubjectStart
 
 
 @dataclass(slots=True)

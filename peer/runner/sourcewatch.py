@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from peer.control import encode_peer, peer_key
-from peer.observability import Health, PeerMetrics
+from peer.ops.health import Health
+from peer.ops.metrics import PeerMetrics
 from peer.runner.quarantine import utc_now_text
 from peer.source.base import Source
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 
-from peer.source.base import Event, Message
+from peer.model import Message
+from peer.source.base import Event
 
 
 def event_size(event: Event) -> int:

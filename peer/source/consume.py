@@ -34,10 +34,11 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from peer.config.servers import ServerAddress
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest
-from peer.source.servers import ServerAddress, ServerPool
+from peer.source.servers import ServerPool
 from peer.source.tls import client_tls
 from peer.source.wire import decode_error
 

@@ -31,10 +31,11 @@ from typing import Final
 
 import aiohttp
 
-from peer.source.base import Position
+from peer.config.servers import ServerAddress
+from peer.model import Position
 from peer.source.consume import CONSUME_PATH, describe_error, scrub_token
 from peer.source.rest_config import RestSourceConfig
-from peer.source.servers import ServerAddress, ServerPool
+from peer.source.servers import ServerPool
 from peer.source.tls import client_tls
 from peer.source.wire import MalformedResponseError, decode_consume, decode_error
 

@@ -33,18 +33,16 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
 from peer.errors import SourceError
+from peer.model import Message, Position, StartPolicy
 from peer.source.base import (
+    DEFAULT_POLICY,
     Event,
-    Message,
-    Position,
     Reachability,
     SourceStats,
-    StartPolicy,
     SubjectFault,
     SubjectStart,
 )
@@ -53,11 +51,11 @@ from peer.source.consume import ConsumeClient
 from peer.source.pacing import IdleBackoff, jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
-    DEFAULT_POLICY,
     ConsumeRequest,
     Outcome,
     RequestKind,
     SubjectTracker,
+    Subscription,
 )
 from peer.source.wire import MalformedResponseError, decode_consume
 
@@ -69,15 +67,6 @@ _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
 
 
-@dataclass(eq=False, slots=True)
-class _Subscription:
-    """One subscription of a subject; a new ``subscribe`` makes a new one (generation + 1)."""
-
-    subject: str
-    generation: int
-    tracker: SubjectTracker
-
-
 class RestSource:
     """A :class:`peer.source.base.Source` over MigratoryData's REST consume interface."""
 
@@ -86,7 +75,7 @@ class RestSource:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._subs: dict[str, _Subscription] = {}
+        self._subs: dict[str, Subscription] = {}
         self._generation = 0
         self._buffer = EventBuffer(config.max_buffered_messages, config.max_buffered_bytes)
         self._paused = False
@@ -95,7 +84,7 @@ class RestSource:
         #: (server, "up"/"down") -> (when last logged, flips not logged since); loop thread
         self._flips: dict[tuple[str, str], tuple[float, int]] = {}
         #: subscribe/unsubscribe work for the loop thread (under the lock); see _schedule
-        self._actions: list[tuple[Callable[[_Subscription], None], _Subscription]] = []
+        self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
         #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
         self._carried_bytes = 0
         # counters (under the lock; requests and request errors: the client's)
@@ -158,7 +147,7 @@ class RestSource:
                 tracker = SubjectTracker(
                     subject, after=after, policy=policy, history_fetch=history_fetch
                 )
-                sub = _Subscription(subject, self._generation, tracker)
+                sub = Subscription(subject, self._generation, tracker)
                 replaced = self._subs.get(subject)
                 self._subs[subject] = sub
                 dropped = self._buffer.discard(subject)
@@ -283,7 +272,7 @@ class RestSource:
 
     # -- helpers called with the lock held ---------------------------------------------------
 
-    def _schedule(self, action: Callable[[_Subscription], None], sub: _Subscription) -> None:
+    def _schedule(self, action: Callable[[Subscription], None], sub: Subscription) -> None:
         """Queue ``action(sub)`` for the loop thread; one wake-up for many queued actions.
 
         A peer taking over shards subscribes thousands of subjects at once: a wake-up per
@@ -303,7 +292,7 @@ class RestSource:
         for action, sub in actions:
             action(sub)
 
-    def _current(self, sub: _Subscription) -> bool:
+    def _current(self, sub: Subscription) -> bool:
         return self._subs.get(sub.subject) is sub and not self._closed
 
     # -- the loop thread ---------------------------------------------------------------------
@@ -341,7 +330,7 @@ class RestSource:
             with self._lock:
                 self._loop = None
 
-    def _spawn(self, sub: _Subscription) -> None:
+    def _spawn(self, sub: Subscription) -> None:
         """(loop thread) Start ``sub``'s task, replacing an older subscription's."""
         current = self._tasks.get(sub.subject)
         if current is not None:
@@ -354,14 +343,14 @@ class RestSource:
         self._tasks[sub.subject] = (sub.generation, task)
         task.add_done_callback(functools.partial(self._forget, sub))
 
-    def _cancel(self, sub: _Subscription) -> None:
+    def _cancel(self, sub: Subscription) -> None:
         """(loop thread) Stop ``sub``'s task unless a newer subscription replaced it."""
         current = self._tasks.get(sub.subject)
         if current is not None and current[0] <= sub.generation:
             del self._tasks[sub.subject]
             current[1].cancel()
 
-    def _forget(self, sub: _Subscription, task: asyncio.Task[None]) -> None:
+    def _forget(self, sub: Subscription, task: asyncio.Task[None]) -> None:
         current = self._tasks.get(sub.subject)
         if current is not None and current[1] is task:
             del self._tasks[sub.subject]
@@ -384,7 +373,7 @@ class RestSource:
                 self._room_waiting = True
             await self._wake.wait()
 
-    async def _follow(self, sub: _Subscription) -> None:
+    async def _follow(self, sub: Subscription) -> None:
         """(loop thread) Poll one subject for as long as its subscription lasts."""
         try:
             await self._follow_loop(sub)
@@ -396,7 +385,7 @@ class RestSource:
             log.exception("REST source task failed", extra={"subject": sub.subject})
             self._fail(sub, SourceError(f"subject {sub.subject!r}: internal error: {exc!r}"))
 
-    async def _follow_loop(self, sub: _Subscription) -> None:
+    async def _follow_loop(self, sub: Subscription) -> None:
         cfg = self._config
         idle = IdleBackoff(cfg.poll_idle_min, cfg.poll_idle_max, self._rng)
         subject = sub.subject
@@ -443,7 +432,7 @@ class RestSource:
             self._carried_bytes -= carry_bytes
 
     async def _malformed_pause(
-        self, sub: _Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
+        self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
     ) -> bool:
         """Count a malformed answer and back off; False when the subscription has ended."""
         with self._lock:
@@ -466,7 +455,7 @@ class RestSource:
 
     def _accept(
         self,
-        sub: _Subscription,
+        sub: Subscription,
         request: ConsumeRequest,
         messages: Sequence[Message],
         *,
@@ -486,7 +475,7 @@ class RestSource:
                 continued=continued,
             )
             # Logged before the events become visible, so a gap's log line precedes its event.
-            self._report(sub, outcome)
+            outcome.log(sub.subject)
             if outcome.events:
                 buffer.extend(sub.subject, outcome.events, outcome.nbytes)
                 self._cond.notify_all()
@@ -495,25 +484,7 @@ class RestSource:
             self._gaps += len(outcome.gaps)
         return outcome
 
-    def _report(self, sub: _Subscription, outcome: Outcome) -> None:
-        for gap in outcome.gaps:
-            log.warning(
-                "gap in subject stream",
-                extra={
-                    "subject": gap.subject,
-                    "kind": gap.kind.value,
-                    "after": str(gap.after) if gap.after else None,
-                    "resumed_at": str(gap.resumed_at),
-                    "missing": gap.missing,
-                },
-            )
-        if outcome.duplicates:
-            log.debug(
-                "dropped duplicates",
-                extra={"subject": sub.subject, "duplicates": outcome.duplicates},
-            )
-
-    def _fail(self, sub: _Subscription, exc: SourceError) -> None:
+    def _fail(self, sub: Subscription, exc: SourceError) -> None:
         with self._cond:
             if not self._current(sub):
                 return

@@ -8,10 +8,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from peer.config.servers import ServerAddress, check_ca_file, parse_servers, resolve_encryption
 from peer.errors import ConfigError
 from peer.secret import Secret
-from peer.source.servers import ServerAddress, parse_servers, resolve_encryption
-from peer.source.tls import check_ca_file
 
 _INTS = ("max_concurrency", "max_buffered_messages", "max_buffered_bytes", "history_fetch")
 _SECONDS = (

@@ -38,13 +38,14 @@ One :class:`SubjectTracker` per subscription says which consume request to send 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
-from peer.source.base import Event, Gap, GapKind, Message, Position, StartKind, StartPolicy
+from peer.model import Message, Position, StartKind, StartPolicy
+from peer.source.base import DEFAULT_POLICY, Event, Gap, GapKind
 
-DEFAULT_POLICY: Final = StartPolicy()
+log = logging.getLogger("peer.source")
 
 
 class RequestKind(enum.Enum):
@@ -104,6 +105,33 @@ class Outcome:
     def progressed(self) -> bool:
         """Whether polling again at once is likely to yield more."""
         return bool(self.events) or self.truncated or self.advanced
+
+    def log(self, subject: str) -> None:
+        """Each gap once, as a warning with its range (I6); dropped duplicates at debug."""
+        for gap in self.gaps:
+            log.warning(
+                "gap in subject stream",
+                extra={
+                    "subject": gap.subject,
+                    "kind": gap.kind.value,
+                    "after": str(gap.after) if gap.after else None,
+                    "resumed_at": str(gap.resumed_at),
+                    "missing": gap.missing,
+                },
+            )
+        if self.duplicates:
+            log.debug(
+                "dropped duplicates", extra={"subject": subject, "duplicates": self.duplicates}
+            )
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One subscription of a subject; a new ``subscribe`` makes a new one (generation + 1)."""
+
+    subject: str
+    generation: int
+    tracker: SubjectTracker
 
 
 class SubjectTracker:

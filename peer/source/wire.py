@@ -27,7 +27,7 @@ from typing import Annotated, overload
 import msgspec
 
 from peer.errors import SourceError
-from peer.source.base import Message
+from peer.model import Message
 
 
 class MalformedResponseError(SourceError):

@@ -33,7 +33,7 @@ refused a batch as too large (learned then, :mod:`peer.writer.topics`, and the f
 transaction is redone with the route's policy applied per record). A topic that still refuses
 records within its known limit stops its routes (:class:`TopicLimitError`, DESIGN.md I8).
 Missing, refused or still-being-created topics raise a
-:class:`~peer.kafkaerrors.RouteFaultError` before anything is produced, so the caller stops
+:class:`~peer.kafka.errors.RouteFaultError` before anything is produced, so the caller stops
 only the subjects concerned.
 
 Messages' contents are never logged.

@@ -15,7 +15,7 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     GROUP_FENCED_CODES,
     PRODUCER_FENCED_CODES,
     AbortRequiredError,

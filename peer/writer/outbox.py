@@ -2,7 +2,7 @@
 
 :class:`Outbox` is the thin typed wrapper the writer produces through: a full local queue
 is served (delivery reports) and tried again, within ``queue_full_timeout``
-(:class:`~peer.kafkaerrors.QueueFullError` after that: I7, nothing dropped); failed
+(:class:`~peer.kafka.errors.QueueFullError` after that: I7, nothing dropped); failed
 deliveries are kept for the commit to explain (:mod:`peer.writer.failures`).
 :func:`off_main_thread` runs a blocking transactional call so the main thread stays able to
 act on signals.
@@ -19,7 +19,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import Message as KafkaMessage
 
-from peer.kafkaerrors import QueueFullError
+from peer.kafka.errors import QueueFullError
 from peer.writer.failures import DeliveryFailure
 from peer.writer.records import DeliveryReport, Headers, WriterStats
 

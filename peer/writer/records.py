@@ -9,9 +9,9 @@ from typing import Final
 
 from confluent_kafka import KafkaError
 
-from peer.routes import Route
-from peer.shards import murmur2, to_positive
-from peer.source.base import Message
+from peer.control.shards import murmur2, to_positive
+from peer.model import Message
+from peer.routes.model import Route
 
 #: librdkafka's default ``message.max.bytes``
 DEFAULT_MESSAGE_MAX_BYTES: Final = 1_000_000

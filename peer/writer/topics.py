@@ -13,7 +13,7 @@ A target, dead-letter or audit topic that does not exist is handled the way the 
 * ``never``: the topic is missing until an operator creates it.
 
 Nothing here waits for a topic to appear: a topic not ready yet raises
-:class:`~peer.kafkaerrors.TopicCreatingError` at once, so the caller stops only the subjects
+:class:`~peer.kafka.errors.TopicCreatingError` at once, so the caller stops only the subjects
 of that topic and asks again later (:meth:`TopicCatalog.probe`), while every other subject
 keeps flowing in the open transaction. The control topic is only ever looked up, never
 created (:meth:`TopicCatalog.partitions` with ``create=False``).
@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from peer.errors import ConfigError
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     TopicCreatingError,
     TopicMissingError,
     TopicUnauthorizedError,

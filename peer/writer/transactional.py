@@ -11,8 +11,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from peer.control import encode_checkpoint
+from peer.control.shards import shard_of
 from peer.errors import ConfigError
-from peer.kafkaerrors import (
+from peer.kafka.errors import (
     KafkaWriteError,
     OversizeError,
     RecordsRefusedError,
@@ -21,9 +22,8 @@ from peer.kafkaerrors import (
     classify,
     kafka_error_of,
 )
-from peer.routes import Oversize, Route
-from peer.shards import shard_of
-from peer.source.base import Message, Position
+from peer.model import Message, Position
+from peer.routes.model import Oversize, Route
 from peer.writer.failures import commit_error, produce_error
 from peer.writer.outbox import Outbox, off_main_thread
 from peer.writer.records import (
@@ -180,7 +180,7 @@ class TransactionalWriter:
         """The partition of ``route``'s records: by key, or by subject when keyless (I5).
 
         A topic that is missing, being created or refused raises a
-        :class:`~peer.kafkaerrors.RouteFaultError` (see :mod:`peer.writer.topics`).
+        :class:`~peer.kafka.errors.RouteFaultError` (see :mod:`peer.writer.topics`).
         """
         count = self.topics.partitions(route.topic, route.subject, timeout=timeout)
         return java_partition(partition_basis(route), count)

@@ -13,9 +13,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from benchlib.procs import PeerProcess
-from peer.admin import admin_producer, ensure_control_topic, write_routes
-from peer.routes import Route
-from peer.source.base import StartPolicy
+from peer.control.admin import admin_producer, ensure_control_topic, write_routes
+from peer.model import StartPolicy
+from peer.routes.model import Route
 
 #: routes start from the oldest cached message so a pre-filled backlog is bridged in full
 HISTORY_START = "history:1000000"

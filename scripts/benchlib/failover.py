@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from benchlib.deploy import deployment
 from benchlib.procs import PeerProcess, SimProcess, log, split_evenly, wait_until
 from benchlib.tail import Tail
-from peer.shards import shard_of
+from peer.control.shards import shard_of
 
 SHARDS = 4
 

@@ -20,8 +20,8 @@ from confluent_kafka.admin import AdminClient
 from benchlib.deploy import deployment
 from benchlib.procs import SimProcess, cpu_seconds, log, memory_mb, wait_until
 from peer.control import encode_checkpoint
-from peer.controlreader import read_shards
-from peer.shards import shard_of
+from peer.control.reader import read_shards
+from peer.control.shards import shard_of
 
 SHARDS = 12
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peer.config import PeerSettings
+from peer.config.settings import PeerSettings
 
 #: the peer's default commit interval: the latency target is judged there
 DEFAULT_COMMIT_MS = PeerSettings.__dataclass_fields__["commit_interval_ms"].default
@@ -146,7 +146,7 @@ def machine() -> dict[str, Any]:
     """CPU, memory, kernel, load, and the versions of everything measured."""
     import confluent_kafka
 
-    from peer.localkafka.runtime import KAFKA_VERSION, find_java
+    from peer.dev.localkafka.runtime import KAFKA_VERSION, find_java
 
     mem_kb = 0
     for line in Path("/proc/meminfo").read_text().splitlines():

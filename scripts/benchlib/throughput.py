@@ -17,10 +17,10 @@ from confluent_kafka.admin import AdminClient
 from benchlib.deploy import create_topic, deployment
 from benchlib.procs import SimProcess, cpu_seconds, log, split_evenly, wait_until
 from benchlib.tail import Tail
-from peer.config import producer_config
-from peer.configload import load_settings
-from peer.localkafka.runtime import find_java, resolve_jars, stderr_progress
-from peer.source.base import Message
+from peer.config.load import load_settings
+from peer.config.settings import producer_config
+from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
+from peer.model import Message
 from peer.writer.records import Headers, java_partition, message_headers
 
 #: headers as confluent-kafka's ``produce`` types them
@@ -34,7 +34,7 @@ JAVA_HEAP = "-Xmx256m"
 
 
 def generator_content(i: int, size: int) -> bytes:
-    """Message ``i``'s content as the reference server's generator makes it (``peer.sim``)."""
+    """Message ``i``'s content as the reference server's generator makes it (``peer.dev.sim``)."""
     head = f"{i}:"
     return (head + "x" * max(size - len(head), 0))[:size].encode()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peer.procsignals import fresh_run_dir
+from peer.dev.procsignals import fresh_run_dir
 
 GROUP = "chaos"
 AUDIT_TOPIC = "chaos.audit"
@@ -51,7 +51,7 @@ def peer_toml(bootstrap: str, sim_port: int) -> str:
 
 
 def default_run_dir(seed: int) -> Path:
-    from peer.localkafka import cache_dir
+    from peer.dev.localkafka import cache_dir
 
     return fresh_run_dir(cache_dir() / "chaos", KEEP_RUNS, f"-{seed}")
 

@@ -3,7 +3,7 @@
 A Kafka release runs each tool as ``bin/kafka-run-class.sh <main class> "$@"``; the table
 below is the main class each of those scripts names. The local install has no ``bin/``
 (Maven gives jars only), so :func:`tool_command` builds the same JVM command line on the
-jars :func:`~peer.localkafka.runtime.resolve_jars` resolved, with the broker's Java.
+jars :func:`~peer.dev.localkafka.runtime.resolve_jars` resolved, with the broker's Java.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from peer.errors import LocalKafkaError
-from peer.localkafka.runtime import (
+from peer.dev.localkafka.runtime import (
     KafkaJars,
     cache_dir,
     cds_archive,
@@ -26,6 +25,7 @@ from peer.localkafka.runtime import (
     find_java,
     resolve_jars,
 )
+from peer.errors import LocalKafkaError
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from peer.sim.app import Faults, SimApp
-from peer.sim.generator import GeneratorSpec
-from peer.sim.model import Store, check_subject, now_closure
+from peer.dev.sim.app import Faults, SimApp
+from peer.dev.sim.generator import GeneratorSpec
+from peer.dev.sim.model import Store, check_subject, now_closure
 
 __all__ = ["GeneratorSpec", "SimConfig", "SimServer", "serve"]
 

@@ -1,4 +1,4 @@
-"""Measure the reference server itself: ``python -m peer.sim.bench [--subjects 100] ...``.
+"""Measure the reference server itself: ``python -m peer.dev.sim.bench [--subjects 100] ...``.
 
 Prints (1) how fast the in-process generator fills the store, (2) the latency of one consume
 returning a whole 1000-message cache, over HTTP with a keep-alive connection, and (3) how
@@ -15,8 +15,8 @@ import time
 
 import aiohttp
 
-from peer.sim.generator import GeneratorSpec
-from peer.sim.server import SimConfig, SimServer
+from peer.dev.sim.generator import GeneratorSpec
+from peer.dev.sim.server import SimConfig, SimServer
 
 
 def _wait_generated(server: SimServer, total: int, deadline_s: float) -> float:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from peer.sim.model import Store, check_subject, now_closure
+from peer.dev.sim.model import Store, check_subject, now_closure
 
 #: messages per batch when running as fast as possible (and the most a late batch catches up)
 _BATCH: Final = 2000

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from peer.config import servers as source_servers
 from peer.errors import ConfigError
-from peer.routes import (
+from peer.routes.model import (
     HIDDEN,
     ConnectorSource,
     Route,
@@ -28,7 +29,6 @@ from peer.routes import (
     validate_topic,
 )
 from peer.secret import Secret
-from peer.source import servers as source_servers
 
 _MD_PREFIX: Final = "migratorydata."
 _SUBJECT_PREFIX: Final = "migratorydata.subject."

@@ -13,15 +13,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from peer.errors import ConfigError, LocalKafkaError
-from peer.localkafka import layout as lay
-from peer.localkafka import process as proc
-from peer.localkafka.runtime import (
+from peer.dev.localkafka import layout as lay
+from peer.dev.localkafka import process as proc
+from peer.dev.localkafka.process import NodeNotReadyError, NodeStatus
+from peer.dev.localkafka.runtime import (
     Java,
     KafkaJars,
     Progress,
@@ -32,6 +31,7 @@ from peer.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.errors import ConfigError, LocalKafkaError
 
 log = logging.getLogger(__name__)
 
@@ -40,46 +40,9 @@ DEFAULT_GRACE: Final = 15.0
 _FORMAT_TIMEOUT: Final = 120.0
 
 
-class NodeNotReadyError(LocalKafkaError):
-    """A node did not answer a metadata request in time, or its JVM exited."""
-
-    def __init__(
-        self,
-        node_id: int,
-        reason: str,
-        log_path: Path,
-        tail: list[str],
-        *,
-        hint: str = "the log lines above say why; `mdpeer kafka up --fresh` starts from "
-        "empty storage",
-    ) -> None:
-        self.node_id = node_id
-        self.log_path = log_path
-        self.tail = tail
-        shown = "\n".join(f"  | {line}" for line in tail) or "  | (the log is empty)"
-        super().__init__(
-            f"Kafka node {node_id} {reason}; last lines of {log_path}:\n{shown}",
-            hint=hint,
-        )
-
-
 def default_data_dir() -> Path:
-    """``<cache>/kafka-data`` (see :func:`peer.localkafka.runtime.cache_dir`)."""
+    """``<cache>/kafka-data`` (see :func:`peer.dev.localkafka.runtime.cache_dir`)."""
     return cache_dir() / "kafka-data"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """One node as ``status`` reports it."""
-
-    id: int
-    port: int
-    controller_port: int
-    pid: int | None
-    #: its JVM is alive (and is the broker we started)
-    running: bool
-    #: it answered a metadata request and is a registered broker
-    answering: bool
 
 
 @contextlib.contextmanager
@@ -249,7 +212,7 @@ class LocalKafka:
 
     @staticmethod
     def _class_sharing(jars: KafkaJars, java: Java) -> list[str]:
-        # Classes pre-parsed by `mdpeer kafka install` (peer.localkafka.cds): about a second
+        # Classes pre-parsed by `mdpeer kafka install` (peer.dev.localkafka.cds): about a second
         # less per JVM start. A stale archive is only a warning; the JVM then loads normally.
         archive = cds_archive(jars, java)
         if class_sharing_enabled() and archive.is_file():

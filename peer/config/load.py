@@ -14,7 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from peer.config import (
+from peer.config import servers as source_servers
+from peer.config.connector import parse_bool, parse_servers
+from peer.config.routesfile import load_routes, read_text
+from peer.config.settings import (
     ENV_PREFIX,
     HIDDEN,
     KAFKA_ENV_PREFIX,
@@ -23,11 +26,8 @@ from peer.config import (
     SourceSettings,
     is_secret_property,
 )
-from peer.connector import parse_bool, parse_servers
 from peer.errors import ConfigError
-from peer.routefile import load_routes, read_text
 from peer.secret import Secret
-from peer.source import servers as source_servers
 
 #: every setting: name -> (TOML table, "" = top level; kind). Env var MDPEER_<NAME>, flag --<name>.
 SETTINGS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(

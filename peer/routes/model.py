@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Final
 
 from peer.errors import ConfigError
+from peer.model import StartPolicy
 from peer.secret import Secret
-from peer.source.base import StartPolicy
 
 MAX_TOPIC_LENGTH: Final = 249
 _TOPIC_RE: Final = re.compile(r"[a-zA-Z0-9._-]+")

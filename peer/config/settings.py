@@ -17,17 +17,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from peer.connector import (
+from peer.config import servers as source_servers
+from peer.config.connector import (
     MAX_REPLICATION_FACTOR,
     MAX_TOPIC_PARTITIONS,
     check_topic_count,
     parse_servers,
 )
+from peer.config.servers import check_ca_file
 from peer.errors import ConfigError
-from peer.routes import validate_topic
+from peer.routes.model import validate_topic
 from peer.secret import Secret
-from peer.source import servers as source_servers
-from peer.source.tls import check_ca_file
 
 ENV_PREFIX: Final = "MDPEER_"
 #: librdkafka properties from the environment: MDPEER_RDKAFKA_SASL_PASSWORD -> sasl.password
@@ -217,7 +217,7 @@ class PeerSettings:
             set_(self, "peer_id", socket.gethostname())
         _check_name("peer_id", self.peer_id, "a peer id")
         if self.peer_id == "admin":
-            # <group>-admin is the transactional id of the admin commands (peer.admin)
+            # <group>-admin is the transactional id of the admin commands (peer.control.admin)
             raise ConfigError("peer_id", self.peer_id, "reserved for the admin commands")
         if not isinstance(self.static_membership, bool):
             raise ConfigError("static_membership", self.static_membership, "expected true or false")

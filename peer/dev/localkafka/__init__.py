@@ -6,7 +6,7 @@ in a state file in the data directory, so any later shell can ``status``/``down`
 
 Typical use::
 
-    from peer.localkafka import LocalKafka
+    from peer.dev.localkafka import LocalKafka
 
     cluster = LocalKafka(data_dir, nodes=3, port=19092).start()
     producer = Producer({"bootstrap.servers": cluster.bootstrap, ...})
@@ -17,15 +17,10 @@ Typical use::
 See docs/LOCALKAFKA.md for the cache, the environment variables and the broker settings.
 """
 
-from peer.localkafka.cluster import (
-    Cluster,
-    LocalKafka,
-    NodeNotReadyError,
-    NodeStatus,
-    default_data_dir,
-)
-from peer.localkafka.layout import PortInUseError, free_port_base
-from peer.localkafka.runtime import (
+from peer.dev.localkafka.cluster import Cluster, LocalKafka, default_data_dir
+from peer.dev.localkafka.layout import PortInUseError, free_port_base
+from peer.dev.localkafka.process import NodeNotReadyError, NodeStatus
+from peer.dev.localkafka.runtime import (
     KAFKA_VERSION,
     LOG4J_VERSION,
     KafkaJars,

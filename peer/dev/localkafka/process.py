@@ -13,19 +13,58 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from peer.localkafka.layout import HOST
+from peer.dev.localkafka.layout import HOST
+from peer.errors import LocalKafkaError
 
 MAIN_CLASS: Final = "kafka.Kafka"
 STORAGE_TOOL: Final = "kafka.tools.StorageTool"
 
 # librdkafka logs every refused connection while a broker is still starting; the probes
 # expect that, so their clients log into a logger that goes nowhere.
-_quiet = logging.getLogger("peer.localkafka.probe")
+_quiet = logging.getLogger("peer.dev.localkafka.probe")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
+
+
+class NodeNotReadyError(LocalKafkaError):
+    """A node did not answer a metadata request in time, or its JVM exited."""
+
+    def __init__(
+        self,
+        node_id: int,
+        reason: str,
+        log_path: Path,
+        tail: list[str],
+        *,
+        hint: str = "the log lines above say why; `mdpeer kafka up --fresh` starts from "
+        "empty storage",
+    ) -> None:
+        self.node_id = node_id
+        self.log_path = log_path
+        self.tail = tail
+        shown = "\n".join(f"  | {line}" for line in tail) or "  | (the log is empty)"
+        super().__init__(
+            f"Kafka node {node_id} {reason}; last lines of {log_path}:\n{shown}",
+            hint=hint,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One node as ``status`` reports it."""
+
+    id: int
+    port: int
+    controller_port: int
+    pid: int | None
+    #: its JVM is alive (and is the broker we started)
+    running: bool
+    #: it answered a metadata request and is a registered broker
+    answering: bool
 
 
 def jvm_command(

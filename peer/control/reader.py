@@ -53,7 +53,7 @@ from peer.control import (
     decode,
 )
 from peer.errors import MdpeerError
-from peer.routes import Route, RouteTable
+from peer.routes.model import Route, RouteTable
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from peer.sim.generator import Generator, GeneratorSpec
-from peer.sim.model import Store, encode_json, now_closure, subject_problem
+from peer.dev.sim.generator import Generator, GeneratorSpec
+from peer.dev.sim.model import Store, encode_json, now_closure, subject_problem
 
 _JSON: Final = "application/json"
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peer.connector import parse_connector
+from peer.config.connector import parse_connector
 from peer.errors import ConfigError
-from peer.routes import (
+from peer.routes.model import (
     ROUTE_FIELDS,
     Route,
     RoutesFile,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from peer.sim.model import check_subject
+from peer.dev.sim.model import check_subject
 
 STATUSES: Final = ("OK", "FAILED", "DENY", "MESSAGE_SIZE_LIMIT_EXCEEDED")
 
@@ -26,7 +26,7 @@ STATUSES: Final = ("OK", "FAILED", "DENY", "MESSAGE_SIZE_LIMIT_EXCEEDED")
 def normalize_server(server: str) -> str:
     """``host:port`` or ``http(s)://host[:port][/]`` -> ``http(s)://host[:port]``.
 
-    The forms one entry of ``mdpeer run --servers`` takes (peer.source.servers; peer.sim
+    The forms one entry of ``mdpeer run --servers`` takes (peer.source.servers; peer.dev.sim
     imports nothing from the peer, so the rules are restated here): a bare ``host:port`` needs
     its port and means http; a URL may leave the port to its scheme; no path, query, user
     info or fragment.

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from peer.demo.check import CommittedCounter
-from peer.demo.procs import PeerProc, alive, spawn_peer
-from peer.demo.summary import DemoResult
-from peer.demo.view import DemoStatus, PeerRow, View
+from peer.dev.demo.check import CommittedCounter
+from peer.dev.demo.procs import PeerProc, alive, spawn_peer
+from peer.dev.demo.summary import DemoResult
+from peer.dev.demo.view import DemoStatus, PeerRow, View
+from peer.dev.procsignals import fresh_run_dir, signals_ignored, signals_raise
 from peer.errors import MdpeerError
-from peer.procsignals import fresh_run_dir, signals_ignored, signals_raise
 
 GROUP: Final = "demo"
 #: the vendor connector's quick-start routes: subject, topic, key
@@ -87,7 +87,7 @@ def progress(line: str) -> None:
 
 
 def default_run_dir() -> Path:
-    from peer.localkafka import cache_dir
+    from peer.dev.localkafka import cache_dir
 
     return fresh_run_dir(cache_dir() / "demo", KEEP_RUNS)
 
@@ -124,7 +124,7 @@ class Demo:
             self.result.reason = str(exc)
         except Exception as exc:  # a failed step: report it, cleanup already ran
             self.result.reason = f"{type(exc).__name__}: {exc}"
-        _close_file_handlers(logging.getLogger("peer.demo.clients"))
+        _close_file_handlers(logging.getLogger("peer.dev.demo.clients"))
         self.result.left_running = sorted(p for p in self.result.pids.values() if alive(p))
         self._record_pids()
         return self.result
@@ -132,7 +132,7 @@ class Demo:
     def _clients_logger(self) -> logging.Logger:
         """librdkafka's logs of the demo's own clients go to clients.log in the run dir:
         retries on a new broker and disconnects at shutdown would clutter the view."""
-        logger = logging.getLogger("peer.demo.clients")
+        logger = logging.getLogger("peer.dev.demo.clients")
         logger.propagate = False
         _close_file_handlers(logger)
         if not logger.handlers:
@@ -154,7 +154,7 @@ class Demo:
     def _run(self, stack: contextlib.ExitStack) -> None:
         from confluent_kafka.admin import AdminClient
 
-        from peer.admin import admin_producer, ensure_control_topic, write_routes
+        from peer.control.admin import admin_producer, ensure_control_topic, write_routes
 
         bootstrap = self._start_kafka(stack)
         clients = self._clients_logger()
@@ -194,7 +194,7 @@ class Demo:
         stack.enter_context(view)
         self._wait_ready(admin, control, view, counter, sim)
 
-        from peer.sim.generator import GeneratorSpec
+        from peer.dev.sim.generator import GeneratorSpec
 
         subjects = tuple(s for s, _, _ in ROUTES)
         sim.start_generator(GeneratorSpec(subjects=subjects, rate=self.o.rate * len(subjects)))
@@ -263,7 +263,7 @@ class Demo:
     # -- steps -------------------------------------------------------------------------------
 
     def _start_kafka(self, stack: contextlib.ExitStack) -> str:
-        from peer.localkafka import LocalKafka, PortInUseError, free_port_base, stderr_progress
+        from peer.dev.localkafka import LocalKafka, PortInUseError, free_port_base, stderr_progress
 
         for attempt in range(3):
             port = free_port_base(1)
@@ -290,7 +290,7 @@ class Demo:
         raise DemoError("no free ports for the local Kafka")
 
     def _start_sim(self, stack: contextlib.ExitStack) -> Any:
-        from peer.sim.server import SimConfig, SimServer
+        from peer.dev.sim.server import SimConfig, SimServer
 
         # a big cache: a killed peer's subjects are resumed from it after the failover
         sim = SimServer(SimConfig(port=0, cache_size=1_000_000, cache_expire_s=3600.0))
@@ -360,7 +360,7 @@ class Demo:
     def _observe(
         self, admin: Any, control: str, counter: CommittedCounter, sim: Any, phase: str
     ) -> DemoStatus:
-        from peer.admin import describe_group
+        from peer.control.group import describe_group
 
         shards: dict[str, tuple[int, ...]] = {}
         group_state = "?"
@@ -398,7 +398,7 @@ class Demo:
 
 
 def _routes() -> list[Any]:
-    from peer.routes import Route
+    from peer.routes.model import Route
 
     return [Route(subject, topic, key=key) for subject, topic, key in ROUTES]
 

@@ -13,10 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from peer.errors import LocalKafkaError
-from peer.localkafka.cluster import LocalKafka
-from peer.localkafka.layout import PortInUseError, free_port_base
-from peer.localkafka.runtime import (
+from peer.dev.localkafka.cluster import LocalKafka
+from peer.dev.localkafka.layout import PortInUseError, free_port_base
+from peer.dev.localkafka.runtime import (
     Progress,
     cds_archive,
     class_sharing_enabled,
@@ -25,6 +24,7 @@ from peer.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.errors import LocalKafkaError
 
 
 def build_cds_archive(*, progress: Progress = stderr_progress) -> Path | None:

@@ -42,18 +42,16 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from peer.control import Command, encode_command, encode_route, encode_route_removal
-from peer.controlreader import (
+from peer.control.reader import (
     DEFAULT_TIMEOUT,
     ControlTopicMissingError,
     KafkaUnavailableError,
 )
+from peer.control.shards import shard_of
 from peer.errors import ConfigError, MdpeerError
-from peer.kafkaerrors import is_retriable
-from peer.routes import Route, RouteDiff, validate_subject, validate_topic
-from peer.shards import shard_of
+from peer.routes.model import Route, RouteDiff, validate_subject, validate_topic
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +124,7 @@ def admin_client(conf: Mapping[str, Any]) -> AdminClient:
     return AdminClient(full)
 
 
-def _unavailable(bootstrap: str | None, timeout: float, exc: KafkaException) -> MdpeerError:
+def kafka_unavailable(bootstrap: str | None, timeout: float, exc: KafkaException) -> MdpeerError:
     err = exc.args[0] if exc.args else None
     detail = err.str() if isinstance(err, KafkaError) else str(exc)
     return KafkaUnavailableError(bootstrap or "the bootstrap servers", timeout, detail)
@@ -137,7 +135,7 @@ def _topic_meta(admin: AdminClient, topic: str, bootstrap: str | None, timeout: 
         # All topics, not list_topics(topic=...): a per-topic lookup may auto-create it.
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise _unavailable(bootstrap, timeout, exc) from None
+        raise kafka_unavailable(bootstrap, timeout, exc) from None
     return md.topics.get(topic)
 
 
@@ -150,7 +148,7 @@ def _topic_config(
             timeout
         )
     except KafkaException as exc:
-        raise _unavailable(bootstrap, timeout, exc) from None
+        raise kafka_unavailable(bootstrap, timeout, exc) from None
     wanted = set(CONTROL_TOPIC_CONFIG) | {"min.insync.replicas"}
     return {k: str(e.value) for k, e in entries.items() if k in wanted}
 
@@ -238,7 +236,7 @@ def ensure_control_topic(
             if code == KafkaError.TOPIC_ALREADY_EXISTS:
                 pass  # another init won the race: check what it made below
             elif code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
-                raise _unavailable(bootstrap, timeout, exc) from None
+                raise kafka_unavailable(bootstrap, timeout, exc) from None
             else:
                 detail = err.str() if isinstance(err, KafkaError) else str(exc)
                 raise ControlTopicConfigError(
@@ -312,72 +310,6 @@ def _wait_for_leaders(
         time.sleep(0.05)
 
 
-# --- the group ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GroupMember:
-    """One peer in the group. Peers set ``client.id = mdpeer-<peer id>``."""
-
-    member_id: str
-    client_id: str
-    host: str
-    instance_id: str | None
-    #: control partitions (shards) assigned to it
-    shards: tuple[int, ...]
-
-    @property
-    def peer(self) -> str:
-        return self.client_id.removeprefix("mdpeer-")
-
-
-@dataclass(frozen=True, slots=True)
-class GroupInfo:
-    group: str
-    #: the broker's group state (e.g. STABLE, PREPARING_REBALANCE, EMPTY, DEAD)
-    state: str
-    members: tuple[GroupMember, ...]
-
-    def owners(self) -> dict[int, GroupMember]:
-        """shard → member that owns it (shards of no member are absent)."""
-        return {s: m for m in self.members for s in m.shards}
-
-
-def describe_group(
-    admin: AdminClient,
-    group: str,
-    topic: str,
-    *,
-    bootstrap: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> GroupInfo:
-    """Members of the peers' consumer group and the control shards each owns (for status)."""
-    # A group that is forming answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS at once:
-    # retriable, so ask again within the time budget instead of calling Kafka unreachable.
-    retrying = Retrying(
-        retry=retry_if_exception(is_retriable),
-        stop=stop_after_delay(timeout),
-        wait=wait_random_exponential(multiplier=0.05, max=0.5),
-        reraise=True,
-    )
-    try:
-        desc = retrying(
-            lambda: admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(
-                timeout
-            )
-        )
-    except KafkaException as exc:
-        raise _unavailable(bootstrap, timeout, exc) from None
-    members = []
-    for m in desc.members:
-        tps = m.assignment.topic_partitions if m.assignment is not None else []
-        shards = tuple(sorted(tp.partition for tp in tps if tp.topic == topic))
-        members.append(GroupMember(m.member_id, m.client_id, m.host, m.group_instance_id, shards))
-    members.sort(key=lambda m: (m.client_id, m.member_id))
-    state = getattr(desc.state, "name", str(desc.state))
-    return GroupInfo(group, state, tuple(members))
-
-
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -407,7 +339,7 @@ def admin_producer(
     try:
         producer.init_transactions(timeout)
     except KafkaException as exc:
-        raise _unavailable(str(conf.get("bootstrap.servers", "")), timeout, exc) from None
+        raise kafka_unavailable(str(conf.get("bootstrap.servers", "")), timeout, exc) from None
     return producer
 
 
@@ -542,8 +474,6 @@ __all__ = [
     "ControlTopicConfigError",
     "ControlTopicInfo",
     "ControlWriteError",
-    "GroupInfo",
-    "GroupMember",
     "RouteChange",
     "RouteRemoval",
     "ShardCountMismatchError",
@@ -551,7 +481,6 @@ __all__ = [
     "admin_producer",
     "admin_transactional_id",
     "describe_control_topic",
-    "describe_group",
     "ensure_control_topic",
     "route_records",
     "write_command",

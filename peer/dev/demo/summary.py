@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.demo.check import SubjectCheck
+from peer.dev.demo.check import SubjectCheck
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""What mdpeer asks of Kafka's client library: what its errors mean (``errors``)."""

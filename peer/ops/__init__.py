@@ -1,0 +1,1 @@
+"""What operators see of a running peer: logs, metrics and health endpoints."""
