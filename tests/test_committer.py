@@ -15,8 +15,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from peer.config.servers import parse_servers
-from peer.config.settings import PeerSettings, producer_config
+from peer.config.settings import PeerSettings
 from peer.errors import PeerFatalError
+from peer.kafka.clients import producer_config
 from peer.model import Message
 from peer.ops.health import Health
 from peer.ops.metrics import PeerMetrics

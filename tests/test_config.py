@@ -11,14 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.config.load import load_settings
-from peer.config.settings import (
-    MANAGED_KAFKA,
-    PeerSettings,
-    SourceSettings,
-    consumer_config,
-    producer_config,
-)
+from peer.config.settings import MANAGED_KAFKA, PeerSettings, SourceSettings
 from peer.errors import ConfigError
+from peer.kafka.clients import consumer_config, producer_config
 from peer.secret import Secret
 
 DATA = Path(__file__).parent / "data"

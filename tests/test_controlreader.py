@@ -10,16 +10,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from peer.control import encode_checkpoint, encode_route
 from peer.control.reader import (
     ControlReadTimeoutError,
     ControlTopicMissingError,
+    ShardStateWithEnd,
+    _Progress,
+    _take,
     read_shards,
-    reader_config,
 )
 from peer.control.shards import shard_of
+from peer.control.state import ShardState
+from peer.errors import MdpeerError
+from peer.kafka.clients import reader_config
 from peer.model import Position
 from peer.routes.model import Route
 from tests.fixtures.kafka import TopicFactory
@@ -203,3 +208,22 @@ def test_a_read_right_after_a_commit_sees_it(
         states = read_shards(conf, topic, [0], timeout=15)
         assert states[0].state.checkpoints[subject].position == Position(1, seq)
         assert states[0].end_offset == 2 * seq  # record + commit marker per transaction
+
+
+def test_an_error_of_the_whole_consumer_is_looked_at_before_its_partition() -> None:
+    """Errors like "all brokers down" carry no partition or offset: a transient one is waited
+    out (the read's deadline bounds it), any other names the topic; neither is an
+    AssertionError (the reader once asserted the partition before looking at the error)."""
+    topic = "t.control"
+    pending = {0: _Progress(target=5)}
+    states = {0: ShardStateWithEnd(ShardState(0, 1), 0)}
+    _take(Message(error=KafkaError(KafkaError._ALL_BROKERS_DOWN)), topic, pending, states)
+    assert 0 in pending  # nothing learned, nothing lost
+    refusal = Message(error=KafkaError(KafkaError.SASL_AUTHENTICATION_FAILED))
+    with pytest.raises(MdpeerError, match=r"control topic 't\.control': ") as refused:
+        _take(refusal, topic, pending, states)
+    assert "partition" not in str(refused.value)
+    # a partition's end still ends the read of that partition
+    end = Message(topic=topic, partition=0, offset=5, error=KafkaError(KafkaError._PARTITION_EOF))
+    _take(end, topic, pending, states)
+    assert pending[0].eof == 5

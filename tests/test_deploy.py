@@ -30,8 +30,9 @@ import yaml
 
 from peer.cli import app
 from peer.config.load import SETTINGS, env_name, load_settings
-from peer.config.settings import PeerSettings, consumer_config
+from peer.config.settings import PeerSettings
 from peer.dev.sim.server import SimServer
+from peer.kafka.clients import consumer_config
 from peer.ops.health import Health, ObservabilityServer
 from peer.ops.metrics import PeerMetrics
 

@@ -16,13 +16,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from peer.config.settings import PeerSettings, producer_config
+from peer.config.settings import PeerSettings
 from peer.control import ShardState, decode
 from peer.control.group import describe_group
 from peer.control.reader import read_control_topic
 from peer.control.shards import shard_of
 from peer.dev.sim.server import SimServer
 from peer.errors import MdpeerError
+from peer.kafka.clients import producer_config
 from peer.model import Message, Position, StartPolicy
 from peer.routes.model import Route
 from peer.writer import TransactionalWriter

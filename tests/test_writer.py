@@ -18,10 +18,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from peer.config.settings import PeerSettings, producer_config
+from peer.config.settings import PeerSettings
 from peer.control import CheckpointRecord, decode
 from peer.control.shards import murmur2, shard_of, to_positive
 from peer.errors import FaultReason
+from peer.kafka.clients import producer_config
 from peer.kafka.errors import (
     AbortRequiredError,
     FencedError,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -19,7 +18,7 @@ import typer
 
 from peer.config.load import lenient_setting, load_settings
 from peer.config.settings import PeerSettings
-from peer.secret import Secret
+from peer.kafka.clients import section_config
 
 #: seconds an admin command waits for Kafka before it reports it unreachable
 DEFAULT_TIMEOUT: Final = 10.0
@@ -130,20 +129,9 @@ class Deployment:
 
     def client_conf(self, section: str = "kafka") -> dict[str, Any]:
         """librdkafka properties for an admin client, producer (``kafka_producer``) or reader
-        (``kafka_consumer``): bootstrap, the shared ``[kafka]`` table and the section's own.
-        Secrets are revealed here: never print the result."""
-        conf: dict[str, Any] = {"client.id": "mdpeer-admin"}
-        conf.update(_reveal(self.settings.kafka))
-        if section != "kafka":
-            conf.update(_reveal(getattr(self.settings, section)))
-        conf["bootstrap.servers"] = self.settings.bootstrap
-        if section == "kafka_consumer":
-            conf["group.id"] = self.settings.group
-        return conf
-
-
-def _reveal(props: Mapping[str, str | Secret]) -> dict[str, str]:
-    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
+        (``kafka_consumer``) (:func:`peer.kafka.clients.section_config`). Secrets are
+        revealed here: never print the result."""
+        return section_config(self.settings, section)
 
 
 def resolve_lenient(flag: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -125,7 +126,7 @@ def run(
     """
     from peer.config.load import load_settings
     from peer.ops import logs
-    from peer.runner import run_peer
+    from peer.runner import SWITCH_INTERVAL_S, run_peer
 
     # Env values are read by load_settings itself (MDPEER_*); typer's envvar= only documents
     # them and fills the flags, which win anyway.
@@ -148,5 +149,6 @@ def run(
         logs.configure(settings.log_level, json_lines=settings.log_format == "json")
         for note in settings.notes:
             typer.echo(f"note: {note}", err=True)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # process-wide: set here, not by the library
         code = run_peer(settings)
     raise typer.Exit(code)

@@ -48,9 +48,12 @@ from peer.control.reader import (
     DEFAULT_TIMEOUT,
     ControlTopicMissingError,
     KafkaUnavailableError,
+    kafka_unavailable,
 )
 from peer.control.shards import shard_of
 from peer.errors import ConfigError, MdpeerError
+from peer.kafka.clients import with_callbacks
+from peer.kafka.errors import PRODUCER_FENCED_CODES, kafka_error_of
 from peer.routes.model import Route, RouteDiff, validate_subject, validate_topic
 
 log = logging.getLogger(__name__)
@@ -119,15 +122,7 @@ RouteChange = Route | RouteRemoval
 def admin_client(conf: Mapping[str, Any]) -> AdminClient:
     """An AdminClient on ``conf`` (bootstrap.servers + security properties), logging through
     Python logging instead of stderr."""
-    full = dict(conf)
-    full.setdefault("logger", logging.getLogger("peer.kafka"))
-    return AdminClient(full)
-
-
-def kafka_unavailable(bootstrap: str | None, timeout: float, exc: KafkaException) -> MdpeerError:
-    err = exc.args[0] if exc.args else None
-    detail = err.str() if isinstance(err, KafkaError) else str(exc)
-    return KafkaUnavailableError(bootstrap or "the bootstrap servers", timeout, detail)
+    return AdminClient(with_callbacks(conf, "admin"))
 
 
 def _topic_meta(admin: AdminClient, topic: str, bootstrap: str | None, timeout: float) -> Any:
@@ -231,8 +226,8 @@ def ensure_control_topic(
             ].result(left())
             created = True
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            code = err.code() if isinstance(err, KafkaError) else None
+            err = kafka_error_of(exc)
+            code = err.code() if err is not None else None
             if code == KafkaError.TOPIC_ALREADY_EXISTS:
                 pass  # another init won the race: check what it made below
             elif code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
@@ -325,8 +320,7 @@ def admin_producer(
     ``init_transactions`` here fences any older admin producer of the group and aborts what
     it left open. :class:`KafkaUnavailableError` if Kafka does not answer within ``timeout``.
     """
-    full = dict(conf)
-    full.setdefault("logger", logging.getLogger("peer.kafka"))
+    full = with_callbacks(conf, "admin-producer")
     full.update(
         {
             "transactional.id": admin_transactional_id(group),
@@ -440,23 +434,16 @@ def _write_transaction(
         _abort(producer, deadline)
         if isinstance(exc, ControlWriteError):
             raise
-        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-        if isinstance(err, KafkaError) and err.code() in (
-            KafkaError._FENCED,
-            KafkaError.PRODUCER_FENCED,
-            KafkaError.INVALID_PRODUCER_EPOCH,
-        ):
+        err = kafka_error_of(exc) if isinstance(exc, KafkaException) else None
+        if err is not None and err.code() in PRODUCER_FENCED_CODES:
             raise ControlWriteError(
                 f"control topic {topic!r}: another admin command of this group started "
                 "meanwhile and fenced this one; nothing applied",
                 hint="run the command again once the other one finished",
             ) from None
-        if isinstance(err, KafkaError) and err.code() in (
-            KafkaError._TIMED_OUT,
-            KafkaError._TRANSPORT,
-        ):
+        if err is not None and err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
             raise KafkaUnavailableError("the bootstrap servers", timeout, err.str()) from None
-        detail = err.str() if isinstance(err, KafkaError) else str(exc) or type(exc).__name__
+        detail = err.str() if err is not None else str(exc) or type(exc).__name__
         raise ControlWriteError(f"control topic {topic!r}: {detail}; nothing applied") from None
 
 

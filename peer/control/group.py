@@ -9,8 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from peer.control.admin import kafka_unavailable
-from peer.control.reader import DEFAULT_TIMEOUT
+from peer.control.reader import DEFAULT_TIMEOUT, kafka_unavailable
 from peer.kafka.errors import is_retriable
 
 

@@ -34,12 +34,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from peer.control import (
     BlockRecord,
@@ -53,26 +59,14 @@ from peer.control import (
     decode,
 )
 from peer.errors import MdpeerError
+from peer.kafka.clients import reader_config, with_callbacks
+from peer.kafka.errors import kafka_error_of
 from peer.routes.model import Route, RouteTable
 
 log = logging.getLogger(__name__)
 
 #: how long a command may wait for Kafka before it says Kafka is unreachable
 DEFAULT_TIMEOUT: Final = 10.0
-
-#: group-membership properties a base consumer config may carry that an assign-only reader
-#: must not use (a static member id would fence the peer that owns it)
-_GROUP_ONLY: Final = frozenset(
-    {
-        "group.instance.id",
-        "group.protocol",
-        "group.remote.assignor",
-        "partition.assignment.strategy",
-        "session.timeout.ms",
-        "heartbeat.interval.ms",
-        "enable.auto.offset.store",
-    }
-)
 
 
 class KafkaUnavailableError(MdpeerError):
@@ -87,6 +81,13 @@ class KafkaUnavailableError(MdpeerError):
             hint="check --bootstrap / MDPEER_BOOTSTRAP, that the brokers run and are reachable "
             "from here, and the security settings (kafka.* properties)",
         )
+
+
+def kafka_unavailable(bootstrap: str | None, timeout: float, exc: KafkaException) -> MdpeerError:
+    """The :class:`KafkaUnavailableError` a client's exception stands for."""
+    err = kafka_error_of(exc)
+    detail = err.str() if err is not None else str(exc)
+    return KafkaUnavailableError(bootstrap or "the bootstrap servers", timeout, detail)
 
 
 class ControlTopicMissingError(MdpeerError):
@@ -143,26 +144,6 @@ class ShardStateWithEnd:
     problems: list[ControlRecordError] = field(default_factory=list)
 
 
-def reader_config(base: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` (e.g. ``consumer_config(settings)``) turned into an assign-only reader's."""
-    conf = {k: v for k, v in base.items() if k not in _GROUP_ONLY}
-    # librdkafka wants a group id even for assign(); nothing is ever committed under it.
-    group = conf.get("group.id") or "mdpeer"
-    conf.update(
-        {
-            "group.id": f"{group}.reader-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            # never create the control topic by looking it up
-            "allow.auto.create.topics": False,
-        }
-    )
-    conf.setdefault("logger", logging.getLogger("peer.kafka"))
-    return conf
-
-
 def _bootstrap(conf: Mapping[str, Any]) -> str:
     return str(conf.get("bootstrap.servers") or conf.get("metadata.broker.list") or "?")
 
@@ -172,9 +153,7 @@ def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: fl
     try:
         md = consumer.list_topics(topic, timeout=max(timeout, 0.1))
     except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        detail = err.str() if isinstance(err, KafkaError) else str(exc)
-        raise KafkaUnavailableError(bootstrap, timeout, detail) from None
+        raise kafka_unavailable(bootstrap, timeout, exc) from None
     meta = md.topics.get(topic)
     if meta is None or (
         meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -210,7 +189,7 @@ def _high_watermarks(
     conf: Mapping[str, Any], topic: str, partitions: list[int], bootstrap: str, deadline: float
 ) -> dict[int, int]:
     # A read_uncommitted handle: for a read_committed one librdkafka reports the LSO instead.
-    probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
+    probe = Consumer(with_callbacks({**conf, "isolation.level": "read_uncommitted"}, "reader"))
     started = time.monotonic()
     try:
         out = {}
@@ -298,33 +277,46 @@ def read_shards(
                     open_transaction=any(prog.eof is not None for prog in pending.values()),
                 )
             for msg in consumer.consume(num_messages=1000, timeout=min(deadline - now, 0.1)):
-                part, offset = msg.partition(), msg.offset()
-                assert part is not None
-                assert offset is not None
-                prog_or_none = pending.get(part)
-                if prog_or_none is None:
-                    # a record after the end of a finished partition: whoever resumes at
-                    # end_offset reads it
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        prog_or_none.eof = offset
-                        if prog_or_none.first_eof_at is None:
-                            prog_or_none.first_eof_at = time.monotonic()
-                        continue
-                    if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-                        continue  # librdkafka retries; the deadline bounds it
-                    raise MdpeerError(f"control topic {topic!r} partition {part}: {err.str()}")
-                _apply(states[part], msg.key(), msg.value(), offset)
-                prog_or_none.last = offset
-                if offset >= prog_or_none.target:
-                    # Everything below the target was read: on a partition that keeps getting
-                    # commits, librdkafka may never report PARTITION_EOF, so this is the end.
-                    del pending[part]
+                _take(msg, topic, pending, states)
         return states
     finally:
         consumer.close()
+
+
+def _take(
+    msg: Message, topic: str, pending: dict[int, _Progress], states: dict[int, ShardStateWithEnd]
+) -> None:
+    """One message of the read: a record to apply, a partition's end, or an error.
+
+    The error is looked at first: an error of the consumer as a whole (all brokers down, an
+    authentication failure) carries no partition or offset.
+    """
+    err = msg.error()
+    part = msg.partition()
+    if err is not None and err.code() != KafkaError._PARTITION_EOF:
+        if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN) or (
+            err.retriable() and not err.fatal()
+        ):
+            return  # librdkafka retries; the read's deadline bounds it
+        where = f" partition {part}" if part is not None and part >= 0 else ""
+        raise MdpeerError(f"control topic {topic!r}{where}: {err.str()}")
+    offset = msg.offset()
+    if part is None or offset is None:
+        return
+    progress = pending.get(part)
+    if progress is None:
+        return  # a record after the end of a finished partition: read by whoever resumes there
+    if err is not None:  # the partition's end as a read_committed consumer sees it (the LSO)
+        progress.eof = offset
+        if progress.first_eof_at is None:
+            progress.first_eof_at = time.monotonic()
+        return
+    _apply(states[part], msg.key(), msg.value(), offset)
+    progress.last = offset
+    if offset >= progress.target:
+        # Everything below the target was read: on a partition that keeps getting commits,
+        # librdkafka may never report PARTITION_EOF, so this is the end.
+        del pending[part]
 
 
 def _apply(shard: ShardStateWithEnd, key: bytes | None, value: bytes | None, offset: int) -> None:
@@ -415,8 +407,8 @@ __all__ = [
     "ControlTopicMissingError",
     "KafkaUnavailableError",
     "ShardStateWithEnd",
+    "kafka_unavailable",
     "read_control_topic",
     "read_shards",
-    "reader_config",
     "topic_partitions",
 ]

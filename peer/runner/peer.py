@@ -25,17 +25,18 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from peer.config.settings import PeerSettings, admin_config, consumer_config, producer_config
+from peer.config.settings import PeerSettings
 from peer.control import Change, ControlRecordError, decode
 from peer.control.reader import ControlTopicMissingError, KafkaUnavailableError
 from peer.errors import MdpeerError, PeerFatalError
+from peer.kafka.clients import admin_config, consumer_config, producer_config, with_callbacks
 from peer.kafka.errors import (
     AbortRequiredError,
     FatalKafkaError,
@@ -57,11 +58,6 @@ from peer.writer import DEFAULT_MESSAGE_MAX_BYTES, TransactionalWriter, WriteOut
 from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
 
 log = logging.getLogger("peer.runner")
-
-
-def with_logger(conf: Mapping[str, object]) -> dict[str, Any]:
-    """librdkafka's own log lines go through Python logging, not stderr."""
-    return {**conf, "logger": logging.getLogger("peer.kafka")}
 
 
 #: exit codes of ``mdpeer run``
@@ -153,7 +149,7 @@ class Peer:
             policy=TopicPolicy(
                 TopicCreation(s.topic_creation), s.topic_partitions, s.topic_replication_factor
             ),
-            admin=AdminClient(with_logger(admin_config(s))),
+            admin=AdminClient(with_callbacks(admin_config(s), "admin")),
         )
         writer = TransactionalWriter(
             producer,
@@ -195,7 +191,7 @@ class Peer:
         )
         writer.init()  # fences an older instance of this peer id
         self.source.start()
-        self._consumer = Consumer(with_logger(self._consumer_conf))
+        self._consumer = Consumer(with_callbacks(self._consumer_conf, "group-consumer"))
         self._consumer.subscribe(
             [s.control_topic],
             on_assign=self._guard(rebalancer.on_assign),
@@ -226,7 +222,7 @@ class Peer:
         return self._shutdown()
 
     def _new_producer(self) -> Producer:
-        return Producer(with_logger(self._producer_conf))
+        return Producer(with_callbacks(self._producer_conf, "producer"))
 
     def _control_partitions(self, producer: Producer) -> int:
         try:

@@ -18,8 +18,8 @@ from benchlib.deploy import create_topic, deployment
 from benchlib.procs import SimProcess, cpu_seconds, log, split_evenly, wait_until
 from benchlib.tail import Tail
 from peer.config.load import load_settings
-from peer.config.settings import producer_config
 from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
+from peer.kafka.clients import producer_config
 from peer.model import Message
 from peer.writer.records import Headers, java_partition, message_headers
 
