@@ -195,8 +195,8 @@ def _high_watermarks(
         out = {}
         for p in partitions:
             # A broker that just died fails the request at once (_DESTROY_BROKER, _TRANSPORT,
-            # not the leader): ask again, in short waits, until the deadline (scripts/chaos.py
-            # saw a peer exit on the first such error during a rebuild).
+            # not the leader): ask again, in short waits, until the deadline (RELIABILITY.md,
+            # finding 4).
             while True:
                 wait = min(max(deadline - time.monotonic(), 0.1), _WATERMARK_WAIT_S)
                 try:

@@ -25,6 +25,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Final
@@ -88,6 +89,7 @@ class Peer:
         self.health = health or Health()
         self.owned = ShardSet()
         self._stop = threading.Event()
+        self._stopped_at = 0.0
         self._fatal: BaseException | None = None
         self._turn_in: dict[str, int] = {}
         self._ctx = {"peer": settings.peer_id, "txn": settings.transactional_id}
@@ -132,7 +134,13 @@ class Peer:
         """Signal handler: finish the turn, commit, leave the group (SIGTERM / SIGINT)."""
         if not self._stop.is_set():
             log.info("stop requested", extra={**self._ctx, "signal": signum})
+            self._stopped_at = time.monotonic()
         self._stop.set()
+
+    def _abandon(self) -> bool:
+        """Stopping for longer than the revoke budget: stop waiting for Kafka calls."""
+        budget = self.settings.on_revoke_budget_ms / 1000
+        return self._stop.is_set() and time.monotonic() - self._stopped_at > budget
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -163,6 +171,7 @@ class Peer:
             ),
             transactional_id=s.transactional_id,
             topics=topics,
+            abandon=self._abandon,
         )
         self._committer = Committer(
             settings=s,
@@ -457,7 +466,8 @@ class Peer:
         self.watch.leaving()
         code = EXIT_OK
         try:
-            self._txns().commit(self._consumer, "shutdown")
+            budget = self.settings.on_revoke_budget_ms / 1000  # as a revoke: bounded
+            self._txns().commit(self._consumer, "shutdown", budget)
             self._consumer.close()  # leaves the group; on_revoke runs (nothing left to commit)
             self._raise_fatal()
         except (KafkaWriteError, PeerFatalError, KafkaException) as exc:
@@ -476,7 +486,7 @@ class Peer:
         if writer is not None and writer.transaction_open:
             try:
                 writer.abort(5.0)
-            except KafkaWriteError as exc:
+            except MdpeerError as exc:  # fenced, failed, or abandoned while stopping
                 log.warning("abort failed: %s", exc, extra=self._ctx)
         self.owned.clear()  # callbacks during close must commit nothing
         if self._consumer is not None:

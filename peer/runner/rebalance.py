@@ -60,7 +60,7 @@ def await_pending_offsets(
     open transactions cannot see such a transaction, as it has no record there yet; the group
     coordinator can: a read_committed offset fetch answers "unstable" while it is pending,
     and librdkafka asks again until it ends. Any later offsets of the old owner carry an old
-    generation and are refused. (RELIABILITY.md, finding 6.)
+    generation and are refused (RELIABILITY.md, finding 7).
 
     Asked in slices of a second, so a stop meanwhile is acted on: False when stopping.
     """

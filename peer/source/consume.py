@@ -220,8 +220,8 @@ class ConsumeClient:
         self, server: ServerAddress, state: str, level: int, msg: str, extra: dict[str, object]
     ) -> None:
         """Log a server going down or up, at most once per ``_FLIP_LOG_EVERY_S`` per server and
-        state; the next line counts what was left out. A server failing one request in ten
-        flips on every failure: a line pair per failure flooded the logs (scripts/chaos.py)."""
+        state; the next line counts what was left out: a server failing one request in ten
+        flips on every failure (RELIABILITY.md, finding 3)."""
         now = time.monotonic()
         key = (server.netloc, state)
         last, skipped = self._flips.get(key, (-_FLIP_LOG_EVERY_S, 0))

@@ -99,12 +99,11 @@ def produce_error(
     """What a ``produce`` refused in an open transaction means.
 
     librdkafka refuses to produce (``_STATE``) once the transaction has failed: that is an
-    abort, not a crash (seen by scripts/chaos.py after a rebalance fenced a commit and the
-    redo's first batch met "skipped sequence numbers, requires epoch bump").
+    abort, not a crash (RELIABILITY.md, finding 5).
 
     A producer that hit a fatal error refuses with a bare ``_FATAL``; the cause (e.g. fenced
-    by a newer instance) is raised by its next ``poll``: that is what gets classified (a CI
-    run saw "Local: Fatal error" where the test expected the fencing it came from).
+    by a newer instance) is raised by its next ``poll``: that is what gets classified
+    (RELIABILITY.md, finding 9).
     """
     err = kafka_error_of(exc)
     if err is not None and err.code() == KafkaError._FATAL and producer is not None:

@@ -19,6 +19,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import Message as KafkaMessage
 
+from peer.errors import PeerFatalError
 from peer.kafka.errors import QueueFullError
 from peer.writer.failures import DeliveryFailure
 from peer.writer.records import DeliveryReport, Headers, WriterStats
@@ -31,15 +32,29 @@ DRAIN_POLL: Final = 0.05
 _WAKE_S: Final = 0.2
 
 
-def off_main_thread(call: Callable[[float], object], deadline: float) -> None:
+class CallAbandonedError(PeerFatalError):
+    """The peer is stopping and a transactional call did not return within the stop budget:
+    the peer leaves without waiting for it (whatever it was doing either completes at the
+    broker or is aborted there; a new owner waits for it, KIP-447). Exit 2, not 0: the
+    handoff was not clean."""
+
+
+def off_main_thread(
+    call: Callable[[float], object],
+    deadline: float,
+    abandon: Callable[[], bool] | None = None,
+) -> None:
     """Run a blocking transactional call (commit, abort, send offsets) in a helper thread
     while the main thread waits in Python.
 
-    Python runs signal handlers only in the main thread, between bytecodes: a call blocked in
-    librdkafka for an unreachable broker (``send_offsets_to_transaction`` does not honour
-    short timeouts there) kept SIGTERM unanswered for 30 s (found by scripts/chaos.py). The
-    call itself is unchanged and still one at a time: the main thread does nothing else
+    Python runs signal handlers only in the main thread, between bytecodes, and a call
+    blocked in librdkafka for an unreachable broker (``send_offsets_to_transaction`` does not
+    honour short timeouts there) would keep SIGTERM unanswered (RELIABILITY.md, finding 1).
+    The call itself is unchanged and still one at a time: the main thread does nothing else
     until it returns, it only stays able to run the handler (which sets the stop flag).
+    ``abandon`` says when to stop waiting anyway: after a stop request, a call to brokers
+    that are away may not return for tens of seconds (RELIABILITY.md, finding 11), longer
+    than an orchestrator waits before it kills the process.
     """
     outcome: list[BaseException | None] = []
     done = threading.Event()
@@ -55,7 +70,11 @@ def off_main_thread(call: Callable[[float], object], deadline: float) -> None:
 
     threading.Thread(target=run, name="mdpeer-txn-call", daemon=True).start()
     while not done.wait(_WAKE_S):
-        pass
+        if abandon is not None and abandon():
+            raise CallAbandonedError(
+                "stopping: a transactional call to Kafka did not return within the stop "
+                "budget (on_revoke_budget_ms); leaving without it"
+            )
     if outcome and outcome[0] is not None:
         raise outcome[0]
 
@@ -173,4 +192,4 @@ class Outbox:
             )
 
 
-__all__ = ["DRAIN_POLL", "Outbox", "off_main_thread"]
+__all__ = ["DRAIN_POLL", "CallAbandonedError", "Outbox", "off_main_thread"]

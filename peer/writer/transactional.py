@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,7 @@ class TransactionalWriter:
         retry_attempts: int = 5,
         retry_backoff_max: float = 1.0,
         topics: TopicCatalog | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> None:
         if control_partitions < 1:
             raise ConfigError("control_partitions", control_partitions, "must be at least 1")
@@ -89,6 +90,8 @@ class TransactionalWriter:
         self.retry_attempts = retry_attempts
         self.retry_backoff_max = retry_backoff_max
         self.stats = WriterStats()
+        #: when to stop waiting for a blocked transactional call (the peer is stopping)
+        self.abandon = abandon
         self._out = Outbox(
             producer,
             stats=self.stats,
@@ -352,6 +355,7 @@ class TransactionalWriter:
                             list(offsets), group_metadata, t
                         ),
                         deadline,
+                        self.abandon,
                     ),
                     op="send_offsets_to_transaction",
                     attempts=self.retry_attempts,
@@ -359,7 +363,9 @@ class TransactionalWriter:
                     backoff_max=self.retry_backoff_max,
                 )
             call_with_retry(
-                lambda: off_main_thread(self._out.producer.commit_transaction, deadline),
+                lambda: off_main_thread(
+                    self._out.producer.commit_transaction, deadline, self.abandon
+                ),
                 op="commit_transaction",
                 attempts=self.retry_attempts,
                 budget=budget,
@@ -427,7 +433,7 @@ class TransactionalWriter:
         budget = self.operation_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         call_with_retry(
-            lambda: off_main_thread(self._out.producer.abort_transaction, deadline),
+            lambda: off_main_thread(self._out.producer.abort_transaction, deadline, self.abandon),
             op="abort_transaction",
             attempts=self.retry_attempts,
             budget=budget,
