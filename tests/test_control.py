@@ -332,9 +332,9 @@ def test_a_misplaced_record_is_reported_while_the_shard_holds_other_subjects() -
 
 
 def test_routes_sharing_a_value_decode_to_their_own_subjects() -> None:
-    first = Route("/shared/1", "orders", key="k", on_oversize=Oversize.SKIP)
+    first = Route("/same/1", "orders", key="k", on_oversize=Oversize.SKIP)
     _, value = encode_route(first)
-    for subject in ("/shared/1", "/shared/2", "/shared/1"):
+    for subject in ("/same/1", "/same/2", "/same/1"):
         record = decode(f"route:{subject}".encode(), value)
         assert isinstance(record, RouteRecord)
         assert record.route == Route(subject, "orders", key="k", on_oversize=Oversize.SKIP)
@@ -345,7 +345,7 @@ def test_routes_sharing_a_value_decode_to_their_own_subjects() -> None:
             decode(f"route:{subject}".encode(), bad)
     # the subject is still checked when the value is known
     with pytest.raises(ControlRecordError, match="bad subject"):
-        decode(b"route:/shared//3", value)
+        decode(b"route:/same//3", value)
 
 
 def test_already_applied_offsets_are_skipped() -> None:
