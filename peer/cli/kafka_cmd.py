@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from peer.cli.common import expected_errors
 from peer.errors import MdpeerError
+
+if TYPE_CHECKING:
+    from peer.dev.localkafka import Cluster
 
 app = typer.Typer(
     help="Run a real local Apache Kafka (KRaft, on 127.0.0.1) for the demo and the tests.",
@@ -125,6 +128,24 @@ def up(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Wipe the storage of an earlier run first.")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS and SASL/SCRAM-SHA-512 logins for clients, ACLs (StandardAuthorizer, "
+            "deny by default), super user admin. Passwords and client files go to "
+            "<data-dir>/secure/; --json names them.",
+        ),
+    ] = False,
+    users: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--user",
+            help="With --secure: a SCRAM user to create (repeat it; admin always is one). "
+            "(default: peer and operator)",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Start a local Kafka and wait until it answers; print its bootstrap servers.
@@ -135,7 +156,10 @@ def up(
     Example: mdpeer kafka up --nodes 3 --port 19092 --json
     """
     from peer.dev.localkafka import LocalKafka
+    from peer.dev.localkafka.secure import ADMIN_USER, DEFAULT_USERS
 
+    if users and not secure:
+        raise typer.BadParameter("SCRAM users need --secure", param_hint="--user")
     with expected_errors():
         cluster = LocalKafka(
             data_dir,
@@ -145,6 +169,8 @@ def up(
             heap_mb=heap_mb,
             ready_timeout=timeout,
             fresh=fresh,
+            secure=secure,
+            users=DEFAULT_USERS if users is None else [ADMIN_USER, *users],
         ).start()
     if json_out:
         typer.echo(json.dumps(cluster.describe()))
@@ -153,8 +179,23 @@ def up(
     for node in cluster.layout.nodes:
         pid, log = cluster.pid(node.id), cluster.log_path(node.id)
         _err(f"  node {node.id}: pid {pid}, port {node.port}, log {log}")
+    _say_security(cluster)
     _err(f"stop it with: mdpeer kafka down --data-dir {cluster.data_dir}")
     typer.echo(cluster.bootstrap)
+
+
+def _say_security(cluster: Cluster) -> None:
+    security = cluster.security
+    if security is None:
+        return
+    _err(
+        f"secured: SASL_SSL with SCRAM-SHA-512, CA {security.ca_file}; users "
+        f"{', '.join(security.users)} (admin is a super user; the others need ACLs)"
+    )
+    _err(
+        f"  passwords: {security.dir}/<user>.password; for Kafka's tools: --command-config "
+        f"{security.properties_file('admin')}"
+    )
 
 
 @app.command()
@@ -200,12 +241,14 @@ def status(*, data_dir: DataDir = None, json_out: Json = False) -> None:
     with expected_errors():
         cluster = Cluster.load(data_dir)
         nodes = cluster.status() if cluster is not None else []
+        security = cluster.security if cluster is not None else None
     ok = bool(nodes) and all(n.answering for n in nodes)
     if json_out:
         typer.echo(
             json.dumps(
                 {
                     "bootstrap": cluster.bootstrap if cluster else None,
+                    "security": security.to_json() if security else None,
                     "nodes": [
                         {
                             "id": n.id,
@@ -227,6 +270,7 @@ def status(*, data_dir: DataDir = None, json_out: Json = False) -> None:
                 "answering" if n.answering else "running, not answering" if n.running else "down"
             )
             _err(f"node {n.id}: port {n.port}, pid {n.pid or '-'}: {state}")
+        _say_security(cluster)
         typer.echo(cluster.bootstrap)
     if not ok:
         raise typer.Exit(1)

@@ -14,6 +14,9 @@ Typical use::
     cluster.restart(2)    # back, waits until it answers
     cluster.stop()
 
+    secured = LocalKafka(data_dir, port=19092, secure=True).start()
+    Producer(secured.client_config("peer"))   # TLS + SCRAM login as the user "peer"
+
 See docs/LOCALKAFKA.md for the cache, the environment variables and the broker settings.
 """
 
@@ -30,6 +33,7 @@ from peer.dev.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.dev.localkafka.secure import Security, librdkafka_config
 
 __all__ = [
     "KAFKA_VERSION",
@@ -40,10 +44,12 @@ __all__ = [
     "NodeNotReadyError",
     "NodeStatus",
     "PortInUseError",
+    "Security",
     "cache_dir",
     "default_data_dir",
     "find_java",
     "free_port_base",
+    "librdkafka_config",
     "quiet_progress",
     "resolve_jars",
     "stderr_progress",

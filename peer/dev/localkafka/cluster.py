@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from peer.dev.localkafka import layout as lay
 from peer.dev.localkafka import process as proc
-from peer.dev.localkafka.process import NodeNotReadyError, NodeStatus
+from peer.dev.localkafka import secure as sec
+from peer.dev.localkafka.process import NodeStatus
 from peer.dev.localkafka.runtime import (
     Java,
     KafkaJars,
@@ -31,13 +32,13 @@ from peer.dev.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.dev.localkafka.storage import format_storage
 from peer.errors import ConfigError, LocalKafkaError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_READY_TIMEOUT: Final = 90.0
 DEFAULT_GRACE: Final = 15.0
-_FORMAT_TIMEOUT: Final = 120.0
 
 
 def default_data_dir() -> Path:
@@ -68,6 +69,10 @@ class LocalKafka:
     The storage in ``data_dir`` is reused when it holds a cluster of the same shape (nodes
     and ports), so topics survive ``stop``/``start``; otherwise (or with ``fresh=True``) it is
     wiped and formatted again. A non-empty directory that mdpeer did not create is refused.
+
+    ``secure=True`` starts it with TLS, SASL/SCRAM-SHA-512 users and ACLs
+    (:mod:`peer.dev.localkafka.secure`); :attr:`Cluster.security` then says where the CA
+    and each user's password and properties files are.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class LocalKafka:
         jvm_options: Sequence[str] | None = None,
         tie_to_parent: bool = False,
         progress: Progress = stderr_progress,
+        secure: bool = False,
+        users: Sequence[str] = sec.DEFAULT_USERS,
     ) -> None:
         """
         Args:
@@ -100,6 +107,9 @@ class LocalKafka:
                 (default: ``$MDPEER_KAFKA_JVM_OPTS``, split like a shell would).
             tie_to_parent: on Linux, the JVMs die with this process (for test fixtures).
             progress: where download progress lines go.
+            secure: TLS, SASL/SCRAM-SHA-512 and the StandardAuthorizer (docs/LOCALKAFKA.md).
+            users: with ``secure``, the SCRAM users to create (``admin``, the super user,
+                always is one).
         """
         if heap_mb < 64:
             raise ConfigError("heap_mb", heap_mb, "must be at least 64")
@@ -118,6 +128,8 @@ class LocalKafka:
         )
         self.tie_to_parent = tie_to_parent
         self.progress = progress
+        self.secure = secure
+        self.users = sec.check_users(users)
 
     def start(self) -> Cluster:
         """Check tools and ports, resolve jars, format storage, start every node, wait ready.
@@ -143,6 +155,7 @@ class LocalKafka:
                 port=self.port,
                 controller_port=self.controller_port,
                 kafka_version="",
+                secure=self.secure,
             )
             lay.check_ports_free(wanted)
             # Cheap checks first: a download is only worth it when the rest can work.
@@ -154,18 +167,33 @@ class LocalKafka:
                 and previous.layout.same_shape(wanted)
                 and previous.layout.kafka_version == jars.version
                 and all(lay.is_formatted(self.data_dir, n.id) for n in previous.layout.nodes)
+                and (not self.secure or sec.can_keep(self.data_dir, self.users))
             )
             if reuse and previous is not None:
                 layout = previous.layout
             else:
                 layout = wanted
                 self._wipe(previous)
-            state = lay.State(layout=layout)
-            self._write_configs(layout)
+            security = (
+                sec.prepare(self.data_dir, self.users, keep_passwords=reuse)
+                if self.secure
+                else None
+            )
+            state = lay.State(
+                layout=layout, security=None if security is None else security.to_json()
+            )
+            self._write_configs(layout, security)
             for node in layout.nodes:
                 state.commands[node.id] = self._command(java, jars, node)
             if not reuse:
-                self._format(java, jars, layout)
+                format_storage(
+                    java,
+                    jars,
+                    layout,
+                    self.data_dir,
+                    jvm_options=self._class_sharing(jars, java),
+                    security=security,
+                )
             cluster = Cluster(self.data_dir, state, tie_to_parent=self.tie_to_parent)
             try:
                 for node in layout.nodes:
@@ -184,12 +212,16 @@ class LocalKafka:
                 shutil.rmtree(child)
         if previous is not None:
             (self.data_dir / lay.STATE_FILE).unlink(missing_ok=True)
+        # the passwords of the old storage's SCRAM users mean nothing to a new one
+        shutil.rmtree(sec.secure_dir(self.data_dir), ignore_errors=True)
 
-    def _write_configs(self, layout: lay.ClusterLayout) -> None:
+    def _write_configs(self, layout: lay.ClusterLayout, security: sec.Security | None) -> None:
         (self.data_dir / lay.LOG4J_FILE).write_text(lay.LOG4J2_PROPERTIES, encoding="utf-8")
         for node in layout.nodes:
             lay.logs_dir(self.data_dir, node.id).mkdir(parents=True, exist_ok=True)
             settings = lay.broker_settings(layout, node, self.data_dir)
+            if security is not None:
+                settings.update(sec.broker_settings(node, security))
             settings.update(self.overrides)
             lay.config_path(self.data_dir, node.id).write_text(
                 lay.render_properties(settings), encoding="utf-8"
@@ -218,49 +250,6 @@ class LocalKafka:
         if class_sharing_enabled() and archive.is_file():
             return [f"-XX:SharedArchiveFile={archive}"]
         return []
-
-    def _format(self, java: Java, jars: KafkaJars, layout: lay.ClusterLayout) -> None:
-        """`kafka-storage format` for every node, in parallel (each is a JVM start)."""
-        running: list[tuple[lay.NodeSpec, subprocess.Popen[bytes], Path]] = []
-        sharing = self._class_sharing(jars, java)
-        for node in layout.nodes:
-            out = lay.logs_dir(self.data_dir, node.id) / "format.log"
-            quorum = (
-                ["--standalone"]
-                if len(layout.nodes) == 1
-                else ["--initial-controllers", layout.initial_controllers()]
-            )
-            cmd = [
-                java.path,
-                "-Xmx256m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-                *sharing,
-                "-cp",
-                jars.classpath,
-                proc.STORAGE_TOOL,
-                "format",
-                "--cluster-id",
-                layout.cluster_id,
-                "--config",
-                str(lay.config_path(self.data_dir, node.id)),
-                *quorum,
-            ]
-            running.append((node, proc.spawn(cmd, stdout_log=out), out))
-        failed: list[tuple[lay.NodeSpec, str, Path]] = []
-        for node, p, out in running:
-            try:
-                code = p.wait(timeout=_FORMAT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                code = None
-            if code != 0:
-                failed.append((node, "timed out" if code is None else f"exit {code}", out))
-        if failed:
-            node, why, out = failed[0]
-            tail = proc.log_tail([out])
-            raise NodeNotReadyError(node.id, f"storage could not be formatted ({why})", out, tail)
 
 
 class Cluster:
@@ -301,6 +290,22 @@ class Cluster:
     def node_ids(self) -> list[int]:
         return [n.id for n in self.layout.nodes]
 
+    @property
+    def security(self) -> sec.Security | None:
+        """A secured cluster's CA and user files (:mod:`~peer.dev.localkafka.secure`), else None."""
+        data = self._state.security
+        return None if data is None else sec.Security.from_json(data)
+
+    def client_config(self, user: str = sec.ADMIN_USER) -> dict[str, Any]:
+        """librdkafka properties for ``user``: ``bootstrap.servers`` and, if secured, the login.
+
+        The probes use it too: a secured cluster answers nobody anonymous (``admin`` is a
+        super user).
+        """
+        security = self.security
+        login = {} if security is None else security.client_config(user)
+        return {"bootstrap.servers": self.bootstrap, **login}
+
     def log_path(self, node_id: int) -> Path:
         return lay.logs_dir(self.data_dir, node_id) / "server.log"
 
@@ -313,7 +318,7 @@ class Cluster:
         return {i: p for i in self.node_ids if (p := self.pid(i)) is not None}
 
     def describe(self) -> dict[str, object]:
-        """``{"bootstrap": ..., "nodes": [{"id", "pid", "port"}]}`` (the ``up --json`` shape)."""
+        """The ``up --json`` shape: bootstrap, data dir, nodes, ``security`` (files, or None)."""
         return {
             "bootstrap": self.bootstrap,
             "data_dir": str(self.data_dir),
@@ -323,9 +328,11 @@ class Cluster:
                     "pid": self.pid(n.id),
                     "port": n.port,
                     "controller_port": n.controller_port,
+                    **({} if n.internal_port is None else {"internal_port": n.internal_port}),
                 }
                 for n in self.layout.nodes
             ],
+            "security": self._state.security,
         }
 
     def status(self, timeout: float = 3.0) -> list[NodeStatus]:
@@ -335,7 +342,7 @@ class Cluster:
         live_ports = [n for n in self.layout.nodes if running[n.id] and proc.port_accepts(n.port)]
         if live_ports:
             bootstrap = ",".join(n.address for n in live_ports)
-            brokers = proc.metadata_brokers(bootstrap, timeout) or set()
+            brokers = proc.metadata_brokers(bootstrap, timeout, self.client_config()) or set()
         return [
             NodeStatus(
                 id=n.id,
@@ -355,6 +362,7 @@ class Cluster:
         """Wait until every running node (or ``node_ids``) is a broker answering metadata."""
         wanted = node_ids or self.node_ids
         deadline = time.monotonic() + timeout
+        login = self.client_config()
         while True:
             for i in wanted:
                 if not self._alive(i):
@@ -366,11 +374,11 @@ class Cluster:
                 break
             ports = [self.layout.node(i).port for i in wanted]
             if all(proc.port_accepts(p) for p in ports):
-                brokers = proc.metadata_brokers(self.bootstrap, min(2.0, remaining))
+                brokers = proc.metadata_brokers(self.bootstrap, min(2.0, remaining), login)
                 if brokers is not None and set(wanted) <= brokers:
                     return
             time.sleep(0.1)
-        brokers = proc.metadata_brokers(self.bootstrap, 1.0) or set()
+        brokers = proc.metadata_brokers(self.bootstrap, 1.0, login) or set()
         late = next((i for i in wanted if i not in brokers), wanted[0])
         raise self._not_ready(
             late,
@@ -473,17 +481,10 @@ class Cluster:
         return dict(sorted(outcome.items()))
 
     def _not_ready(self, node_id: int, reason: str, *, hint: str | None = None) -> LocalKafkaError:
-        server_log = self.log_path(node_id)
-        stdout_log = lay.logs_dir(self.data_dir, node_id) / "stdout.log"
-        error = proc.first_error(server_log, self._log_start.get(node_id, 0))
-        if error and ("Address already in use" in error or "BindException" in error):
-            # Taken between our check and the JVM's bind: callers may retry on other ports.
-            node = self.layout.node(node_id)
-            return lay.PortInUseError(node.port, f"client or controller port of node {node_id}")
-        if error:
-            reason = f"{reason}: {error}"
-        extra = {"hint": hint} if hint else {}
-        tail = proc.log_tail([server_log], 20)
-        if not tail:  # died before log4j started (bad JVM flag, missing class): JVM output
-            tail, server_log = proc.log_tail([stdout_log]), stdout_log
-        return NodeNotReadyError(node_id, reason, server_log, tail, **extra)
+        return proc.not_ready_error(
+            self.layout.node(node_id),
+            lay.logs_dir(self.data_dir, node_id),
+            reason,
+            log_start=self._log_start.get(node_id, 0),
+            hint=hint,
+        )

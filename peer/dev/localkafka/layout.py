@@ -7,6 +7,7 @@ A data directory holds one cluster::
     <data>/node-<id>/server.properties
     <data>/node-<id>/data/        log.dirs (the KRaft metadata log lives here too)
     <data>/node-<id>/logs/        server.log (log4j2) and stdout.log (JVM output)
+    <data>/secure/                a secured cluster's CA, key and passwords (secure.py)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ STATE_VERSION: Final = 1
 HOST: Final = "127.0.0.1"
 #: controller (KRaft quorum) ports default to the client port plus this
 CONTROLLER_PORT_OFFSET: Final = 100
+#: a secured cluster's inter-broker (INTERNAL) listener: the client port plus this
+INTERNAL_PORT_OFFSET: Final = 200
 MAX_HEAP_MB: Final = 512
 
 
@@ -65,11 +68,13 @@ class NodeSpec:
     controller_port: int
     #: the directory id of its metadata log dir (needed by --initial-controllers)
     dir_id: str
+    #: a secured cluster's inter-broker listener (None: the client listener serves it)
+    internal_port: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("port", "controller_port"):
+        for name in ("port", "controller_port", "internal_port"):
             value = getattr(self, name)
-            if not 1 <= value <= 65535:
+            if value is not None and not 1 <= value <= 65535:
                 raise ConfigError(f"node {self.id} {name}", value, "must be in 1..65535")
 
     @property
@@ -91,9 +96,18 @@ class ClusterLayout:
 
     @classmethod
     def new(
-        cls, *, nodes: int, port: int, controller_port: int | None, kafka_version: str
+        cls,
+        *,
+        nodes: int,
+        port: int,
+        controller_port: int | None,
+        kafka_version: str,
+        secure: bool = False,
     ) -> ClusterLayout:
-        """A fresh layout: node ids 1..n on consecutive client and controller ports."""
+        """A fresh layout: node ids 1..n on consecutive client and controller ports.
+
+        ``secure``: nodes also get an inter-broker port each, from ``port + 200``.
+        """
         if nodes not in (1, 3):
             raise ConfigError("nodes", nodes, "must be 1 (single node) or 3 (a real quorum)")
         cport = port + CONTROLLER_PORT_OFFSET if controller_port is None else controller_port
@@ -103,8 +117,21 @@ class ClusterLayout:
             raise ConfigError(
                 "controller_port", cport, f"overlaps the client ports {port}..{port + nodes - 1}"
             )
+        iport = port + INTERNAL_PORT_OFFSET
+        if secure and set(range(iport, iport + nodes)) & controllers:
+            raise ConfigError(
+                "controller_port",
+                cport,
+                f"overlaps the internal ports {iport}..{iport + nodes - 1} of a secured cluster",
+            )
         specs = tuple(
-            NodeSpec(id=i + 1, port=port + i, controller_port=cport + i, dir_id=kafka_uuid())
+            NodeSpec(
+                id=i + 1,
+                port=port + i,
+                controller_port=cport + i,
+                dir_id=kafka_uuid(),
+                internal_port=iport + i if secure else None,
+            )
             for i in range(nodes)
         )
         return cls(cluster_id=kafka_uuid(), kafka_version=kafka_version, nodes=specs)
@@ -124,9 +151,14 @@ class ClusterLayout:
 
     def same_shape(self, other: ClusterLayout) -> bool:
         """Whether ``other`` asks for the same nodes on the same ports (ids aside)."""
-        return [(n.id, n.port, n.controller_port) for n in self.nodes] == [
-            (n.id, n.port, n.controller_port) for n in other.nodes
+        return [(n.id, n.port, n.controller_port, n.internal_port) for n in self.nodes] == [
+            (n.id, n.port, n.controller_port, n.internal_port) for n in other.nodes
         ]
+
+    @property
+    def secure(self) -> bool:
+        """Whether this is a secured cluster's layout (internal listeners of their own)."""
+        return any(n.internal_port is not None for n in self.nodes)
 
     def initial_controllers(self) -> str:
         """The ``--initial-controllers`` argument of ``kafka-storage format``."""
@@ -253,6 +285,8 @@ def check_ports_free(layout: ClusterLayout) -> None:
             raise PortInUseError(n.port, f"client port of node {n.id}")
         if not port_free(n.controller_port):
             raise PortInUseError(n.controller_port, f"controller port of node {n.id}")
+        if n.internal_port is not None and not port_free(n.internal_port):
+            raise PortInUseError(n.internal_port, f"internal port of node {n.id}")
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -266,12 +300,14 @@ def _ephemeral_range() -> tuple[int, int]:
 def free_port_base(nodes: int, *, attempts: int = 200) -> int:
     """A first client port such that the ports of a ``nodes``-node cluster are all free now.
 
+    The ports a secured cluster adds (``port + 200 ..``) are checked too.
+
     Picked at random *outside* the OS's ephemeral range: there no outgoing connection can
     take a port between this check and the broker's bind, and tests of other engineers
     (which bind port 0) never land. Callers should still handle :class:`PortInUseError`.
     """
     low, high = _ephemeral_range()
-    span = CONTROLLER_PORT_OFFSET + nodes
+    span = INTERNAL_PORT_OFFSET + nodes
     ranges = [(r0, r1 - span) for r0, r1 in ((10000, low), (high + 1, 65536)) if r1 - span > r0]
     rng = random.SystemRandom()
     for _ in range(attempts):
@@ -284,9 +320,10 @@ def free_port_base(nodes: int, *, attempts: int = 200) -> int:
                 base = int(s.getsockname()[1])
         wanted = [base + i for i in range(nodes)]
         wanted += [base + CONTROLLER_PORT_OFFSET + i for i in range(nodes)]
+        wanted += [base + INTERNAL_PORT_OFFSET + i for i in range(nodes)]
         if max(wanted) <= 65535 and all(port_free(p) for p in wanted):
             return base
-    raise LocalKafkaError(f"found no {2 * nodes} free ports on {HOST}")
+    raise LocalKafkaError(f"found no {3 * nodes} free ports on {HOST}")
 
 
 @dataclass(slots=True)
@@ -298,6 +335,8 @@ class State:
     pids: dict[int, int] = field(default_factory=dict)
     #: the full command line used to start each node, so any shell can restart it
     commands: dict[int, list[str]] = field(default_factory=dict)
+    #: a secured cluster: where its client files are (``secure.Security.to_json``), or None
+    security: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -313,6 +352,7 @@ class State:
                 }
                 for n in self.layout.nodes
             ],
+            "security": self.security,
         }
 
     @classmethod
@@ -326,6 +366,9 @@ class State:
                     port=int(n["port"]),
                     controller_port=int(n["controller_port"]),
                     dir_id=str(n["dir_id"]),
+                    internal_port=(
+                        None if n.get("internal_port") is None else int(n["internal_port"])
+                    ),
                 )
                 for n in data["nodes"]
             )
@@ -340,12 +383,15 @@ class State:
                 for n in data["nodes"]
                 if n.get("command")
             }
+            security = data.get("security")
+            if security is not None and not isinstance(security, dict):
+                raise TypeError("security is not an object")
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise LocalKafkaError(
                 f"state file {source} is not readable: {exc}",
                 hint="stop any java processes it started by hand, then start again with --fresh",
             ) from None
-        return cls(layout=layout, pids=pids, commands=commands)
+        return cls(layout=layout, pids=pids, commands=commands, security=security)
 
 
 def load_state(data_dir: Path) -> State | None:

@@ -12,12 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from peer.dev.localkafka.layout import HOST
+from peer.dev.localkafka.layout import HOST, NodeSpec, PortInUseError
 from peer.errors import LocalKafkaError
 
 MAIN_CLASS: Final = "kafka.Kafka"
@@ -235,6 +235,27 @@ def first_error(path: Path, start: int = 0, limit: int = 300) -> str | None:
     return None
 
 
+def not_ready_error(
+    node: NodeSpec, logs_dir: Path, reason: str, *, log_start: int = 0, hint: str | None = None
+) -> LocalKafkaError:
+    """Why ``node`` is not ready, from its logs: the first ERROR and the last lines.
+
+    A port taken between the check and the JVM's bind is a :class:`PortInUseError`, so
+    callers may retry on other ports.
+    """
+    server_log, stdout_log = logs_dir / "server.log", logs_dir / "stdout.log"
+    error = first_error(server_log, log_start)
+    if error and ("Address already in use" in error or "BindException" in error):
+        return PortInUseError(node.port, f"client, controller or internal port of node {node.id}")
+    if error:
+        reason = f"{reason}: {error}"
+    extra = {"hint": hint} if hint else {}
+    tail = log_tail([server_log], 20)
+    if not tail:  # died before log4j started (bad JVM flag, missing class): JVM output
+        tail, server_log = log_tail([stdout_log]), stdout_log
+    return NodeNotReadyError(node.id, reason, server_log, tail, **extra)
+
+
 def port_accepts(port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on ``HOST:port``."""
     try:
@@ -244,13 +265,22 @@ def port_accepts(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def metadata_brokers(bootstrap: str, timeout: float) -> set[int] | None:
-    """Broker ids in a metadata response from ``bootstrap``, or None when none arrived."""
+def metadata_brokers(
+    bootstrap: str, timeout: float, login: Mapping[str, str] | None = None
+) -> set[int] | None:
+    """Broker ids in a metadata response from ``bootstrap``, or None when none arrived.
+
+    ``login``: client settings that log in to a secured cluster (TLS, SASL), or none.
+    """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000},
+        {
+            **(login or {}),
+            "bootstrap.servers": bootstrap,
+            "socket.connection.setup.timeout.ms": 2000,
+        },
         logger=_quiet,
     )
     try:
