@@ -30,6 +30,7 @@ from peer.dev.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.dev.localkafka.start import start_on_free_ports
 
 __all__ = [
     "KAFKA_VERSION",
@@ -46,5 +47,6 @@ __all__ = [
     "free_port_base",
     "quiet_progress",
     "resolve_jars",
+    "start_on_free_ports",
     "stderr_progress",
 ]
