@@ -15,7 +15,9 @@ background jobs (``&``, ``kill %2``) behave as in a reader's terminal; each docu
 its own new directory, where its heredocs create the files it uses. Every command must exit
 0 (``set -e -o pipefail``); the first that does not is named with its document and line. A
 foreground command that serves until stopped (``mdpeer run`` without ``&``) runs until it
-says it is up, is then stopped with SIGTERM and must exit 0 (see ``docs_until_ready.py``).
+is up (a peer: its ``/readyz``, on a metrics port the helper gives it; the reference server:
+its "listening on" line), is then stopped with SIGTERM and must exit 0 (see
+``docs_until_ready.py``). The command itself runs as written.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ _DIRECTIVE = re.compile(r"^<!--\s*docs-test:\s*(?P<what>\S+)\s*(?P<why>.*?)\s*--
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _HEREDOC = re.compile(r"(?<!<)<<(?!<)(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 
-#: a command that serves until stopped -> the text its output shows once it is up
+#: a command that serves until stopped -> how docs_until_ready.py knows it is up: "/readyz"
+#: (a peer's readiness: ready, working on a shard), or the text its output shows
 SERVERS: Final = {
-    ("mdpeer", "run"): "shards assigned",
+    ("mdpeer", "run"): "/readyz",
     ("mdpeer", "sim", "serve"): "listening on",
 }
 
@@ -111,7 +114,7 @@ def _directive(lines: list[str], fence_index: int, doc: str) -> tuple[str | None
 
 
 def _server_ready_text(command: str) -> str | None:
-    """READY_TEXT when ``command`` starts a server in the foreground, else None."""
+    """docs_until_ready.py's READY when ``command`` starts a server in the foreground."""
     try:
         words = shlex.split(command, comments=True)
     except ValueError:

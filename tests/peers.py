@@ -1,33 +1,26 @@
-"""Helpers for peer tests: real ``mdpeer run`` subprocesses, a deployment (control topic +
-routes + target topics), and a read_committed checker of exactly-once and per-subject order.
+"""Helpers for peer tests: a deployment (control topic + routes + target topics) whose peers
+are real ``mdpeer run`` subprocesses (:class:`peer.testing.PeerProcess`), a publisher, and
+the exactly-once check over what a read_committed consumer sees.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from peer.control.admin import admin_producer, ensure_control_topic, write_routes
 from peer.dev.sim.server import SimServer
 from peer.routes.model import Route
-from tests.fixtures.kafka import mdpeer_command
+from peer.testing import PeerProcess
+from peer.testing.verdict import Delivered, judge
 
 #: fast settings for tests: small session and transaction timeouts
 FAST = {
@@ -36,14 +29,6 @@ FAST = {
     "commit_interval_ms": 100,
     "on_revoke_budget_ms": 5000,
 }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def toml_value(value: object) -> str:
@@ -72,55 +57,6 @@ def write_config(
     return path
 
 
-class PeerProcess:
-    """One ``mdpeer run`` subprocess; its stderr (JSON logs) goes to a temp file."""
-
-    def __init__(self, config: Path, peer_id: str, env: dict[str, str] | None = None) -> None:
-        self.peer_id = peer_id
-        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the process
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MDPEER_")}
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [*mdpeer_command(), "run", "--config", str(config), "--peer-id", peer_id],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            env=full_env,
-        )
-
-    def logs(self) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"peer {self.peer_id} did not exit within {timeout}s; logs:\n{self.logs()[-3000:]}"
-            ) from None
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait for the exit code."""
-        self.signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
-        keep = os.environ.get("MDPEER_TEST_LOG_DIR")  # to read a failed run's peer logs
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            (Path(keep) / f"{self.peer_id}-{self.proc.pid}.log").write_text(self.logs())
-        self._log.close()
-
-
 @dataclass
 class Deployment:
     """A control topic with routes, target topics, and a way to start peers on it."""
@@ -135,7 +71,8 @@ class Deployment:
     def start_peer(
         self, peer_id: str | None = None, env: dict[str, str] | None = None
     ) -> PeerProcess:
-        peer = PeerProcess(self.config, peer_id or f"p-{uuid.uuid4().hex[:6]}", env)
+        """A peer on this deployment; its state is its ``/readyz`` (``peer.owned()``, ...)."""
+        peer = PeerProcess(self.config, peer_id or f"p-{uuid.uuid4().hex[:6]}", env=env)
         self.peers.append(peer)
         return peer
 
@@ -146,9 +83,9 @@ class Deployment:
         finally:
             producer.flush(5)
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
         for peer in self.peers:
-            peer.close()
+            peer.close(failed=failed)
 
 
 @contextlib.contextmanager
@@ -176,6 +113,9 @@ def deployment(
     dep.write_routes(routes)
     try:
         yield dep
+    except BaseException:
+        dep.close(failed=True)  # the test failed: its peers' logs are kept (paths on stderr)
+        raise
     finally:
         dep.close()
         with contextlib.suppress(Exception):
@@ -245,6 +185,12 @@ class Seen:
     def seq(self) -> int:
         return int(self.headers["md.seq"])
 
+    def delivered(self) -> Delivered:
+        """What the exactly-once verdict reads of it."""
+        return Delivered.from_kafka(
+            self.topic, self.partition, self.offset, self.headers.items(), self.value
+        )
+
 
 def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 4.0) -> list[Seen]:
     """The committed records of ``topics`` up to their end (read_committed).
@@ -304,56 +250,27 @@ def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 4.0) 
 def check_exactly_once(
     records: Iterable[Seen], expected: dict[str, list[tuple[int, int]]] | None = None
 ) -> dict[str, list[tuple[int, int]]]:
-    """Each (subject, epoch, seq) once, in order per subject, one partition per subject.
+    """Each (subject, epoch, seq) once, in order per subject, one partition per subject
+    (:func:`peer.testing.verdict.judge`, asserted).
 
-    ``expected``: subject -> the (epoch, seq) list that must be seen exactly (no loss).
-    Returns what was seen per subject.
+    ``expected``: subject -> the (epoch, seq) list that must be seen exactly (no loss); a
+    test may publish more than it lists, so other records are not held against the peers.
+    Returns what was seen per subject, in offset order.
     """
-    by_subject: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    placement: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    for rec in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
-        by_subject[rec.subject].append((rec.epoch, rec.seq))
-        placement[rec.subject].add((rec.topic, rec.partition))
-    for subject, seen in by_subject.items():
-        assert len(placement[subject]) == 1, f"{subject} spread over {placement[subject]}"
-        dups = len(seen) - len(set(seen))
-        assert dups == 0, f"{subject}: {dups} duplicates in {seen}"
-        assert seen == sorted(seen), f"{subject}: out of order: {seen}"
-    if expected is not None:
-        for subject, want in expected.items():
-            got = by_subject.get(subject, [])
-            missing = sorted(set(want) - set(got))
-            assert not missing, f"{subject}: {len(missing)} missing, first {missing[:5]}"
-    return dict(by_subject)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def scrape(port: int, path: str = "/metrics") -> str:
-    """The body of ``path`` on a peer's observability port ("" while it does not answer);
-    an error status's body too (``/readyz`` answers 503 with why it is not ready)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            body: bytes = resp.read()
-            return body.decode()
-    except urllib.error.HTTPError as exc:
-        error_body: bytes = exc.read()
-        return error_body.decode()
-    except (OSError, urllib.error.URLError):
-        return ""
-
-
-def metric(text: str, name_and_labels: str) -> float:
-    """The value of one sample line (``name{labels}``) of a Prometheus text page, or 0."""
-    for line in text.splitlines():
-        if line.startswith(name_and_labels + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    ordered = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+    delivered = [r.delivered() for r in ordered]
+    for rec in delivered:
+        assert rec.position is not None, f"record without md.* headers: {rec}"
+    for v in judge(expected or {}, delivered, exhaustive=False):
+        assert v.partitions <= 1, f"{v.subject} spread over {v.partitions} partitions"
+        assert v.duplicates == 0, f"{v.subject}: {v.duplicates} duplicates"
+        assert v.order_violations == 0, f"{v.subject}: {v.order_violations} out of order"
+        missing = v.unreported_positions  # no gaps are reported to it: every missing one
+        assert not missing, f"{v.subject}: {len(missing)} missing, first {list(missing[:5])}"
+    by_subject: dict[str, list[tuple[int, int]]] = {}
+    for seen in ordered:
+        by_subject.setdefault(seen.subject, []).append((seen.epoch, seen.seq))
+    return by_subject
 
 
 def read_raw(bootstrap: str, topic: str, timeout: float = 4.0) -> list[bytes]:
@@ -387,21 +304,3 @@ def read_raw(bootstrap: str, topic: str, timeout: float = 4.0) -> list[bytes]:
         return out
     finally:
         consumer.close()
-
-
-def owned_shards(logs: str) -> set[int]:
-    """The shards a peer owns now, according to its JSON log lines."""
-    owned: set[int] = set()
-    for line in logs.splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        msg = entry.get("msg")
-        if msg == "shards assigned":
-            owned = set(entry["owned"])
-        elif msg in ("shards revoked", "shards lost"):
-            owned -= set(entry["shards"])
-    return owned

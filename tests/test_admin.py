@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from peer.control.reader import (
 )
 from peer.control.shards import shard_of
 from peer.routes.model import Route, RouteTable
+from peer.testing import free_port
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -206,10 +206,7 @@ def test_thousand_routes_rebuild_exactly(
 
 def _dead_bootstrap() -> str:
     # A port nothing listens on: bound then closed (connections are refused).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def test_unreachable_kafka_is_a_clear_error_in_bounded_time() -> None:

@@ -23,8 +23,8 @@ LAYERS: list[set[str]] = [
     {"peer.control"},
     {"peer.source", "peer.writer", "peer.ops"},
     {"peer.runner"},
-    {"peer.dev", "peer.dev.localkafka", "peer.dev.sim", "peer.dev.procsignals"},
-    {"peer.dev.demo"},
+    {"peer.dev", "peer.dev.localkafka", "peer.dev.sim", "peer.dev.procsignals", "peer.testing"},
+    {"peer.dev.demo", "peer.dev.chaos", "peer.dev.bench"},
     {"peer.cli"},
 ]
 #: the most loose modules directly in peer/ (the rest lives in packages by concept)

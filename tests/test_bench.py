@@ -1,24 +1,20 @@
-"""Fast tests of the benchmark's pure helpers (scripts/benchlib): no broker, no processes."""
+"""Fast tests of the benchmark's pure helpers (peer.dev.bench): no broker, no processes."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-from benchlib.deploy import peer_config_text, toml_value
-from benchlib.plots import write_plots
-from benchlib.stats import Target, evaluate_targets, pct, percentiles
-from benchlib.throughput import (
+from peer.dev.bench.deploy import peer_config_text, toml_value
+from peer.dev.bench.plots import write_plots
+from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
+from peer.dev.bench.throughput import (
     generator_content,
     parse_perf_summary,
     ratios,
     same_records,
 )
-
 from peer.dev.sim.generator import Generator, GeneratorSpec
 from peer.dev.sim.model import Store
 from peer.writer.records import java_partition

@@ -1,4 +1,4 @@
-"""The chaos harness's own logic (scripts/chaoslib): schedule, content, verdict, reader.
+"""The chaos harness's own logic (peer.dev.chaos): schedule, content, verdict, reader.
 
 The harness is only as good as its checker: these tests show that each kind of violation
 it must catch (duplicate, reordering, split partition, corrupt bytes, wrong headers,
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,26 +23,15 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from chaoslib import schedule as sch
-from chaoslib.content import content, parse
-from chaoslib.reader import CommittedReader
-from chaoslib.verdict import (
-    Gap,
-    Ledger,
-    Record,
-    SubjectVerdict,
-    gap_from_fields,
-    gaps_from_log_lines,
-    judge,
-    totals,
-)
-
+from peer.dev.chaos import schedule as sch
+from peer.dev.chaos.content import content, parse
+from peer.dev.chaos.reader import CommittedReader
+from peer.dev.chaos.verdict import ChaosVerdict, Ledger, gaps_from_log_lines, judge_run, totals
 from peer.dev.sim.server import SimServer
 from peer.model import Message
 from peer.ops.logs import JsonFormatter
 from peer.routes.model import Route
+from peer.testing.verdict import Delivered, Gap, gap_from_fields
 from peer.writer.records import message_headers
 
 SIZE = 64
@@ -202,26 +190,26 @@ def rec(
     partition: int = 0,
     value: bytes | None = None,
     pos: tuple[int, int] | None = None,
-) -> Record:
+) -> Delivered:
     epoch, seq = pos or ledger.position(counter)
-    return Record(
-        "chaos.a",
-        partition,
-        offset,
+    return Delivered(
         ledger.subject,
         epoch,
         seq,
+        partition,
+        offset,
         content(ledger.subject, counter, SIZE) if value is None else value,
+        "chaos.a",
     )
 
 
-def stream(ledger: Ledger, counters: list[int]) -> list[Record]:
+def stream(ledger: Ledger, counters: list[int]) -> list[Delivered]:
     return [rec(c, ledger, offset=i) for i, c in enumerate(counters)]
 
 
-def one(records: list[Record], ledger: Ledger, gaps: list[Gap] | None = None) -> SubjectVerdict:
-    verdicts = judge(records, {ledger.subject: ledger}, gaps or [], SIZE)
-    assert [v.subject for v in verdicts] == [ledger.subject]
+def one(records: list[Delivered], ledger: Ledger, gaps: list[Gap] | None = None) -> ChaosVerdict:
+    verdicts = judge_run(records, {ledger.subject: ledger}, gaps or [], SIZE)
+    assert [v.common.subject for v in verdicts] == [ledger.subject]
     return verdicts[0]
 
 
@@ -240,34 +228,41 @@ def test_ledger_positions_across_epochs() -> None:
     assert Ledger(SUBJECT, 1, ((1, 1), (2, 1))).position(1) == (2, 1)
     with pytest.raises(ValueError, match="not published"):
         ledger.position(8)
+    # and back: the counter of the message the server numbered (epoch, seq)
+    assert [ledger.counter(ledger.position(c)) for c in range(1, 8)] == list(range(1, 8))
+    with pytest.raises(ValueError, match="not published"):
+        ledger.counter((1, 4))
 
 
 def test_everything_once_in_order_is_ok() -> None:
     ledger = Ledger(SUBJECT, 5)
     v = one(stream(ledger, [1, 2, 3, 4, 5]), ledger)
     assert v.ok
-    assert (v.expected, v.delivered, v.duplicates, v.missing) == (5, 5, 0, 0)
+    c = v.common
+    assert (c.expected, c.delivered, c.duplicates, c.missing) == (5, 5, 0, 0)
 
 
 def test_a_redelivered_message_is_a_duplicate_and_out_of_order() -> None:
     ledger = Ledger(SUBJECT, 4)
     v = one(stream(ledger, [1, 2, 3, 2, 3, 4]), ledger)
     assert not v.ok
-    assert v.duplicates == 2
-    assert v.order_violations == 1  # 2 after 3; then 3 after 2 is in order again
+    assert v.common.duplicates == 2
+    assert v.common.order_violations == 1  # 2 after 3; then 3 after 2 is in order again
 
 
 def test_a_swap_is_an_order_violation() -> None:
     ledger = Ledger(SUBJECT, 3)
     v = one(stream(ledger, [1, 3, 2]), ledger)
-    assert (v.ok, v.order_violations, v.duplicates, v.missing) == (False, 1, 0, 0)
+    c = v.common
+    assert (v.ok, c.order_violations, c.duplicates, c.missing) == (False, 1, 0, 0)
 
 
 def test_a_subject_in_two_partitions_fails() -> None:
     ledger = Ledger(SUBJECT, 2)
     v = one([rec(1, ledger), rec(2, ledger, partition=1)], ledger)
     assert not v.ok
-    assert v.partitions == 2
+    assert v.common.partitions == 2
+    assert v.common.order_violations == 1  # across partitions no consumer sees an order
     assert totals([v])["split_subjects"] == 1
 
 
@@ -275,7 +270,7 @@ def test_unreported_loss_fails_and_names_the_range() -> None:
     ledger = Ledger(SUBJECT, 6)
     v = one(stream(ledger, [1, 2, 5, 6]), ledger)
     assert not v.ok
-    assert (v.missing, v.missing_unreported, v.missing_avoidable) == (2, 2, 2)
+    assert (v.common.missing, v.common.missing_unreported, v.missing_avoidable) == (2, 2, 2)
     assert v.missing_ranges == ((3, 4, False, False),)
 
 
@@ -285,7 +280,9 @@ def test_a_reported_gap_does_not_excuse_a_loss_the_server_could_have_served() ->
     gap = Gap(SUBJECT, after=(1, 2), resumed_at=(1, 5), source="audit")
     v = one(stream(ledger, [1, 2, 5, 6]), ledger, [gap])
     assert not v.ok
-    assert (v.missing_reported, v.missing_unreported, v.missing_avoidable) == (2, 0, 2)
+    assert v.common.ok  # the common verdict: a reported loss is no violation ...
+    c = v.common  # ... but this harness's server still had them
+    assert (c.missing_reported, c.missing_unreported, v.missing_avoidable) == (2, 0, 2)
     assert v.missing_ranges == ((3, 4, True, False),)
 
 
@@ -305,7 +302,7 @@ def test_loss_inside_a_reported_epoch_change_is_not_held_against_the_peers() -> 
     gap = Gap(SUBJECT, after=(1, 3), resumed_at=(2, 1), source="audit")
     v = one(stream(ledger, [1, 2, 3, 6, 7, 8]), ledger, [gap])
     assert v.ok
-    assert (v.missing, v.missing_reported, v.missing_unreported) == (2, 2, 0)
+    assert (v.common.missing, v.common.missing_reported, v.common.missing_unreported) == (2, 2, 0)
     assert v.missing_avoidable == 0
     assert v.missing_ranges == ((4, 5, True, True),)
 
@@ -316,7 +313,7 @@ def test_a_gap_covers_only_its_own_subject_and_range() -> None:
     too_late = Gap(SUBJECT, after=(1, 4), resumed_at=(2, 1), source="log")
     v = one(stream(ledger, [1, 2, 3, 6, 7, 8]), ledger, [elsewhere, too_late])
     assert not v.ok
-    assert (v.missing_reported, v.missing_unreported) == (1, 1)  # 5 covered, 4 not
+    assert (v.common.missing_reported, v.common.missing_unreported) == (1, 1)  # 5 covered, 4 not
 
 
 def test_wrong_bytes_or_headers_are_corrupt() -> None:
@@ -328,20 +325,31 @@ def test_wrong_bytes_or_headers_are_corrupt() -> None:
         rec(3, ledger, offset=2, pos=(1, 4)),  # headers disagree with the content
     ]
     v = one(records, ledger)
-    assert (v.ok, v.corrupt, v.missing) == (False, 2, 0)
+    # a record is the message its headers name: (1, 4) was never published, (1, 3) is missing
+    assert (v.ok, v.common.corrupt, v.common.unexpected, v.common.missing) == (False, 2, 1, 1)
 
 
 def test_records_that_were_never_published_are_unexpected() -> None:
     ledger = Ledger(SUBJECT, 2)
     records = [*stream(ledger, [1, 2]), rec(2, ledger, offset=2, value=b"garbage")]
-    records.append(Record("chaos.a", 0, 3, SUBJECT, 1, 3, content(SUBJECT, 3, SIZE)))
-    v = one(records, ledger)
-    assert (v.ok, v.unexpected, v.delivered) == (False, 2, 4)
+    records.append(Delivered(SUBJECT, 1, 3, 0, 3, content(SUBJECT, 3, SIZE), "chaos.a"))
+    records.append(Delivered(None, None, None, 0, 4, b"no headers", "chaos.a"))
+    verdicts = judge_run(records, {SUBJECT: ledger}, [], SIZE)
+    v, unknown = verdicts
+    # (1, 3) was never published; (1, 2) again with other bytes is a corrupt duplicate
+    c = v.common
+    assert (v.ok, c.unexpected, c.corrupt, c.duplicates, c.delivered) == (False, 1, 2, 1, 4)
+    # a record without md.* headers names no subject: it fails the run on its own
+    assert (unknown.ok, unknown.common.subject, unknown.common.corrupt) == (
+        False,
+        "<unknown>",
+        1,
+    )
 
 
 def test_a_subject_nobody_delivered_is_all_missing() -> None:
-    verdicts = judge([], {SUBJECT: Ledger(SUBJECT, 3)}, [], SIZE)
-    assert (verdicts[0].missing_unreported, verdicts[0].ok) == (3, False)
+    verdicts = judge_run([], {SUBJECT: Ledger(SUBJECT, 3)}, [], SIZE)
+    assert (verdicts[0].common.missing_unreported, verdicts[0].ok) == (3, False)
     assert verdicts[0].missing_avoidable == 3
 
 
@@ -421,9 +429,9 @@ def test_reader_sees_committed_records_only_with_their_headers_and_audit_gaps(
         (1, SUBJECT, 1, 3),
     ]
     assert gaps == [Gap(SUBJECT, (1, 2), (1, 4), "audit")]
-    v = judge(records, {SUBJECT: ledger}, gaps, SIZE)[0]
+    v = judge_run(records, {SUBJECT: ledger}, gaps, SIZE)[0]
     assert v.ok
-    assert (v.delivered, v.duplicates) == (3, 0)
+    assert (v.common.delivered, v.common.duplicates) == (3, 0)
 
 
 # --- regressions found by the harness -------------------------------------------------------
@@ -449,14 +457,15 @@ def test_regression_sigterm_is_acted_on_while_a_commit_waits_for_kafka(
     """
     from confluent_kafka.admin import AdminClient
 
-    from tests.fixtures.kafka import create_topic, start_local_kafka
-    from tests.peers import deployment, read_committed, wait_until
+    from peer.dev.localkafka import start_on_free_ports
+    from peer.testing import create_topics, wait_until
+    from tests.peers import deployment, read_committed
 
-    cluster = start_local_kafka(tmp_path / "kafka", nodes=1)
+    cluster = start_on_free_ports(tmp_path / "kafka", 1)
     stop = threading.Event()
     try:
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        create_topic(admin, "target", 1)
+        create_topics(admin, ["target"], 1)
         sim = sim_factory()
         subject = "/regression/sigterm"
         sim.publish(subject, "first")
@@ -485,8 +494,9 @@ def test_regression_sigterm_is_acted_on_while_a_commit_waits_for_kafka(
                 # not an assertion: time for the peer's next commit to reach the dead broker
                 time.sleep(3.0)
                 peer.signal(signal.SIGTERM)
+                # its own word that it acted: the line it logs on acting on the signal
                 wait_until(
-                    lambda: '"stop requested"' in peer.logs(), 5.0, "the peer to act on SIGTERM"
+                    lambda: peer.log_entries("stop requested"), 5.0, "the peer to act on SIGTERM"
                 )
             finally:
                 os.kill(broker, signal.SIGCONT)

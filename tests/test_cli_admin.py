@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import subprocess
 import time
 import uuid
@@ -20,8 +19,9 @@ from confluent_kafka.admin import AdminClient
 from peer.cli import app
 from peer.control import encode_checkpoint
 from peer.control.shards import shard_of
+from peer.testing import free_port, mdpeer_argv
 from tests.fixtures.cli import Cli, runner
-from tests.fixtures.kafka import GroupFactory, mdpeer_command
+from tests.fixtures.kafka import GroupFactory
 
 pytestmark = pytest.mark.kafka
 
@@ -306,12 +306,6 @@ def test_status_shows_the_owner_of_each_shard_while_a_peer_runs(cli: Cli) -> Non
         peer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -322,7 +316,7 @@ def _free_port() -> int:
     ],
 )
 def test_unreachable_kafka_is_one_line_and_bounded(command: list[str]) -> None:
-    cli = Cli(f"127.0.0.1:{_free_port()}", "unreachable")
+    cli = Cli(f"127.0.0.1:{free_port()}", "unreachable")
     started = time.monotonic()
     code, out, err = cli(*command, ok=False)
     elapsed = time.monotonic() - started
@@ -335,10 +329,10 @@ def test_unreachable_kafka_is_one_line_and_bounded(command: list[str]) -> None:
 
 def test_unreachable_kafka_default_timeout_is_bounded_in_a_subprocess() -> None:
     """The installed entry point, default timeout: one line (+ hint), exit 1, within ~10 s."""
-    bootstrap = f"127.0.0.1:{_free_port()}"
+    bootstrap = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     proc = subprocess.run(
-        [*mdpeer_command(), "routes", "list", "--bootstrap", bootstrap],
+        [*mdpeer_argv(), "routes", "list", "--bootstrap", bootstrap],
         capture_output=True,
         text=True,
         timeout=30,

@@ -24,8 +24,9 @@ from peer.model import Position, StartPolicy
 from peer.routes.model import Route
 from peer.source.heads import Head, HeadUnknown, LagState, ask_heads, lag_of
 from peer.source.rest_config import RestSourceConfig
+from peer.testing import free_port, wait_until
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import deployment, free_port, owned_shards, read_committed, wait_until
+from tests.peers import deployment, read_committed
 from tests.test_source_malformed import SUBJECT, ScriptedServer, up_to
 from tests.test_source_tls import tls_server  # noqa: F401 - a fixture
 
@@ -320,7 +321,7 @@ def test_status_of_a_kip848_group_shows_every_shard_owned(
         everything = set(range(dep.shards))
 
         def shared() -> bool:
-            mine, theirs = owned_shards(a.logs()), owned_shards(b.logs())
+            mine, theirs = a.owned(), b.owned()
             return bool(mine) and bool(theirs) and mine | theirs == everything
 
         wait_until(shared, 30, "both KIP-848 peers owning shards")
@@ -337,8 +338,8 @@ def test_status_of_a_kip848_group_shows_every_shard_owned(
         assert set(peers) == {"a", "b"}
         assert peers["a"].isdisjoint(peers["b"])
         assert peers["a"] | peers["b"] == everything
-        assert peers["a"] == owned_shards(a.logs())
-        assert peers["b"] == owned_shards(b.logs())
+        assert peers["a"] == a.owned()
+        assert peers["b"] == b.owned()
         for row in seen["subjects"]:
             assert row["owner"] == next(p for p, s in peers.items() if row["shard"] in s)
         code, out, _ = status(*kafka)

@@ -8,7 +8,6 @@ resume exactly once from their checkpoints when the cause is gone.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import uuid
@@ -20,29 +19,14 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from peer.control.reader import read_control_topic
+from peer.dev.localkafka import start_on_free_ports
 from peer.dev.sim.server import SimServer
 from peer.model import StartPolicy
 from peer.routes.model import Oversize, Route
+from peer.testing import PeerProcess, create_topics, free_port, mdpeer_argv, wait_until
 from tests.fixtures.cli import Cli
-from tests.fixtures.kafka import (
-    GroupFactory,
-    TopicFactory,
-    create_topic,
-    mdpeer_command,
-    start_local_kafka,
-)
-from tests.peers import (
-    Deployment,
-    PeerProcess,
-    Publisher,
-    check_exactly_once,
-    deployment,
-    free_port,
-    metric,
-    read_committed,
-    scrape,
-    wait_until,
-)
+from tests.fixtures.kafka import GroupFactory, TopicFactory
+from tests.peers import Deployment, Publisher, check_exactly_once, deployment, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -64,9 +48,9 @@ def refusing_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker that does not create topics on first use (auto.create.topics.enable=false)."""
     if os.environ.get("MDPEER_BOOTSTRAP"):
         pytest.skip("needs a broker started here with auto-creation off")
-    cluster = start_local_kafka(
+    cluster = start_on_free_ports(
         tmp_path_factory.mktemp("kafka-noauto"),
-        nodes=1,
+        1,
         overrides={"auto.create.topics.enable": "false"},
     )
     try:
@@ -75,22 +59,11 @@ def refusing_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cluster.stop(grace=5.0)
 
 
-def metrics_env() -> tuple[int, dict[str, str]]:
-    port = free_port()
-    return port, {"MDPEER_METRICS_PORT": str(port), "MDPEER_METRICS_HOST": "127.0.0.1"}
-
-
-def readyz(port: int) -> dict[str, Any]:
-    body = scrape(port, "/readyz")
-    return json.loads(body) if body else {}
-
-
-def blocked_of(ports: list[int]) -> dict[str, str]:
+def blocked_of(peers: list[PeerProcess]) -> dict[str, str]:
     """subject -> reason, over every peer's /readyz."""
     out: dict[str, str] = {}
-    for port in ports:
-        for entry in readyz(port).get("blocked", {}).get("subjects", []):
-            out[entry["subject"]] = entry["reason"]
+    for peer in peers:
+        out.update(peer.blocked())
     return out
 
 
@@ -109,8 +82,7 @@ def status_blocked(dep: Deployment) -> dict[str, str]:
 
 def alive(peers: list[PeerProcess]) -> None:
     for peer in peers:
-        code = peer.proc.poll()
-        assert code is None, f"peer {peer.peer_id} exited {code}:\n{peer.logs()[-3000:]}"
+        peer.check_alive()  # fails with the tail of its log
 
 
 def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_created(
@@ -120,7 +92,7 @@ def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_creat
     run = uuid.uuid4().hex[:6]
     topics = {name: f"t.{name}.{run}" for name in ("a", "b", "c", "d")}
     for name in ("a", "b", "c"):  # "d" is missing: the cluster will not create it
-        create_topic(admin, topics[name], 2)
+        create_topics(admin, [topics[name]], 2)
     subjects = {name: [f"/c/{name}1", f"/c/{name}2"] for name in topics}
     routes = [Route(s, topics[name], start=HISTORY) for name in topics for s in subjects[name]]
     flowing = [s for name in ("a", "b", "c") for s in subjects[name]]
@@ -129,11 +101,7 @@ def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_creat
         deployment(refusing_kafka, admin, tmp_path, sim.url, routes, **FAST_RETRY) as dep,
         Publisher(sim, flowing + stopped, interval=0.02) as pub,
     ):
-        ports, peers = [], []
-        for i in range(3):
-            port, env = metrics_env()
-            ports.append(port)
-            peers.append(dep.start_peer(f"peer{i}", env))
+        peers = [dep.start_peer(f"peer{i}") for i in range(3)]
 
         def counts() -> dict[str, int]:
             seen = check_exactly_once(read_committed(dep.bootstrap, list(topics.values())[:3]))
@@ -142,13 +110,13 @@ def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_creat
         wait_until(lambda: min(counts().values()) >= 20, 90, "the six good subjects flowing")
         # The missing topic's route is stopped, and says why, everywhere an operator looks.
         wait_until(
-            lambda: blocked_of(ports) == dict.fromkeys(stopped, "topic_missing"),
+            lambda: blocked_of(peers) == dict.fromkeys(stopped, "topic_missing"),
             60,
             "the missing topic's subjects reported blocked in /readyz",
         )
-        assert all(readyz(p)["ready"] for p in ports)  # a data fault, not a dead peer
+        assert all(p.ready() for p in peers)  # a data fault, not a dead peer
         blocked_metric = sum(
-            metric(scrape(p), 'mdpeer_blocked_subjects{reason="topic_missing"}') for p in ports
+            p.metric('mdpeer_blocked_subjects{reason="topic_missing"}') for p in peers
         )
         assert blocked_metric == 2
         wait_until(
@@ -164,8 +132,8 @@ def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_creat
         alive(peers)
 
         # The operator creates the topic: the stopped subjects resume from their checkpoints.
-        create_topic(admin, topics["d"], 2)
-        wait_until(lambda: not blocked_of(ports), 60, "the blocked subjects flowing again")
+        create_topics(admin, [topics["d"]], 2)
+        wait_until(lambda: not blocked_of(peers), 60, "the blocked subjects flowing again")
         pub.stop()
         every = list(topics.values())
 
@@ -201,7 +169,6 @@ def test_oversize_under_fail_stops_the_subject_before_it_until_the_route_says_sk
     big_topic, other_topic = unique_topic(1), unique_topic(1)
     s_big, s_other = "/size/big", "/size/other"
     fail_route = Route(s_big, big_topic, on_oversize=Oversize.FAIL, start=HISTORY)
-    port, env = metrics_env()
     with deployment(
         kafka_bootstrap,
         kafka_admin,
@@ -215,11 +182,11 @@ def test_oversize_under_fail_stops_the_subject_before_it_until_the_route_says_sk
         oversized = sim.publish(s_big, "x" * 5000)
         small2 = sim.publish(s_big, "small again")
         others = [sim.publish(s_other, f"o{i}") for i in range(5)]
-        peer = dep.start_peer("size", env)
+        peer = dep.start_peer("size")
         wait_until(
             lambda: len(read_committed(dep.bootstrap, [other_topic])) == 5, 60, "the other subject"
         )
-        wait_until(lambda: blocked_of([port]) == {s_big: "oversize"}, 30, "the big one stopped")
+        wait_until(lambda: peer.blocked() == {s_big: "oversize"}, 30, "the big one stopped")
         assert [(r.epoch, r.seq) for r in read_committed(dep.bootstrap, [big_topic])] == [small1]
         # Retried (every second here) and stopped again at the same message: nothing more.
         more = [sim.publish(s_other, f"p{i}") for i in range(5)]
@@ -240,7 +207,7 @@ def test_oversize_under_fail_stops_the_subject_before_it_until_the_route_says_sk
             {s_big: [small1, small2], s_other: others + more},
         )
         assert oversized not in seen[s_big]
-        assert metric(scrape(port), f'mdpeer_oversized_total{{topic="{big_topic}",action="skip"}}')
+        assert peer.metric(f'mdpeer_oversized_total{{topic="{big_topic}",action="skip"}}')
         wait_until(lambda: not status_blocked(dep), 30, "the block note removed")
         assert peer.stop() == 0
 
@@ -254,7 +221,6 @@ def test_a_denied_subject_stops_alone_and_resumes_when_entitled_again(
 ) -> None:
     topic = unique_topic(2)
     s_denied, s_ok = "/ent/denied", "/ent/ok"
-    port, env = metrics_env()
     sim.deny_subjects(s_denied)
     with deployment(
         kafka_bootstrap,
@@ -265,18 +231,15 @@ def test_a_denied_subject_stops_alone_and_resumes_when_entitled_again(
         **FAST_RETRY,
     ) as dep:
         sent = {s: [sim.publish(s, f"{s}#{i}") for i in range(3)] for s in (s_denied, s_ok)}
-        peer = dep.start_peer("ent", env)
+        peer = dep.start_peer("ent")
         wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) == 3, 60, "the allowed one")
-        wait_until(
-            lambda: blocked_of([port]) == {s_denied: "entitlement_denied"}, 30, "the denied one"
-        )
-        page = scrape(port)
-        assert metric(page, 'mdpeer_blocked_subjects{reason="entitlement_denied"}') == 1
+        wait_until(lambda: peer.blocked() == {s_denied: "entitlement_denied"}, 30, "the denied one")
+        assert peer.metric('mdpeer_blocked_subjects{reason="entitlement_denied"}') == 1
         alive([peer])
         sim.deny_subjects()  # entitled again: the next retry takes it from its checkpoint
         wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) == 6, 30, "all of it")
         check_exactly_once(read_committed(dep.bootstrap, [topic]), sent)
-        wait_until(lambda: not blocked_of([port]), 60, "no longer reported blocked")
+        wait_until(lambda: not peer.blocked(), 60, "no longer reported blocked")
         assert peer.stop() == 0
 
 
@@ -287,7 +250,6 @@ def test_a_peer_that_cannot_reach_migratorydata_says_so_and_turns_unready(
     tmp_path: Path,
 ) -> None:
     topic = unique_topic(1)
-    port, env = metrics_env()
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     with deployment(
         kafka_bootstrap,
@@ -297,14 +259,20 @@ def test_a_peer_that_cannot_reach_migratorydata_says_so_and_turns_unready(
         [Route("/far/away", topic)],
         source_unready_after_ms=3000,
     ) as dep:
-        peer = dep.start_peer("far", env)
-        wait_until(lambda: readyz(port).get("source", {}).get("unreachable_for_s", 0) > 0, 60, "")
-        wait_until(lambda: readyz(port).get("ready") is False, 30, "not ready")
-        assert "no MigratoryData server answered" in readyz(port)["reason"]
-        assert metric(scrape(port), "mdpeer_source_reachable") == 0
-        wait_until(
-            lambda: '"msg":"no MigratoryData server answers"' in peer.logs(), 30, "the warning"
-        )
+        peer = dep.start_peer("far")
+
+        def unreachable_for() -> float:
+            state = peer.readiness()
+            return 0.0 if state is None else float(state.source.get("unreachable_for_s", 0))
+
+        wait_until(lambda: unreachable_for() > 0, 60, "/readyz counting the source unreachable")
+        wait_until(lambda: peer.readiness() is not None and not peer.ready(), 30, "not ready")
+        state = peer.readiness()
+        assert state is not None
+        assert "no MigratoryData server answered" in (state.reason or "")
+        assert peer.metric("mdpeer_source_reachable") == 0
+        # what the operator reads in the log: the warning itself is what is checked here
+        wait_until(lambda: peer.log_entries("no MigratoryData server answers"), 30, "the warning")
 
         def flagged() -> bool:
             peers = {p["peer"]: p["source"] for p in status(dep)["peers"]}
@@ -325,7 +293,7 @@ def control_lags(dep: Deployment) -> dict[int, str]:
     """partition -> LAG of the control topic, as Kafka's own kafka-consumer-groups shows it."""
     result = subprocess.run(
         [
-            *mdpeer_command(),
+            *mdpeer_argv(),
             *("kafka", "tool", "kafka-consumer-groups"),
             *("--bootstrap-server", dep.bootstrap, "--describe", "--group", dep.group),
         ],
@@ -398,7 +366,7 @@ def test_the_vendor_quickstart_connector_as_is_reaches_topics_the_cluster_create
         "MDPEER_GROUP": cli.group,
         "MDPEER_SERVERS": sim.url,
     }
-    peers = [PeerProcess(connector, f"vendor{i}", env) for i in range(2)]
+    peers = [PeerProcess(connector, f"vendor{i}", env=env) for i in range(2)]
     try:
         first = {s: [sim.publish(s, "hello")] for s in ("/server/status1", "/server/status2")}
         wait_until(

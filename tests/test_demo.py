@@ -13,17 +13,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from peer.dev.demo.check import SubjectCheck
 from peer.dev.demo.orchestrate import DemoError, DemoOptions
-from peer.dev.demo.procs import alive
 from peer.dev.demo.summary import DemoResult
 from peer.dev.demo.view import DemoStatus, PeerRow, View
+from peer.testing import alive, wait_until
+from peer.testing.verdict import SubjectVerdict
 
 _APP = (
     "import typer\n"
@@ -46,13 +45,12 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "MDPEER_BOOTSTRAP"}
 
 
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p in pids if alive(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    wait_until(
+        lambda: not any(alive(p) for p in pids),
+        timeout,
+        f"every process the demo started gone (left: {[p for p in pids if alive(p)]})",
+    )
 
 
 def _status() -> DemoStatus:
@@ -95,8 +93,22 @@ def test_live_view_renders_the_tables() -> None:
 
 
 def test_summary_fails_with_the_reason() -> None:
-    bad = SubjectCheck("/server/status1", 10, 11, 1, 0, 0, 1, 0)
-    good = SubjectCheck("/server/status2", 10, 10, 0, 0, 0, 1, 0)
+    def verdict(subject: str, delivered: int, duplicates: int) -> SubjectVerdict:
+        return SubjectVerdict(
+            subject,
+            expected=10,
+            delivered=delivered,
+            duplicates=duplicates,
+            order_violations=0,
+            corrupt=0,
+            unexpected=0,
+            partitions=1,
+            missing_reported=0,
+            missing_unreported=0,
+        )
+
+    bad = verdict("/server/status1", 11, 1)
+    good = verdict("/server/status2", 10, 0)
     result = DemoResult(checks=[bad, good], caught_up=True)
     assert not result.ok
     lines = result.lines()
@@ -159,7 +171,7 @@ def test_demo_duration_kill_one_exactly_once(tmp_path: Path) -> None:
     assert len(pids) == 4, pids
     recorded = json.loads((run_dir / "pids.json").read_text())
     assert recorded == pids
-    assert _wait_gone(list(pids.values()), 5.0) == []
+    _wait_gone(list(pids.values()), 5.0)
 
 
 class _Lines:
@@ -175,11 +187,12 @@ class _Lines:
             self.lines.append(line)
 
     def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(needle in line for line in list(self.lines)):
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.text()[-4000:]}")
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: any(needle in line for line in list(self.lines)), timeout, needle)
+        except AssertionError:
+            raise AssertionError(
+                f"no {needle!r} within {timeout}s:\n{self.text()[-4000:]}"
+            ) from None
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -216,4 +229,4 @@ def test_demo_sigterm_stops_everything(tmp_path: Path) -> None:
                 proc.wait(10)
     pids = json.loads((run_dir / "pids.json").read_text())
     assert len(pids) == 4, pids
-    assert _wait_gone(list(pids.values()), 5.0) == []
+    _wait_gone(list(pids.values()), 5.0)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.testing import mdpeer_argv
 from tests.docs_harness import (
     Block,
     DocFailedError,
@@ -30,7 +31,6 @@ from tests.docs_harness import (
     shim_dir,
     until_ready_helper,
 )
-from tests.fixtures.kafka import mdpeer_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsSession]:
         for k, v in os.environ.items()
         if not k.startswith("MDPEER_") or k == "MDPEER_CACHE_DIR"
     }
-    shims = shim_dir(workdir / ".bin", mdpeer_command(), os.environ.get("UV") or shutil.which("uv"))
+    shims = shim_dir(workdir / ".bin", mdpeer_argv(), os.environ.get("UV") or shutil.which("uv"))
     env.update(
         PATH=f"{shims}{os.pathsep}{env.get('PATH', '')}",
         # `uv run mdpeer` from the document's directory runs this checkout, as from its root
@@ -148,7 +148,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsSession]:
         terminal.stop()
         # Whatever happened above: no broker of this module outlives it.
         subprocess.run(
-            [*mdpeer_command(), "kafka", "down", "--data-dir", str(data_dir), "--grace", "5"],
+            [*mdpeer_argv(), "kafka", "down", "--data-dir", str(data_dir), "--grace", "5"],
             capture_output=True,
             timeout=60,
             check=False,

@@ -82,7 +82,7 @@ def test_only_foreground_servers_are_wrapped() -> None:
     )
     wrapped = wrap_servers(text, "HELPER").split("\n")
     assert wrapped == [
-        "HELPER 'shards assigned' mdpeer run --config c.json   # each peer",
+        "HELPER /readyz mdpeer run --config c.json   # each peer",
         "uv run mdpeer run --peer-id a &",
         "X=1 HELPER 'listening on' uv run --locked mdpeer sim serve \\",
         "    --port 8800",
@@ -141,3 +141,60 @@ def test_a_foreground_server_runs_until_it_is_up_then_stops(tmp_path: Path) -> N
         check=False,
     )
     assert failing.returncode == 3
+
+
+def test_a_peer_command_that_names_its_metrics_port_is_polled_there() -> None:
+    from tests.docs_until_ready import metrics_port_of
+
+    assert metrics_port_of(["mdpeer", "run", "--metrics-port", "9464"]) == 9464
+    assert metrics_port_of(["mdpeer", "run", "--metrics-port=9465", "--peer-id", "a"]) == 9465
+    assert metrics_port_of(["mdpeer", "run", "--config", "c.json"]) is None
+
+
+#: a stand-in for ``mdpeer run``: /readyz on $MDPEER_METRICS_PORT, 503 while it rebuilds its
+#: shard (the first answers), then 200; the log never says anything about its state
+_FAKE_PEER = """\
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+asked = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        global asked
+        asked += 1
+        ready = asked > 3
+        body = {"ready": ready, "owned_shards": [0], "rebuilding": [] if ready else [0]}
+        data = json.dumps(body).encode()
+        self.send_response(200 if ready else 503)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+print("a peer starting", flush=True)
+HTTPServer(("127.0.0.1", int(os.environ["MDPEER_METRICS_PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_foreground_peer_runs_until_its_readyz_says_it_works_then_stops(
+    tmp_path: Path,
+) -> None:
+    peer = tmp_path / "peer.py"
+    peer.write_text(_FAKE_PEER)
+    helper = Path(__file__).with_name("docs_until_ready.py")
+    done = subprocess.run(
+        [sys.executable, str(helper), "/readyz", sys.executable, str(peer)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a peer starting" in done.stdout
+    assert "/readyz); stopping it with SIGTERM" in done.stderr

@@ -13,7 +13,8 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from peer.dev.localkafka import Cluster
-from tests.fixtures.kafka import create_topic, mdpeer_command, read_topic, values
+from peer.testing import create_topics, mdpeer_argv
+from tests.fixtures.kafka import read_topic, values
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kafka3, pytest.mark.slow]
 
@@ -41,7 +42,7 @@ def leader_of(admin: AdminClient, topic: str, partition: int = 0) -> int:
 
 def cli_status(cluster: Cluster) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
-        [*mdpeer_command(), "kafka", "status", "--json", "--data-dir", str(cluster.data_dir)],
+        [*mdpeer_argv(), "kafka", "status", "--json", "--data-dir", str(cluster.data_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,7 +54,7 @@ def cli_status(cluster: Cluster) -> tuple[int, dict[str, Any]]:
 def test_transactions_commit_after_sigkill_of_the_leader(kafka3: Cluster) -> None:
     admin = AdminClient({"bootstrap.servers": kafka3.bootstrap})
     topic = f"quorum.{uuid.uuid4().hex[:8]}"
-    create_topic(admin, topic, 1)  # broker defaults: replication 3, min ISR 2
+    create_topics(admin, [topic], 1)  # broker defaults: replication 3, min ISR 2
     replicas = admin.list_topics(topic=topic, timeout=10).topics[topic].partitions[0].replicas
     assert sorted(replicas) == [1, 2, 3]
 

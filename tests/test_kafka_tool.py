@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from peer.cli import app
 from peer.dev.localkafka import resolve_jars
 from peer.dev.localkafka.tools import TOOLS, closest_tool, find_tool
-from tests.fixtures.kafka import GroupFactory, TopicFactory, mdpeer_command
+from peer.testing import mdpeer_argv
+from tests.fixtures.kafka import GroupFactory, TopicFactory
 
 #: a tool's JVM starts in about a second here; the rest is the broker's answer
 _TOOL_DEADLINE_S = 60.0
@@ -25,7 +26,7 @@ _TOOL_DEADLINE_S = 60.0
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*mdpeer_command(), "kafka", "tool", *args],
+        [*mdpeer_argv(), "kafka", "tool", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,

@@ -5,14 +5,13 @@ These run against the real broker of the session (``kafka_bootstrap``), never a 
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from peer.testing import wait_until
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_topic, values
 
 pytestmark = pytest.mark.kafka
@@ -29,13 +28,6 @@ def transactional_producer(bootstrap: str, txn_id: str) -> Producer:
     )
     producer.init_transactions(30)
     return producer
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_read_committed_sees_committed_batches_only(
@@ -141,7 +133,7 @@ def test_stale_generation_is_fenced_by_send_offsets(
             a.poll_once()
             return a.consumed == 6
 
-        wait_until(a_caught_up, 30, "member A to consume the 6 seed records")
+        wait_until(a_caught_up, 30, "member A to consume the 6 seed records", step=0)
         assert a.assigned == [[0, 1]]
         stale_metadata = a.consumer.consumer_group_metadata()
         stale_positions = a.positions()
@@ -161,7 +153,7 @@ def test_stale_generation_is_fenced_by_send_offsets(
             b.poll_once()
             return any(b.assigned)
 
-        wait_until(b_assigned, 30, "member B to be assigned partitions")
+        wait_until(b_assigned, 30, "member B to be assigned partitions", step=0)
         # A never heard of it: no callback ran in A since its first assignment.
         assert (a.assigned, a.revoked, a.lost) == ([[0, 1]], [], [])
 
@@ -186,7 +178,7 @@ def test_stale_generation_is_fenced_by_send_offsets(
             owned = b.consumer.assignment()
             return bool(owned) and all(tp.offset == 3 for tp in b.positions())
 
-        wait_until(b_caught_up, 30, "member B to consume its partitions")
+        wait_until(b_caught_up, 30, "member B to consume its partitions", step=0)
         producer_b.begin_transaction()
         producer_b.produce(out, value=b"from-b")
         producer_b.send_offsets_to_transaction(

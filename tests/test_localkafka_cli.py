@@ -18,14 +18,14 @@ import pytest
 from peer.dev.localkafka import free_port_base, resolve_jars
 from peer.dev.localkafka.layout import ClusterLayout, State, save_state
 from peer.dev.localkafka.process import cmdline
-from tests.fixtures.kafka import mdpeer_command
+from peer.testing import mdpeer_argv
 
 
 def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*mdpeer_command(), "kafka", *args],
+        [*mdpeer_argv(), "kafka", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -16,7 +16,7 @@ from peer.dev.localkafka import (
     free_port_base,
     quiet_progress,
 )
-from tests.fixtures.kafka import mdpeer_command
+from peer.testing import mdpeer_argv
 
 
 @pytest.mark.kafka
@@ -60,7 +60,7 @@ def test_a_maven_failure_shows_its_cause_and_output(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_HOME"}
     env.update(PATH=f"{bin_dir}:{env.get('PATH', '')}", MDPEER_CACHE_DIR=str(cache))
     done = subprocess.run(
-        [*mdpeer_command(), "kafka", "install"],
+        [*mdpeer_argv(), "kafka", "install"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +27,24 @@ from confluent_kafka.admin import (
     AclOperation,
     AclPermissionType,
     AdminClient,
-    NewTopic,
     ResourcePatternType,
     ResourceType,
 )
 
 from peer.dev.localkafka import (
     Cluster,
-    LocalKafka,
-    PortInUseError,
     Security,
     free_port_base,
     librdkafka_config,
+    start_on_free_ports,
 )
 from peer.dev.localkafka.secure import DEFAULT_USERS
+from peer.testing import create_topics, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 # -- helpers -------------------------------------------------------------------------------
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
-
-
 class Captured(logging.Handler):
     """The log lines of one librdkafka client (a logger of its own, not propagated)."""
 
@@ -82,13 +73,7 @@ def first_errors(config: dict[str, Any], log: Captured, timeout: float = 20.0) -
 
 
 def create_topic(admin: AdminClient, name: str) -> None:
-    admin.create_topics([NewTopic(name, num_partitions=1)], operation_timeout=15)[name].result(20)
-
-    def led() -> bool:
-        topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
-        return topic is not None and topic.error is None and topic.partitions[0].leader >= 0
-
-    wait_for(f"topic {name} has a leader", led)
+    create_topics(admin, [name])
 
 
 def produce_one(config: dict[str, Any], topic: str) -> KafkaError | None:
@@ -138,18 +123,7 @@ def mode(path: Path) -> int:
 # -- the module's cluster --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("secured")
-    cluster: Cluster | None = None
-    for attempt in range(3):
-        try:
-            cluster = LocalKafka(
-                root / f"try{attempt}", port=free_port_base(1), secure=True, tie_to_parent=True
-            ).start()
-            break
-        except PortInUseError:
-            if attempt == 2:
-                raise
-    assert cluster is not None
+    cluster = start_on_free_ports(tmp_path_factory.mktemp("secured"), 1, secure=True)
     try:
         yield cluster
     finally:
@@ -268,9 +242,10 @@ def test_a_user_without_acls_is_refused_until_the_admin_grants_them(
         AclOperation.ANY,
         AclPermissionType.ANY,
     )
-    wait_for(
-        "the broker knows the new ACLs",
+    wait_until(
         lambda: set(acls) <= set(admin.describe_acls(mine, request_timeout=10).result(15)),
+        20,
+        "the broker knows the new ACLs",
     )
 
     assert produce_one(peer, topic) is None

@@ -17,19 +17,15 @@ from peer.control.reader import read_control_topic
 from peer.dev.sim.server import SimServer
 from peer.model import Position, StartPolicy
 from peer.routes.model import Route
-from tests.fixtures.kafka import TopicFactory, mdpeer_command
+from peer.testing import child_env, mdpeer_argv, metric, wait_until
+from tests.fixtures.kafka import TopicFactory
 from tests.peers import (
     Deployment,
     Publisher,
     check_exactly_once,
     deployment,
-    free_port,
-    metric,
-    owned_shards,
     read_committed,
     read_raw,
-    scrape,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
@@ -120,7 +116,7 @@ def test_sigkill_mid_stream_then_new_peer_resumes_exactly_once(
         # another id: the dead one's transaction times out; the same id fences and aborts it
         second = dep.start_peer(new_id)
         everything = set(range(dep.shards))
-        wait_until(lambda: owned_shards(second.logs()) == everything, 60, "the shards moved")
+        wait_until(lambda: second.owned() == everything, 60, "the shards moved")
         # a measurement for docs (-s shows it), not an assertion on timing
         print(f"sigkill_to_owned_s={time.monotonic() - killed:.2f}")
         wait_until(lambda: seen_count(dep, topics) >= mark + 50, 60, "the second peer producing")
@@ -162,14 +158,14 @@ def test_two_peers_share_then_sigterm_hands_over(
         with Publisher(sim, subjects, interval=0.01) as pub:
 
             def both_own() -> bool:
-                mine, theirs = owned_shards(a.logs()), owned_shards(b.logs())
+                mine, theirs = a.owned(), b.owned()
                 return bool(mine) and bool(theirs) and mine | theirs == set(range(dep.shards))
 
             wait_until(both_own, 60, "both peers owning shards")
             wait_until(lambda: seen_count(dep, [topic]) >= 100, 60, "data flowing")
             started = time.monotonic()
             assert a.stop() == 0
-            wait_until(lambda: owned_shards(b.logs()) == set(range(dep.shards)), 30, "b owning all")
+            wait_until(lambda: b.owned() == set(range(dep.shards)), 30, "b owning all")
             # a measurement for docs (-s shows it), not an assertion on timing
             print(f"sigterm_handoff_s={time.monotonic() - started:.2f}")
             mark = pub.total()
@@ -199,12 +195,12 @@ def test_zombie_writes_nothing_visible(
             everything = set(range(dep.shards))
 
             def shared() -> bool:
-                mine, theirs = owned_shards(z.logs()), owned_shards(other.logs())
+                mine, theirs = z.owned(), other.owned()
                 return bool(mine) and bool(theirs) and mine | theirs == everything
 
             wait_until(shared, 60, "z and o sharing the shards")
             z.signal(signal.SIGSTOP)
-            wait_until(lambda: owned_shards(other.logs()) == everything, 60, "o owning all")
+            wait_until(lambda: other.owned() == everything, 60, "o owning all")
             z.signal(signal.SIGCONT)
             mark = pub.total()
             wait_until(lambda: seen_count(dep, [topic]) >= mark, 60, "o producing")
@@ -240,7 +236,8 @@ def test_routes_added_and_removed_at_run_time(
 
     producer = admin_producer({"bootstrap.servers": dep.bootstrap}, dep.group)
     write_routes(producer, dep.control, dep.shards, [RouteRemoval(extra)])
-    wait_until(lambda: '"msg":"route removed"' in peer.logs(), 30, "the removal applied")
+    # applied once the peer fetches S1 and S2 only (its data was committed: it goes at once)
+    wait_until(lambda: peer.metric("mdpeer_subjects") == 2, 30, "the removal applied")
     before = len(read_committed(dep.bootstrap, topics))
     sim.publish(extra, "z")
     sim.publish(S1, "after")
@@ -262,18 +259,15 @@ def test_gap_after_epoch_bump_is_counted_and_logged(
 ) -> None:
     topics = [unique_topic(1), unique_topic(1)]
     audit = unique_topic(1)
-    port = free_port()
     with deployment(
         kafka_bootstrap,
         kafka_admin,
         tmp_path,
         f"127.0.0.1:{sim.port}",
         quickstart_routes(*topics),
-        metrics_port=port,
-        metrics_host="127.0.0.1",
         audit_topic=audit,
     ) as dep:
-        _gap_scenario(dep, topics, sim, port)
+        _gap_scenario(dep, topics, sim)
         (record,) = read_raw(dep.bootstrap, audit)
         event = json.loads(record)
         assert event["subject"] == S1
@@ -281,25 +275,26 @@ def test_gap_after_epoch_bump_is_counted_and_logged(
         assert event["event"] == "gap"
 
 
-def _gap_scenario(dep: Deployment, topics: list[str], sim: SimServer, port: int) -> None:
+def _gap_scenario(dep: Deployment, topics: list[str], sim: SimServer) -> None:
     peer = dep.start_peer("g")
     sim.publish(S1, "before")
     wait_until(lambda: seen_count(dep, [topics[0]]) >= 1, 60, "S1 flowing")
     sim.bump_epoch(S1)
     sim.publish(S1, "after")
     wait_until(lambda: seen_count(dep, [topics[0]]) >= 2, 30, "S1 after the bump")
+    # what is checked here is the log line itself: the gap is logged, once
     wait_until(lambda: '"msg":"gap in subject' in peer.logs(), 10, "the gap logged")
     gap_lines = [line for line in peer.logs().splitlines() if '"msg":"gap in subject' in line]
     assert len(gap_lines) == 1, gap_lines  # logged once, with its subject and kind
     assert S1 in gap_lines[0]
     assert "epoch_change" in gap_lines[0]
     check_exactly_once(read_committed(dep.bootstrap, topics))
-    page = scrape(port)
+    page = peer.scrape()
     assert metric(page, 'mdpeer_gaps_total{kind="epoch_change"}') == 1
     assert metric(page, f'mdpeer_messages_out_total{{topic="{topics[0]}"}}') == 2
     assert metric(page, 'mdpeer_commits_total{result="committed"}') >= 1
     assert metric(page, "mdpeer_owned_shards") == 4
-    assert json.loads(scrape(port, "/readyz"))["ready"] is True
+    assert json.loads(peer.scrape("/readyz"))["ready"] is True
     assert peer.stop() == 0
 
 
@@ -310,22 +305,16 @@ def test_bad_config_exits_1_naming_the_field(tmp_path: Path) -> None:
         '[source]\nservers = ["127.0.0.1:1"]\n'
     )
     done = subprocess.run(
-        [*mdpeer_command(), "run", "--config", str(config)],
+        [*mdpeer_argv(), "run", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env=_clean_env(),
+        env=child_env(),
     )
     assert done.returncode == 1
     assert "commit_interval_ms" in done.stderr
     assert "soon" in done.stderr
-
-
-def _clean_env() -> dict[str, Any]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("MDPEER_")}
 
 
 def test_checkpoint_reset_command_is_applied_and_acknowledged(
@@ -366,7 +355,6 @@ def test_oversize_skip_policy_uses_the_producers_limit(
     from peer.routes.model import Oversize
 
     topic = unique_topic(1)
-    port = free_port()
     route = Route(S1, topic, on_oversize=Oversize.SKIP, start=HISTORY)
     with deployment(
         kafka_bootstrap,
@@ -375,8 +363,6 @@ def test_oversize_skip_policy_uses_the_producers_limit(
         f"127.0.0.1:{sim.port}",
         [route],
         kafka_producer={"message.max.bytes": "2000"},
-        metrics_port=port,
-        metrics_host="127.0.0.1",
     ) as dep:
         peer = dep.start_peer("o")
         small1 = sim.publish(S1, "small")
@@ -385,6 +371,5 @@ def test_oversize_skip_policy_uses_the_producers_limit(
         wait_until(lambda: seen_count(dep, [topic]) >= 2, 60, "the small messages")
         seen = check_exactly_once(read_committed(dep.bootstrap, [topic]))
         assert seen[S1] == [small1, small2]
-        page = scrape(port)
-        assert metric(page, f'mdpeer_oversized_total{{topic="{topic}",action="skip"}}') == 1
+        assert peer.metric(f'mdpeer_oversized_total{{topic="{topic}",action="skip"}}') == 1
         assert peer.stop() == 0

@@ -26,21 +26,16 @@ from peer.errors import MdpeerError
 from peer.kafka.clients import producer_config
 from peer.model import Message, Position, StartPolicy
 from peer.routes.model import Route
+from peer.testing import PeerProcess, wait_until
 from peer.writer import TransactionalWriter
 from tests.fixtures.kafka import TopicFactory
 from tests.peers import (
     Deployment,
-    PeerProcess,
     Publisher,
     Seen,
     check_exactly_once,
     deployment,
-    free_port,
-    metric,
-    owned_shards,
     read_committed,
-    scrape,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
@@ -76,36 +71,31 @@ def seen_count(dep: Deployment, topics: list[str]) -> int:
 
 
 class Fleet:
-    """Peers of one deployment, each with its own metrics port (env wins over the file)."""
+    """Peers of one deployment (each with its own metrics port, :class:`PeerProcess`)."""
 
     def __init__(self, dep: Deployment, admin: AdminClient, topic: str) -> None:
         self.dep = dep
         self.admin = admin
         self.topic = topic
-        self.ports: dict[str, int] = {}
         self.peers: dict[str, PeerProcess] = {}
         #: the ownership of the last shared_by() that held
         self.owners: dict[str, set[int]] = {}
         self.describe_errors: list[str] = []
 
     def start(self, peer_id: str) -> PeerProcess:
-        port = free_port()
-        peer = PeerProcess(self.dep.config, peer_id, env={"MDPEER_METRICS_PORT": str(port)})
-        self.dep.peers.append(peer)  # closed with the deployment
-        self.ports[peer_id] = port
+        peer = self.dep.start_peer(peer_id)  # closed with the deployment
         self.peers[peer_id] = peer
         return peer
 
     def produced(self, peer_id: str) -> float:
-        page = scrape(self.ports[peer_id])
-        return metric(page, f'mdpeer_messages_out_total{{topic="{self.topic}"}}')
+        return self.peers[peer_id].metric(f'mdpeer_messages_out_total{{topic="{self.topic}"}}')
 
     def wait_producing(self, peer_id: str) -> None:
         wait_until(lambda: self.produced(peer_id) > 0, 30, f"{peer_id} producing")
 
     def shared_by(self, peer_ids: set[str]) -> bool:
-        """The group and every peer's own log agree: each of ``peer_ids`` owns at least one
-        shard, no shard is owned twice, every shard is owned."""
+        """The group and every peer's own /readyz agree: each of ``peer_ids`` owns at least
+        one shard, no shard is owned twice, every shard is owned."""
         try:
             info = describe_group(self.admin, self.dep.group, self.dep.control, timeout=5)
         except MdpeerError as exc:
@@ -122,8 +112,8 @@ class Fleet:
         union = set().union(*by_peer.values())
         if union != everything or sum(len(s) for s in by_peer.values()) != len(everything):
             return False
-        # the peers act on what they were told: their logs show the same ownership
-        if not all(owned_shards(self.peers[p].logs()) == by_peer[p] for p in peer_ids):
+        # the peers act on what they were told: each works on the shards the group gave it
+        if not all(self.peers[p].owned() == by_peer[p] for p in peer_ids):
             return False
         self.owners = by_peer
         return True
@@ -147,7 +137,6 @@ def test_three_peers_share_then_a_fourth_joins_then_one_is_sigtermed(
         f"127.0.0.1:{sim.port}",
         routes,
         shards=shards,
-        metrics_host="127.0.0.1",
     ) as dep:
         fleet = Fleet(dep, kafka_admin, topic)
         for peer_id in ("a", "b", "c"):
@@ -301,13 +290,14 @@ class I2Sampler:
         self.checked += len(checkpoints)
 
     def until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        """Sample (asserting I2 each time) until ``condition`` holds; a read takes long
+        enough that no pause is needed between samples."""
+
+        def sampled() -> bool:
             self.sample()
-            if condition():
-                return
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            return condition()
+
+        wait_until(sampled, timeout, what, step=0)
 
 
 def test_checkpoints_never_run_ahead_of_committed_data_across_a_sigkill(
@@ -337,9 +327,7 @@ def test_checkpoints_never_run_ahead_of_committed_data_across_a_sigkill(
             # partitions' LSO while the new owner's checkpoints may already be visible.)
             second = dep.start_peer("k1")
             everything = set(range(dep.shards))
-            sampler.until(
-                lambda: owned_shards(second.logs()) == everything, 60, "the replacement owning all"
-            )
+            sampler.until(lambda: second.owned() == everything, 60, "the replacement owning all")
             sampler.until(lambda: sampler.visible >= mark + 150, 60, "the replacement producing")
         sampler.until(lambda: sampler.visible >= pub.total(), 60, "everything committed")
         records = read_committed(dep.bootstrap, topics)

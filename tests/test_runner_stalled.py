@@ -30,16 +30,10 @@ from peer.control.shards import shard_of
 from peer.dev.sim.server import SimServer
 from peer.model import Message, StartPolicy
 from peer.routes.model import Route
+from peer.testing import PeerProcess, wait_until
 from peer.writer.records import java_partition, message_headers, partition_basis
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import (
-    Deployment,
-    PeerProcess,
-    check_exactly_once,
-    deployment,
-    read_committed,
-    wait_until,
-)
+from tests.peers import Deployment, check_exactly_once, deployment, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -70,14 +64,18 @@ class Scene:
         self.zombie.produce(self.dep.control, value, key, partition=partition)
 
     def assert_not_started(self, peer: PeerProcess, seconds: float) -> None:
+        """For ``seconds`` from its start ``peer`` works on no shard (its /readyz), and by
+        then it holds the shard and waits: it cannot know where to start yet."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assert '"msg":"shards assigned"' not in peer.logs(), peer.logs()[-2000:]
-            time.sleep(0.2)
+        while time.monotonic() < deadline:  # watched, not slept: any moment of work fails
+            assert_not_working(peer)
+            time.sleep(0.05)
+        wait_until(lambda: waiting_for_the_shard(peer), 60, "the new owner given the shard")
+        assert_not_working(peer)
 
     def finish(self, peer: PeerProcess) -> None:
         """``peer`` takes over, bridges one more message, and nothing was written twice."""
-        wait_until(lambda: '"msg":"shards assigned"' in peer.logs(), 60, "the new owner")
+        wait_until(lambda: peer.owned() == {0}, 60, "the new owner working on the shard")
         self.published.append(self.sim.publish(self.subject, "c"))
         wait_until(
             lambda: len(read_committed(self.dep.bootstrap, [self.topic])) >= len(self.published),
@@ -88,6 +86,18 @@ class Scene:
             read_committed(self.dep.bootstrap, [self.topic]), {self.subject: self.published}
         )
         assert peer.stop() == 0
+
+
+def assert_not_working(peer: PeerProcess) -> None:
+    peer.check_alive()
+    state = peer.readiness()
+    assert state is None or not state.working, f"{peer.name} started too early: {state}"
+
+
+def waiting_for_the_shard(peer: PeerProcess) -> bool:
+    """It owns the (only) shard and is still rebuilding it: waiting on a transaction."""
+    state = peer.readiness()
+    return state is not None and 0 in state.rebuilding
 
 
 @contextlib.contextmanager
@@ -187,13 +197,22 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
 
         waiting = dep.start_peer("b")
         scene.assert_not_started(waiting, PENDING_S)
-        # A peer waiting for them still acts on SIGTERM: it leaves, having taken nothing on.
-        # (its exit within 10 s is the wait's deadline; the old single wait took up to 50 s)
-        assert waiting.stop(timeout=10) == 0
-        assert '"msg":"shards assigned"' not in waiting.logs()
+        # A peer waiting for them still acts on SIGTERM: it leaves, having taken nothing on
+        # (watched on its /readyz until it is gone). Its exit within 10 s is the wait's
+        # deadline; the old single wait took up to 50 s.
+        waiting.terminate()
+
+        def gone() -> bool:
+            state = waiting.readiness()
+            assert state is None or not state.working, f"b took the shard on: {state}"
+            return not waiting.alive()
+
+        wait_until(gone, 10, "b leaving on SIGTERM")
+        assert waiting.wait(1) == 0
 
         second = dep.start_peer("c")
-        wait_until(lambda: '"msg":"peer started"' in second.logs(), 60, "c started")
+        # c holds the shard and waits on the pending offsets when the old owner wakes up
+        wait_until(lambda: waiting_for_the_shard(second), 60, "c waiting on the offsets")
         # The old owner wakes up: its checkpoint, then its commit (which still succeeds).
         scene.checkpoint_stalled()
         scene.zombie.commit_transaction(30)

@@ -13,19 +13,11 @@ import pytest
 from peer.dev.sim.generator import GeneratorSpec
 from peer.dev.sim.model import SubjectError
 from peer.dev.sim.server import SimConfig, SimServer
-from tests.fixtures.sim import http_json
+from peer.testing import http_json, wait_until
 
 pytestmark = pytest.mark.sim
 
 SimFactory = Callable[..., SimServer]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 def consume_status(server: SimServer, subject: str = "/a/1") -> int:
@@ -159,7 +151,7 @@ def test_generator_feeds_subjects_until_stopped(sim_factory: SimFactory) -> None
     assert status == 200
     assert body["subject_names"] == [f"/bench/s/{i}" for i in range(1, 6)]
     assert body["generator"]["running"] is True
-    wait_for(lambda: server.state()["published"] >= 200)
+    wait_until(lambda: server.state()["published"] >= 200, 10.0, "200 messages generated")
     subjects = server.state()["subjects"]
     assert sorted(subjects) == [f"/bench/s/{i}" for i in range(1, 6)]
     status, msgs = http_json(
@@ -184,7 +176,7 @@ def test_generator_stops_after_total(sim_factory: SimFactory) -> None:
         status = server.generator_status()
         return status is not None and not status["running"]
 
-    wait_for(done)
+    wait_until(done, 10.0, "the generator done")
     state = server.state()
     assert state["published"] == 1001
     assert state["subjects"]["/g/a"]["head_seq"] == 501

@@ -6,7 +6,6 @@ import json
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,20 +14,12 @@ from typer.testing import CliRunner
 
 from peer.cli import app
 from peer.dev.sim.server import SimServer
-from tests.fixtures.sim import SimProcess, http_json, mdpeer_command
+from peer.testing import SimProcess, http_json, mdpeer_argv, wait_until
 
 pytestmark = pytest.mark.sim
 
 SimFactory = Callable[..., SimServer]
 ProcessFactory = Callable[..., SimProcess]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 # -- serve -----------------------------------------------------------------------------------
@@ -47,11 +38,9 @@ def test_serve_prints_its_url_serves_and_stops_cleanly(
     assert (status, body["status"]) == (200, "OK")
     status, body = http_json("GET", proc.url + "/rest/consume", {"subject": "/p/1"})
     assert [m["content"] for m in body["messages"]] == ["hi"]
-    assert proc.terminate(sig) == 0
-    assert proc.proc.stdout is not None
-    rest_of_stdout = proc.proc.stdout.read()
-    assert rest_of_stdout == ""  # exactly one line on stdout
-    assert "s3cr3t-pub" not in proc.stderr()
+    assert proc.interrupt(sig) == 0
+    assert proc.stdout_lines == [f"listening on {proc.url}\n"]  # exactly one line on stdout
+    assert "s3cr3t-pub" not in proc.logs()
 
 
 def test_serve_takes_settings_from_env_and_token_files(
@@ -90,16 +79,16 @@ def test_serve_runs_the_generator_from_flags(sim_process_factory: ProcessFactory
     def published() -> int:
         return int(http_json("GET", proc.url + "/admin/state")[1]["published"])
 
-    wait_for(lambda: published() >= 100)
+    wait_until(lambda: published() >= 100, 10.0, "100 messages generated")
     first = published()
-    wait_for(lambda: published() > first)
+    wait_until(lambda: published() > first, 10.0, "the generator going on")
     subjects = http_json("GET", proc.url + "/admin/state")[1]["subjects"]
     assert sorted(subjects) == ["/gen/1", "/gen/2", "/gen/3"]
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*mdpeer_command(), "sim", "serve", *args],
+        [*mdpeer_argv(), "sim", "serve", *args],
         capture_output=True,
         text=True,
         timeout=60,

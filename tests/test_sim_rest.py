@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from peer.dev.sim.server import SimServer
-from tests.fixtures.sim import http_json
+from peer.testing import http_json, wait_until
 
 pytestmark = pytest.mark.sim
 
@@ -39,14 +39,6 @@ def messages(server: SimServer, subject: str, **params: object) -> list[dict[str
 
 def seqs(msgs: list[dict[str, Any]]) -> list[int]:
     return [m["seq"] for m in msgs]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 # -- produce ---------------------------------------------------------------------------------
@@ -214,7 +206,7 @@ def test_cache_is_bounded_by_age(sim_factory: SimFactory) -> None:
     for i in range(1, 4):
         server.publish("/x/1", f"m{i}")
     assert seqs(messages(server, "/x/1", history=10)) == [1, 2, 3]
-    wait_for(lambda: not messages(server, "/x/1", history=10))
+    wait_until(lambda: not messages(server, "/x/1", history=10), 10.0, "the cache expired")
     state = server.state("/x/1")["subjects"]["/x/1"]
     assert (state["cache_size"], state["oldest_seq"], state["head_seq"]) == (0, None, 3)
     assert messages(server, "/x/1", epoch=1, seq=1) == []

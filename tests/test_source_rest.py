@@ -28,7 +28,7 @@ from peer.model import Message, Position, StartPolicy
 from peer.secret import Secret
 from peer.source.base import Event, Gap, GapKind, Source, SubjectFault, SubjectStart
 from peer.source.rest import RestSource, RestSourceConfig
-from tests.fixtures.sim import SimProcess
+from peer.testing import SimProcess, free_port, wait_until
 
 pytestmark = pytest.mark.sim
 
@@ -87,14 +87,6 @@ def messages_of(events: list[Event], subject: str | None = None) -> list[Message
 
 def count(n: int, subject: str | None = None) -> Callable[[list[Event]], bool]:
     return lambda events: len(messages_of(events, subject)) >= n
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def publish_all(server: SimServer, subject: str, n: int, prefix: str = "m") -> list[Position]:
@@ -165,7 +157,9 @@ def test_latest_start_skips_what_exists_and_delivers_what_follows(
     source = make_source(sim.url)
     source.subscribe("/doc/latest", after=None, policy=StartPolicy.parse("latest"))
     # "latest" means after the source's first answer: wait until it has learned the head
-    wait_for("the head", lambda: source.stats().server_head.get("/doc/latest") == head)
+    wait_until(
+        lambda: source.stats().server_head.get("/doc/latest") == head, DEADLINE_S, "the head"
+    )
     sim.publish("/doc/latest", "fresh")
     got = collect(source, count(1))
     assert [m.content for m in messages_of(got)] == [b"fresh"]
@@ -179,7 +173,7 @@ def test_on_an_empty_subject_every_later_message_is_delivered(
     sim = sim_factory()
     source = make_source(sim.url)
     source.subscribe("/doc/empty", after=None, policy=StartPolicy.parse(policy))
-    wait_for("the first answer", lambda: source.stats().requests >= 2)
+    wait_until(lambda: source.stats().requests >= 2, DEADLINE_S, "the first answer")
     publish_all(sim, "/doc/empty", 4)
     got = messages_of(collect(source, count(4)))
     assert [m.content for m in got] == [b"m0", b"m1", b"m2", b"m3"]
@@ -271,7 +265,7 @@ def test_epoch_bump_is_reported_then_the_new_epoch_follows(
     old = publish_all(sim, "/gap/epoch", 3)
     source = make_source(sim.url)
     source.subscribe("/gap/epoch", after=old[-1])
-    wait_for("the first answer", lambda: source.stats().requests >= 1)
+    wait_until(lambda: source.stats().requests >= 1, DEADLINE_S, "the first answer")
     sim.bump_epoch("/gap/epoch")
     new = publish_all(sim, "/gap/epoch", 2, prefix="n")
     events = collect(source, count(2))
@@ -369,7 +363,7 @@ def test_slow_server_beyond_the_request_timeout_is_retried_until_it_answers(
     sim.set_faults(latency_ms=400)
     source = make_source(sim.url, request_timeout=0.2)
     source.subscribe("/slow/a", after=Position(1, 0))
-    wait_for("a timeout", lambda: source.stats().request_errors >= 2)
+    wait_until(lambda: source.stats().request_errors >= 2, DEADLINE_S, "a timeout")
     assert source.poll(1000, 0) == []
     sim.set_faults(latency_ms=50)  # slow but within the timeout now
     got = messages_of(collect(source, count(5)))
@@ -414,11 +408,7 @@ def test_bad_subject_stops_it_with_the_servers_reason(
 def test_no_server_within_the_budget_stops_the_subject_as_unavailable(
     make_source: SourceFactory,
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port where nothing listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     source = make_source(f"127.0.0.1:{port}", retry_give_up=0.5, request_timeout=0.5)
     source.subscribe("/gone/a", after=Position(1, 0))
     fault = fault_of(source, deadline_s=15)
@@ -461,7 +451,7 @@ def test_unsubscribe_discards_and_resubscribe_starts_over(
     publish_all(sim, "/sub/b", 3)
     source = make_source(sim.url)
     source.subscribe("/sub/a", after=Position(1, 0))
-    wait_for("buffered events", lambda: source.stats().buffered >= 10)
+    wait_until(lambda: source.stats().buffered >= 10, DEADLINE_S, "buffered events")
     source.unsubscribe("/sub/a")
     assert source.subjects() == frozenset()
     assert source.stats().buffered == 0
@@ -488,7 +478,7 @@ def test_bounded_buffer_and_pause_resume(
     for subject in subjects:
         source.subscribe(subject, after=Position(1, 0))
     # nobody polls: fetching stops at the bound
-    wait_for("a full buffer", lambda: source.stats().buffered >= bound * 3 // 4)
+    wait_until(lambda: source.stats().buffered >= bound * 3 // 4, DEADLINE_S, "a full buffer")
     for _ in range(20):
         assert source.stats().buffered <= bound
         time.sleep(0.01)
@@ -539,6 +529,6 @@ def test_a_flapping_server_is_logged_once_per_period_not_per_failure(
     publish_all(sim, "/flap/a", 5)
     collect(source, count(5), deadline_s=60)
     # idle polls go on; about every other one fails, and the next success "recovers" it
-    wait_for("many failed requests", lambda: source.stats().request_errors >= 8)
+    wait_until(lambda: source.stats().request_errors >= 8, DEADLINE_S, "many failed requests")
     lines = [r for r in caplog.records if r.getMessage() == "server failing, trying others"]
     assert 1 <= len(lines) <= 2, [vars(r) for r in lines]

@@ -5,9 +5,8 @@ Every assertion reads back what a ``read_committed`` consumer (or the group coor
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from peer.kafka.errors import (
 )
 from peer.model import Message, Position
 from peer.routes.model import Oversize, Route
+from peer.testing import wait_until
 from peer.writer import TransactionalWriter, WriteOutcome
 from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
 from tests.fixtures.kafka import GroupFactory, TopicFactory, read_records
@@ -47,13 +47,6 @@ CONTROL_PARTITIONS = 4
 def java_partition_of(data: bytes, partitions: int) -> int:
     # Kafka's Java default partitioner for a keyed record, spelled out here independently.
     return to_positive(murmur2(data)) % partitions
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def msg(subject: str, seq: int, content: bytes = b"", **kw: Any) -> Message:
@@ -246,7 +239,7 @@ def consume_all(consumer: Consumer, count: int, timeout: float) -> None:
             seen += 1
         return seen >= count
 
-    wait_until(done, timeout, f"{count} control records consumed")
+    wait_until(done, timeout, f"{count} control records consumed", step=0)  # done() polls
 
 
 def test_offsets_commit_atomically_and_a_topic_limit_is_learned_then_applied_per_record(
@@ -382,7 +375,7 @@ def test_a_stale_group_generation_cannot_commit(
             b.poll(0.1)
             return bool(b.assignment())
 
-        wait_until(b_owns, 30, "member B to be assigned")
+        wait_until(b_owns, 30, "member B to be assigned", step=0)  # b_owns() polls
         with pytest.raises(GroupFencedError) as fenced:
             w.commit(stale_positions, stale_metadata)
         assert fenced.value.code in {"ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID"}

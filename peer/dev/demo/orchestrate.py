@@ -21,17 +21,19 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from peer.dev.demo.check import CommittedCounter
-from peer.dev.demo.procs import PeerProc, alive, spawn_peer
 from peer.dev.demo.summary import DemoResult
 from peer.dev.demo.view import DemoStatus, PeerRow, View
 from peer.dev.procsignals import fresh_run_dir, signals_ignored, signals_raise
 from peer.errors import MdpeerError
+from peer.testing import PeerProcess, WaitTimeoutError, alive, create_topics
 
 GROUP: Final = "demo"
 #: the vendor connector's quick-start routes: subject, topic, key
 ROUTES: Final = (("/server/status1", "topic1", None), ("/server/status2", "topic2", "mykey"))
 #: run directories kept under the cache (older ones are removed at start)
 KEEP_RUNS: Final = 3
+#: a peer SIGTERMed gets this long to commit and leave before it is killed
+PEER_STOP_GRACE_S: Final = 20.0
 
 
 class DemoError(MdpeerError):
@@ -98,7 +100,9 @@ class Demo:
         self.view_out = view_out
         self.run_dir = options.run_dir or default_run_dir()
         self.result = DemoResult(run_dir=str(self.run_dir))
-        self.peers: list[PeerProc] = []
+        self.peers: list[PeerProcess] = []
+        #: peer ids the demo SIGKILLed (``--kill-one``)
+        self.killed: set[str] = set()
         self.events: list[str] = []
         self._owners: dict[int, str] = {}
         self._started = time.monotonic()
@@ -180,10 +184,14 @@ class Demo:
         config = self._write_config(bootstrap, sim.port)
         stack.callback(self._stop_peers)
         for i in range(1, self.o.peers + 1):
-            peer = spawn_peer(self.run_dir, config, f"demo-{i}")
+            peer_id = f"demo-{i}"
+            # its own session and tied to the demo: see the module's docstring
+            peer = PeerProcess(
+                config, peer_id, log=self.run_dir / f"{peer_id}.log", grace=PEER_STOP_GRACE_S
+            )
             self.peers.append(peer)
-            self.result.pids[f"peer {peer.peer_id}"] = peer.proc.pid
-            self._step(f"started peer {peer.peer_id} (pid {peer.proc.pid}, log {peer.log})")
+            self.result.pids[f"peer {peer.peer_id}"] = peer.pid
+            self._step(f"started peer {peer.peer_id} (pid {peer.pid}, log {peer.log})")
         self._record_pids()
 
         counter = CommittedCounter(bootstrap, topics, logger=clients)
@@ -247,14 +255,14 @@ class Demo:
             time.sleep(0.5)
 
     def _stop_peers(self) -> None:
-        """SIGTERM all at once (each commits and leaves), then wait; SIGKILL stragglers."""
+        """SIGTERM all at once (each commits and leaves), then wait; force stragglers."""
         for peer in self.peers:
             peer.terminate()
         for peer in self.peers:
-            peer.stop()
-            code = peer.proc.returncode
+            code = peer.stop()
+            peer.close()
             self.result.peer_exits[peer.peer_id] = code
-            if not peer.killed and code != 0:
+            if peer.peer_id not in self.killed and code != 0:
                 progress(f"peer {peer.peer_id} exited with code {code}; see {peer.log}")
 
     def _publishing_for(self) -> float:
@@ -263,31 +271,18 @@ class Demo:
     # -- steps -------------------------------------------------------------------------------
 
     def _start_kafka(self, stack: contextlib.ExitStack) -> str:
-        from peer.dev.localkafka import LocalKafka, PortInUseError, free_port_base, stderr_progress
+        from peer.dev.localkafka import start_on_free_ports, stderr_progress
 
-        for attempt in range(3):
-            port = free_port_base(1)
-            data = self.run_dir / "kafka"
-            self._step(f"starting a local Kafka on 127.0.0.1:{port} (data {data})")
-            try:
-                cluster = LocalKafka(
-                    data,
-                    nodes=1,
-                    port=port,
-                    fresh=True,
-                    tie_to_parent=True,
-                    progress=lambda line: stderr_progress(f"demo: {line}"),
-                ).start()
-            except PortInUseError:
-                if attempt == 2:
-                    raise
-                continue
-            stack.callback(_quietly(functools.partial(cluster.stop, grace=10.0)))
-            for node, pid in cluster.running_pids().items():
-                self.result.pids[f"kafka node {node}"] = pid
-            self._step(f"Kafka ready at {cluster.bootstrap}")
-            return cluster.bootstrap
-        raise DemoError("no free ports for the local Kafka")
+        data = self.run_dir / "kafka"
+        self._step(f"starting a local Kafka on free ports (data {data})")
+        cluster = start_on_free_ports(
+            data, 1, fresh=True, progress=lambda line: stderr_progress(f"demo: {line}")
+        )
+        stack.callback(_quietly(functools.partial(cluster.stop, grace=10.0)))
+        for node, pid in cluster.running_pids().items():
+            self.result.pids[f"kafka node {node}"] = pid
+        self._step(f"Kafka ready at {cluster.bootstrap}")
+        return cluster.bootstrap
 
     def _start_sim(self, stack: contextlib.ExitStack) -> Any:
         from peer.dev.sim.server import SimConfig, SimServer
@@ -326,7 +321,7 @@ class Demo:
         while True:
             status = self._observe(admin, control, counter, sim, "peers joining")
             view.update(status)
-            dead = [p.peer_id for p in self.peers if p.proc.poll() is not None]
+            dead = [p.peer_id for p in self.peers if not p.alive()]
             if dead:
                 raise DemoError(
                     f"peer(s) {', '.join(dead)} exited at start; see the logs in {self.run_dir}"
@@ -342,16 +337,15 @@ class Demo:
             time.sleep(0.5)
 
     def _kill_one(self, view: View) -> None:
-        victim = next((p for p in self.peers if p.proc.poll() is None), None)
+        victim = next((p for p in self.peers if p.alive()), None)
         if victim is None:
             return
-        victim.proc.kill()
-        victim.proc.wait(10)
-        victim.killed = True
+        victim.kill()
+        self.killed.add(victim.peer_id)
         self.result.killed = victim.peer_id
         line = (
             f"after {self._publishing_for():.1f}s of publishing: SIGKILL {victim.peer_id} "
-            f"(pid {victim.proc.pid}); "
+            f"(pid {victim.pid}); "
             f"its shards move after the session timeout ({self.o.session_timeout_ms} ms)"
         )
         self.events.append(line)
@@ -387,7 +381,7 @@ class Demo:
             published=published,
             visible=visible,
             peers=tuple(
-                PeerRow(p.peer_id, p.proc.pid, p.state(), tuple(sorted(shards.get(p.peer_id, ()))))
+                PeerRow(p.peer_id, p.pid, self._state(p), tuple(sorted(shards.get(p.peer_id, ()))))
                 for p in self.peers
             ),
             group_state=group_state,
@@ -395,6 +389,14 @@ class Demo:
             shard_moves=self.result.shard_moves,
             events=tuple(self.events),
         )
+
+    def _state(self, peer: PeerProcess) -> str:
+        if peer.peer_id in self.killed:
+            return "killed"
+        code = peer.returncode
+        if code is not None:
+            return f"exited {code}"
+        return "ready" if peer.ready() else "starting"  # what its /readyz says
 
 
 def _routes() -> list[Any]:
@@ -415,28 +417,10 @@ def _published(sim: Any) -> dict[str, tuple[int, int]]:
 
 
 def _create_topics(admin: Any, topics: list[str], partitions: int, timeout: float = 30.0) -> None:
-    from confluent_kafka.cimpl import NewTopic
-
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in topics],
-        operation_timeout=timeout,
-    )
-    for fut in futures.values():
-        fut.result(timeout)
-    deadline = time.monotonic() + timeout
-    for topic in topics:
-        while True:
-            meta = admin.list_topics(topic=topic, timeout=5).topics.get(topic)
-            if (
-                meta is not None
-                and meta.error is None
-                and len(meta.partitions) == partitions
-                and all(p.leader >= 0 for p in meta.partitions.values())
-            ):
-                break
-            if time.monotonic() >= deadline:
-                raise DemoError(f"topic {topic!r} has no leader for every partition in {timeout}s")
-            time.sleep(0.1)
+    try:
+        create_topics(admin, topics, partitions, timeout=timeout)
+    except WaitTimeoutError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def _close_file_handlers(logger: logging.Logger) -> None:

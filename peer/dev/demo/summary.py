@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.dev.demo.check import SubjectCheck
+from peer.testing.verdict import SubjectVerdict
 
 
 @dataclass
 class DemoResult:
-    checks: list[SubjectCheck] = field(default_factory=list)
+    checks: list[SubjectVerdict] = field(default_factory=list)
     per_topic: dict[str, int] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)
     shard_moves: int = 0

@@ -34,6 +34,7 @@ from peer.dev.localkafka.runtime import (
     stderr_progress,
 )
 from peer.dev.localkafka.secure import Security, librdkafka_config
+from peer.dev.localkafka.start import start_on_free_ports
 
 __all__ = [
     "KAFKA_VERSION",
@@ -52,5 +53,6 @@ __all__ = [
     "librdkafka_config",
     "quiet_progress",
     "resolve_jars",
+    "start_on_free_ports",
     "stderr_progress",
 ]

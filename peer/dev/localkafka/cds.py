@@ -13,8 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from peer.dev.localkafka.cluster import LocalKafka
-from peer.dev.localkafka.layout import PortInUseError, free_port_base
 from peer.dev.localkafka.runtime import (
     Progress,
     cds_archive,
@@ -24,6 +22,7 @@ from peer.dev.localkafka.runtime import (
     resolve_jars,
     stderr_progress,
 )
+from peer.dev.localkafka.start import start_on_free_ports
 from peer.errors import LocalKafkaError
 
 
@@ -45,19 +44,12 @@ def build_cds_archive(*, progress: Progress = stderr_progress) -> Path | None:
     partial = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
     try:
         with tempfile.TemporaryDirectory(prefix="mdpeer-cds-") as tmp:
-            for attempt in range(3):
-                try:
-                    cluster = LocalKafka(
-                        Path(tmp) / f"try{attempt}",
-                        port=free_port_base(1),
-                        jvm_options=[f"-XX:ArchiveClassesAtExit={partial}"],
-                        tie_to_parent=True,
-                        progress=quiet_progress,
-                    ).start()
-                    break
-                except PortInUseError:
-                    if attempt == 2:
-                        raise
+            cluster = start_on_free_ports(
+                Path(tmp) / "warmup",
+                1,
+                jvm_options=[f"-XX:ArchiveClassesAtExit={partial}"],
+                progress=quiet_progress,
+            )
             outcome = cluster.stop(grace=120.0)
         # Only a JVM that exited by itself wrote a whole archive.
         if outcome.get(1) != "stopped" or not partial.is_file():

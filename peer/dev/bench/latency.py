@@ -10,10 +10,11 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from benchlib.deploy import deployment
-from benchlib.procs import SimProcess, cpu_seconds, log, wait_until
-from benchlib.stats import percentiles
-from benchlib.tail import Tail
+from peer.dev.bench import log
+from peer.dev.bench.deploy import deployment
+from peer.dev.bench.stats import percentiles
+from peer.dev.bench.tail import Tail
+from peer.testing import SimProcess, cpu_seconds, wait_until
 
 SHARDS = 4
 WARMUP_S = 2.0
@@ -51,13 +52,13 @@ def latency_sweep(
         ) as dep:
             tail = Tail(bootstrap, dep.topic, keep=False)
             peer = dep.start_peer(f"lat-{commit_ms}")
-            wait_until(lambda: len(peer.owned()) == SHARDS, 120, "the peer owning every shard")
+            wait_until(lambda: len(peer.owned()) == SHARDS, 120, "the peer working every shard")
             for rate in rates:
                 sim.generate(prefix, subjects, rate, size, None)
                 time.sleep(WARMUP_S)
                 tail.latencies_ms = []
                 tail.latency_from = time.time()
-                pcpu0, scpu0 = cpu_seconds(peer.proc.pid), cpu_seconds(sim.proc.pid)
+                pcpu0, scpu0 = cpu_seconds(peer.pid), cpu_seconds(sim.pid)
                 t0, g0 = time.time(), sim.generator()["published"]
                 time.sleep(seconds)
                 peer.check_alive()
@@ -75,8 +76,8 @@ def latency_sweep(
                     **percentiles(lat),
                     "max_ms": round(lat[-1], 1),
                     "mean_ms": round(statistics.fmean(lat), 1),
-                    "peer_cpu_cores": round((cpu_seconds(peer.proc.pid) - pcpu0) / (t1 - t0), 2),
-                    "server_cpu_cores": round((cpu_seconds(sim.proc.pid) - scpu0) / (t1 - t0), 2),
+                    "peer_cpu_cores": round((cpu_seconds(peer.pid) - pcpu0) / (t1 - t0), 2),
+                    "server_cpu_cores": round((cpu_seconds(sim.pid) - scpu0) / (t1 - t0), 2),
                 }
                 log(
                     f"  commit {commit_ms} ms, {rate:g} msg/s: p50 {res['p50_ms']} / p99 "
@@ -88,5 +89,5 @@ def latency_sweep(
         sim.stop_generator()
         if tail is not None:
             tail.close()
-        sim.stop()
+        sim.close()
     return out

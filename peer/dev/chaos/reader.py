@@ -17,21 +17,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from chaoslib.content import parse
-from chaoslib.verdict import Gap, Record, gap_from_fields
+from peer.dev.chaos.content import parse
+from peer.testing.verdict import Delivered, Gap, gap_from_fields
 
 _POLL_S = 0.2
-
-
-def _header(headers: Iterable[tuple[str, Any]] | None, name: str) -> str | None:
-    for key, raw in headers or ():
-        if key == name:
-            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
-    return None
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
 
 
 class CommittedReader:
@@ -60,7 +49,7 @@ class CommittedReader:
             conf["logger"] = logger
         self._consumer = Consumer(conf)
         self._lock = threading.Lock()
-        self._records: list[Record] = []
+        self._records: list[Delivered] = []
         self._gaps: list[Gap] = []
         #: subject -> highest content counter seen (drain progress)
         self._latest: dict[str, int] = {}
@@ -119,16 +108,13 @@ class CommittedReader:
                 else:
                     self._gaps.append(gap)
             return
-        headers = msg.headers()
-        p = self._prefix
-        rec = Record(
-            topic=topic,
-            partition=int(msg.partition()),
-            offset=int(msg.offset()),
-            subject=_header(headers, p + "subject"),
-            epoch=_int(_header(headers, p + "epoch")),
-            seq=_int(_header(headers, p + "seq")),
-            value=value,
+        rec = Delivered.from_kafka(
+            topic,
+            int(msg.partition()),
+            int(msg.offset()),
+            msg.headers(),
+            value,
+            prefix=self._prefix,
         )
         claimed = parse(value)
         with self._lock:
@@ -161,7 +147,7 @@ class CommittedReader:
                         self._errors.append(str(err))
         return not pending
 
-    def snapshot(self) -> tuple[list[Record], list[Gap], list[str]]:
+    def snapshot(self) -> tuple[list[Delivered], list[Gap], list[str]]:
         with self._lock:
             return list(self._records), list(self._gaps), list(self._errors)
 

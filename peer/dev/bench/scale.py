@@ -17,11 +17,12 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from benchlib.deploy import deployment
-from benchlib.procs import SimProcess, cpu_seconds, log, memory_mb, wait_until
 from peer.control import encode_checkpoint
 from peer.control.reader import read_shards
 from peer.control.shards import shard_of
+from peer.dev.bench import log
+from peer.dev.bench.deploy import deployment
+from peer.testing import SimProcess, cpu_seconds, memory_mb, wait_until
 
 SHARDS = 12
 
@@ -105,20 +106,23 @@ def scale_point(
 
             def owns_all() -> bool:
                 peer.check_alive()
-                return len(peer.owned()) == SHARDS
+                return len(peer.owned()) == SHARDS  # its /readyz: owned and rebuilt
 
             t_start = time.monotonic()
-            wait_until(owns_all, 300, f"the peer owning every shard ({subjects} subjects)", 0.2)
+            wait_until(
+                owns_all, 300, f"the peer working every shard ({subjects} subjects)", step=0.2
+            )
             assigned_after = time.monotonic() - t_start
-            entries = peer.entries("shards assigned")
+            # the peer's own measure of its rebuilds, reported only in its log lines
+            entries = peer.log_entries("shards assigned")
             rebuild = round(sum(float(e.get("rebuild_s") or 0) for e in entries), 3)
-            cpu0, t_owned = cpu_seconds(peer.proc.pid), time.monotonic()
+            cpu0, t_owned = cpu_seconds(peer.pid), time.monotonic()
             samples: list[float] = []
-            while time.monotonic() - t_owned < settle_s:
+            while time.monotonic() - t_owned < settle_s:  # sampling RSS, not waiting on it
                 peer.check_alive()
-                samples.append(memory_mb(peer.proc.pid).get("rss_mb", 0.0))
+                samples.append(memory_mb(peer.pid).get("rss_mb", 0.0))
                 time.sleep(0.5)
-            mem = memory_mb(peer.proc.pid)
+            mem = memory_mb(peer.pid)
             result = {
                 "subjects": subjects,
                 "shards": SHARDS,
@@ -131,7 +135,7 @@ def scale_point(
                 "hwm_mb": mem.get("hwm_mb"),
                 "rss_after_owned_s": settle_s,
                 "peer_cpu_cores_while_owning": round(
-                    (cpu_seconds(peer.proc.pid) - cpu0) / max(time.monotonic() - t_owned, 1e-3), 2
+                    (cpu_seconds(peer.pid) - cpu0) / max(time.monotonic() - t_owned, 1e-3), 2
                 ),
             }
             log(
@@ -141,4 +145,4 @@ def scale_point(
             return result
     finally:
         sim.stop_generator()
-        sim.stop()
+        sim.close()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Consumer, TopicPartition
+
+from peer.testing.verdict import Delivered, Pos, SubjectVerdict, judge
 
 
 class Tail:
     """Reads one topic from the beginning with ``isolation.level=read_committed``.
 
-    Per record: arrival time (monotonic and wall), (subject, epoch, seq) for duplicates, and,
-    while ``latency_from`` (wall time) is set, arrival minus ``md.closure`` (the generator's
+    Per record: arrival time (monotonic and wall), (subject, epoch, seq) for progress and
+    duplicates, where it was (for the exactly-once verdict, :meth:`check`), and, while
+    ``latency_from`` (wall time) is set, arrival minus ``md.closure`` (the generator's
     publish time in ms) as a latency sample.
     """
 
@@ -31,6 +35,8 @@ class Tail:
         self.latencies_ms: list[float] = []
         self.latency_from: float | None = None
         self.arrivals: dict[str, list[float]] = {}  # subject -> monotonic arrival times
+        self._lock = threading.Lock()
+        self._delivered: list[Delivered] = []
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
@@ -54,6 +60,7 @@ class Tail:
             if not msgs:
                 continue
             mono, wall = time.monotonic(), time.time()
+            batch: list[Delivered] = []
             for msg in msgs:
                 if msg.error() is not None:
                     continue
@@ -63,12 +70,16 @@ class Tail:
                     headers[str(name)] = raw if isinstance(raw, bytes) else str(raw or "").encode()
                 if self._sample and self.sample_headers is None:
                     self.sample_headers = list(headers.items())
-                subject = headers.get("md.subject", b"").decode()
-                key = (
-                    subject,
-                    int(headers.get("md.epoch", b"0")),
-                    int(headers.get("md.seq", b"0")),
+                rec = Delivered.from_kafka(
+                    str(msg.topic()),
+                    int(msg.partition() or 0),
+                    int(msg.offset() or 0),
+                    list(headers.items()),
+                    None,  # the generator's bytes are not checked: they name no position
                 )
+                batch.append(rec)
+                subject = rec.subject or ""
+                key = (subject, rec.epoch or 0, rec.seq or 0)
                 if key in self.seen:
                     self.duplicates += 1
                 else:
@@ -80,6 +91,8 @@ class Tail:
                     self.latencies_ms.append(wall * 1000 - int(closure))
                 self.count += 1
                 self.bytes += len(msg.value() or b"")
+            with self._lock:  # once a batch: the reader keeps up with a peer at full speed
+                self._delivered.extend(batch)
             if self.first_mono is None:
                 self.first_mono = mono
             self.last_mono = mono
@@ -90,6 +103,15 @@ class Tail:
             if arrival > t:
                 return arrival
         return None
+
+    def check(
+        self, expected: Mapping[str, Sequence[Pos]], *, exhaustive: bool = True
+    ) -> list[SubjectVerdict]:
+        """The exactly-once verdict over every record read so far (no gaps are expected:
+        the benchmarks' servers keep every message they are asked for)."""
+        with self._lock:
+            delivered = list(self._delivered)
+        return judge(expected, delivered, exhaustive=exhaustive)
 
     def close(self) -> None:
         self._stop.set()

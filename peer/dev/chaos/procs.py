@@ -1,8 +1,9 @@
 """The processes the harness drives: the reference server, the peers, and the publishers.
 
-Every child runs in its own session (a Ctrl-C in the terminal reaches only the harness,
-which then stops them in order) and, on Linux, dies with the harness (``setpriv
---pdeathsig KILL``), so even a SIGKILL of the harness leaves nothing running.
+Servers and peers are :mod:`peer.testing` processes: each in its own session (a Ctrl-C in the
+terminal reaches only the harness, which then stops them in order) and, on Linux, dying with
+the harness (``setpriv --pdeathsig KILL``), so even a SIGKILL of the harness leaves nothing
+running. Their logs are files of the run directory.
 """
 
 from __future__ import annotations
@@ -10,53 +11,25 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from chaoslib.content import content
-from chaoslib.verdict import Ledger
+from peer.dev.chaos.content import content
+from peer.dev.chaos.verdict import Ledger
+from peer.testing import PeerProcess, SimProcess, child_env, mdpeer_argv
 
-#: a SIGTERMed peer gets this long to commit and leave before it is SIGKILLed
+#: a SIGTERMed peer gets this long to commit and leave before it is SIGABRTed, then SIGKILLed
 PEER_STOP_GRACE_S: Final = 20.0
 
 
 class HarnessError(RuntimeError):
     """The harness itself could not do a step (not a verdict on the peers)."""
-
-
-def mdpeer_argv() -> list[str]:
-    script = Path(sys.executable).with_name("mdpeer")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from peer.cli import app; app()"]
-
-
-def _tied() -> list[str]:
-    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
-def _child_env() -> dict[str, str]:
-    # the harness's own MDPEER_* must not leak into a child's settings
-    return {k: v for k, v in os.environ.items() if not k.startswith("MDPEER_")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
@@ -67,7 +40,7 @@ def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_child_env(),
+            env=child_env(),
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -81,79 +54,15 @@ def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
     return done.stdout
 
 
-# --- the reference server ----------------------------------------------------------------------
-
-
-class SimProcess:
-    """``mdpeer sim serve --port 0`` with a cache big enough that only epoch bumps lose data."""
-
-    def __init__(self, run_dir: Path, seed: int) -> None:
-        self.log = run_dir / "sim.log"
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.seed = seed
-
-    def start(self, timeout: float = 30.0) -> str:
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [
-                    *_tied(),
-                    *mdpeer_argv(),
-                    "sim",
-                    "serve",
-                    "--port",
-                    "0",
-                    "--cache-size",
-                    "10000000",
-                    "--cache-expire",
-                    "86400",
-                    "--seed",
-                    str(self.seed),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=_child_env(),
-                start_new_session=True,
-            )
-        stdout = self.proc.stdout
-        assert stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not line or not line[0].startswith("listening on "):
-            self.stop()
-            raise HarnessError(f"the reference server did not start; see {self.log}")
-        self.url = line[0].split("listening on ", 1)[1].strip()
-        return self.url
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def admin(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-
-    def set_fault(self, name: str, value: float) -> None:
-        self.admin("POST", "/admin/faults", {name: int(value) if name == "latency_ms" else value})
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+def start_sim(run_dir: Path, seed: int) -> SimProcess:
+    """``mdpeer sim serve`` with a cache big enough that only epoch bumps lose data."""
+    try:
+        return SimProcess(
+            *("--cache-size", "10000000", "--cache-expire", "86400", "--seed", str(seed)),
+            log=run_dir / "sim.log",
+        )
+    except RuntimeError as exc:
+        raise HarnessError(f"the reference server did not start: {exc}") from exc
 
 
 # --- peers -------------------------------------------------------------------------------------
@@ -165,7 +74,7 @@ class PeerSlot:
 
     slot: int
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: PeerProcess | None = None
     #: the schedule wants it running (False after a kill/term until its restart, or retired)
     wanted: bool = True
     paused: bool = False
@@ -185,7 +94,7 @@ class PeerSlot:
         return f"chaos-{self.slot}"
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive()
 
 
 class Fleet:
@@ -209,29 +118,12 @@ class Fleet:
             return peer
         if peer.proc is not None:
             self._note_exit(peer)
+        # one log per slot across restarts: a marker line tells the processes apart
         with peer.log.open("ab") as out:
             out.write(f'{{"chaos":"start","slot":{slot},"t":{time.time():.3f}}}\n'.encode())
-            out.flush()
-            peer.proc = subprocess.Popen(
-                [
-                    *_tied(),
-                    *mdpeer_argv(),
-                    "run",
-                    "--config",
-                    str(self.config),
-                    "--peer-id",
-                    peer.peer_id,
-                    "--metrics-port",
-                    str(free_port()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # a peer that hangs is sent SIGABRT before SIGKILL: its Python stacks land in
-                # its log, even when its main thread is blocked inside librdkafka
-                env={**_child_env(), "PYTHONFAULTHANDLER": "1"},
-                start_new_session=True,
-            )
+        # a peer that hangs is sent SIGABRT before SIGKILL: its Python stacks land in its log,
+        # even when its main thread is blocked inside librdkafka
+        peer.proc = PeerProcess(self.config, peer.peer_id, log=peer.log, grace=PEER_STOP_GRACE_S)
         peer.wanted, peer.paused, peer.signalled, peer.exit_noted = True, False, None, False
         peer.was_paused = peer.pending_start = False
         peer.starts += 1
@@ -244,14 +136,7 @@ class Fleet:
             f"peer {peer.slot} did not exit within {grace:g}s of {peer.signalled}: "
             f"SIGABRT (Python stacks in {peer.log.name}), then SIGKILL"
         )
-        with contextlib.suppress(ProcessLookupError):
-            peer.proc.send_signal(signal.SIGCONT)
-            peer.proc.send_signal(signal.SIGABRT)
-        try:
-            peer.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            peer.proc.kill()
-            peer.proc.wait(10)
+        peer.proc.force()
         peer.signalled = f"{peer.signalled}, then SIGABRT"
         self._note_exit(peer)
 
@@ -259,16 +144,17 @@ class Fleet:
         assert peer.proc is not None
         left = max(grace - (time.monotonic() - peer.signalled_at), 0.0)
         try:
-            peer.proc.wait(left)
+            peer.proc.proc.wait(left)
         except subprocess.TimeoutExpired:
             self._force(peer, grace)
         self._note_exit(peer)
 
     def _note_exit(self, peer: PeerSlot, why: str | None = None) -> None:
         assert peer.proc is not None
-        if not peer.exit_noted and peer.proc.returncode is not None:
+        code = peer.proc.returncode
+        if not peer.exit_noted and code is not None:
             peer.exit_noted = True
-            peer.exits.append((peer.proc.returncode, why or peer.signalled or "own"))
+            peer.exits.append((code, why or peer.signalled or "own"))
 
     def signal(self, slot: int, sig: signal.Signals) -> None:
         peer = self.slots[slot]
@@ -290,16 +176,17 @@ class Fleet:
             peer.wanted = False
             peer.signalled = sig.name
             peer.signalled_at = time.monotonic()
-            if peer.paused and sig is signal.SIGTERM:
-                peer.proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
-        peer.proc.send_signal(sig)
+        if sig is signal.SIGTERM:
+            peer.proc.terminate()  # resumed first if paused: a stopped process cannot act on it
+        elif sig is signal.SIGKILL:
+            peer.proc.kill()
+            self._note_exit(peer)
+        else:
+            peer.proc.signal(sig)
         if sig is signal.SIGSTOP:
             peer.paused = peer.was_paused = True
-        elif sig is signal.SIGCONT:
+        elif sig in (signal.SIGCONT, signal.SIGTERM):
             peer.paused = False
-        if sig is signal.SIGKILL:
-            peer.proc.wait(10)
-            self._note_exit(peer)
 
     def supervise(self) -> list[tuple[str, bool]]:
         """Carry out deferred restarts; restart wanted peers that exited on their own (what
@@ -343,12 +230,16 @@ class Fleet:
                 if peer.signalled is None:
                     peer.signalled = "SIGTERM (end)"
                     peer.signalled_at = time.monotonic()
-                    if peer.paused:
-                        peer.proc.send_signal(signal.SIGCONT)
-                    peer.proc.send_signal(signal.SIGTERM)
+                    peer.proc.terminate()
         for peer in self.slots.values():
             if peer.proc is not None:
                 self._reap(peer, PEER_STOP_GRACE_S)  # also notes an exit that came quickly
+
+    def close(self) -> None:
+        """Release every process (kills what still runs; the logs stay in the run dir)."""
+        for peer in self.slots.values():
+            if peer.proc is not None:
+                peer.proc.close()
 
 
 # --- publishers --------------------------------------------------------------------------------

@@ -14,13 +14,15 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from benchlib.deploy import create_topic, deployment
-from benchlib.procs import SimProcess, cpu_seconds, log, split_evenly, wait_until
-from benchlib.tail import Tail
 from peer.config.load import load_settings
+from peer.dev.bench import log
+from peer.dev.bench.deploy import create_topic, deployment
+from peer.dev.bench.tail import Tail
 from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
 from peer.kafka.clients import producer_config
 from peer.model import Message
+from peer.testing import SimProcess, cpu_seconds, split_evenly, wait_until
+from peer.testing.verdict import totals
 from peer.writer.records import Headers, java_partition, message_headers
 
 #: headers as confluent-kafka's ``produce`` types them
@@ -271,7 +273,12 @@ def peer_throughput(
         sim.generate(prefix, subjects, 0, size, total)
         sim.wait_generated(300)
         names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
-        settings = {"metrics_port": 0}
+        state = sim.state()["subjects"]
+        # one epoch, seqs 1..head: the server's cache holds every message it was given
+        expected = {
+            s: [(int(state[s]["epoch"]), seq) for seq in range(1, int(state[s]["head_seq"]) + 1)]
+            for s in names
+        }
         with deployment(
             bootstrap,
             admin,
@@ -280,13 +287,13 @@ def peer_throughput(
             None,
             shards=SHARDS,
             partitions=PARTITIONS,
-            settings=settings,
+            settings={},
         ) as dep:
             tail = Tail(bootstrap, dep.topic, keep=False, sample=True)
             procs = [dep.start_peer(f"tput-{i}") for i in range(peers)]
             wait_until(lambda: split_evenly(procs, SHARDS), 120, f"{peers} peer(s) owning shards")
-            cpu0 = [cpu_seconds(p.proc.pid) for p in procs]
-            scpu0 = cpu_seconds(sim.proc.pid)
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
+            scpu0 = cpu_seconds(sim.pid)
             dep.write_routes(names)
             wait_until(lambda: tail is not None and tail.first_mono is not None, 120, "records")
 
@@ -295,13 +302,14 @@ def peer_throughput(
                     p.check_alive()
                 return tail is not None and len(tail.seen) >= total
 
-            wait_until(done, 600, f"{total} records visible", 0.1)
+            wait_until(done, 600, f"{total} records visible", step=0.1)
             time.sleep(1.0)  # anything beyond N now would be a duplicate
             assert tail.first_mono is not None
             assert tail.last_mono is not None
             elapsed = max(tail.last_mono - tail.first_mono, 1e-3)
-            pcpu = sum(cpu_seconds(p.proc.pid) - c for p, c in zip(procs, cpu0, strict=True))
-            scpu = cpu_seconds(sim.proc.pid) - scpu0
+            pcpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+            scpu = cpu_seconds(sim.pid) - scpu0
+            verdicts = tail.check(expected)
             result = {
                 "peers": peers,
                 "messages": total,
@@ -312,13 +320,14 @@ def peer_throughput(
                 "peer_cpu_cores": round(pcpu / elapsed, 2),
                 "server_cpu_cores": round(scpu / elapsed, 2),
                 "visible": tail.count,
-                "duplicates": tail.duplicates,
+                "duplicates": totals(verdicts)["duplicates"],
+                "exactly_once": {"ok": all(v.ok for v in verdicts), **totals(verdicts)},
             }
             return result, list(tail.sample_headers or []), dep.config
     finally:
         if tail is not None:
             tail.close()
-        sim.stop()
+        sim.close()
 
 
 def throughput_for_size(

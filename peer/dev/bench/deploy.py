@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from benchlib.procs import PeerProcess
 from peer.control.admin import admin_producer, ensure_control_topic, write_routes
 from peer.model import StartPolicy
 from peer.routes.model import Route
+from peer.testing import PeerProcess, create_topics
 
 #: routes start from the oldest cached message so a pre-filled backlog is bridged in full
 HISTORY_START = "history:1000000"
@@ -41,8 +40,8 @@ def peer_config_text(
 
 
 def create_topic(admin: AdminClient, topic: str, partitions: int) -> None:
-    for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        fut.result(30)
+    """One topic of replication 1 (the benchmarks' broker has one node), ready to take data."""
+    create_topics(admin, [topic], partitions, replication_factor=1)
 
 
 @dataclass
@@ -61,7 +60,7 @@ class Deployment:
         return f"{self.group}.control"
 
     def start_peer(self, peer_id: str) -> PeerProcess:
-        peer = PeerProcess(self.config, peer_id)
+        peer = PeerProcess(self.config, peer_id)  # what it owns: its /readyz
         self.peers.append(peer)
         return peer
 
@@ -75,9 +74,9 @@ class Deployment:
         finally:
             producer.flush(5)
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
         for peer in self.peers:
-            peer.close()
+            peer.close(failed=failed)
 
 
 @contextlib.contextmanager
@@ -107,5 +106,8 @@ def deployment(
         if subjects is not None:
             dep.write_routes(subjects)
         yield dep
+    except BaseException:
+        dep.close(failed=True)  # their logs are kept, and their paths printed
+        raise
     finally:
         dep.close()
