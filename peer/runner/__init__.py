@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Final
 
@@ -43,7 +44,13 @@ def run_peer(settings: PeerSettings) -> int:
     peer = Peer(settings, source, metrics=metrics, health=health)
     peer.install_signal_handlers()
     try:
-        return peer.run()
+        code = peer.run()
+        if peer.abandoned:
+            # A Kafka call is still running in a client thread, and closing the clients (or
+            # the interpreter's clean-up of them) would wait for it: leave now (finding 11).
+            logging.shutdown()
+            os._exit(code)
+        return code
     finally:
         # The outcome is decided: a repeated SIGTERM (an impatient orchestrator) must not turn
         # a clean exit 0 into death by signal while the interpreter winds down.

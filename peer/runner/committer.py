@@ -16,6 +16,7 @@ the group's metadata. A failure is one of three kinds:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from peer.ops.metrics import PeerMetrics
 from peer.runner.containment import Containment
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch
-from peer.source.base import Source, SubjectStart
+from peer.source.base import Gap, Source, SubjectStart
 from peer.writer import TransactionalWriter, java_partition
 
 log = logging.getLogger("peer.runner")
@@ -87,6 +88,23 @@ class Committer:
         if not self.writer.transaction_open:
             self.writer.begin()
             self.txn_topics.clear()
+
+    def audit_gap(self, topic: str, gap: Gap, shard: int) -> None:
+        """The gap's audit record, in the open transaction (I6); a
+        :class:`~peer.kafka.errors.RouteFaultError` when the audit topic is at fault."""
+        self.ensure_txn()
+        value = {
+            "event": "gap",
+            "peer": self.settings.peer_id,
+            "shard": shard,
+            "subject": gap.subject,
+            "kind": gap.kind.value,
+            "after": str(gap.after) if gap.after else None,
+            "resumed_at": str(gap.resumed_at),
+            "missing": gap.missing,
+        }
+        subject = gap.subject
+        self.writer.audit(topic, subject.encode(), json.dumps(value).encode(), subject)
 
     def has_work(self) -> bool:
         """Something to commit although no transaction is open."""

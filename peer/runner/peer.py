@@ -21,7 +21,6 @@ its own id, the control topic unreadable, a producer that keeps failing after be
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -90,6 +89,7 @@ class Peer:
         self.owned = ShardSet()
         self._stop = threading.Event()
         self._stopped_at = 0.0
+        self._closing = False
         self._fatal: BaseException | None = None
         self._turn_in: dict[str, int] = {}
         self._ctx = {"peer": settings.peer_id, "txn": settings.transactional_id}
@@ -247,8 +247,8 @@ class Peer:
         """Rebalance callbacks must not raise into librdkafka: keep the error for the loop."""
 
         def call(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            if self._fatal is not None:
-                return
+            if self._fatal is not None or self._closing:
+                return  # a failed or closing peer commits and subscribes nothing more
             try:
                 fn(consumer, partitions)
             except BaseException as exc:  # re-raised by the loop right after consume()
@@ -437,20 +437,8 @@ class Peer:
         track = self.owned.subjects.get(gap.subject)
         if not audit or track is None or self.containment.stopped(gap.subject):
             return
-        txns = self._txns()
-        txns.ensure_txn()
-        value = {
-            "event": "gap",
-            "peer": self.settings.peer_id,
-            "shard": track.shard,
-            "subject": gap.subject,
-            "kind": gap.kind.value,
-            "after": str(gap.after) if gap.after else None,
-            "resumed_at": str(gap.resumed_at),
-            "missing": gap.missing,
-        }
         try:
-            txns.writer.audit(audit, gap.subject.encode(), json.dumps(value).encode(), gap.subject)
+            self._txns().audit_gap(audit, gap, track.shard)
         except RouteFaultError as exc:  # the gap must not go unreported: the subject waits
             self.containment.route_fault(exc)
 
@@ -475,13 +463,21 @@ class Peer:
             code = EXIT_FATAL
             self._close_hard()
         self.source.close()
-        self._txns().writer.flush(5)
+        if not self.abandoned:  # a client with a call still running would not drain
+            self._txns().writer.flush(5)
         self.health.left("stopped")
         log.info("peer stopped", extra={**self._ctx, "exit_code": code})
         return code
 
+    @property
+    def abandoned(self) -> bool:
+        """A transactional call was left running in librdkafka while stopping: the clients
+        cannot be closed cleanly (closing would wait for it); the process should just end."""
+        return self._committer is not None and self._committer.writer.abandoned
+
     def _close_hard(self) -> None:
         """After a fatal error: abort what can be, close without committing anything."""
+        self._closing = True
         writer = self._committer.writer if self._committer is not None else None
         if writer is not None and writer.transaction_open:
             try:
@@ -489,7 +485,7 @@ class Peer:
             except MdpeerError as exc:  # fenced, failed, or abandoned while stopping
                 log.warning("abort failed: %s", exc, extra=self._ctx)
         self.owned.clear()  # callbacks during close must commit nothing
-        if self._consumer is not None:
+        if self._consumer is not None and not self.abandoned:
             try:
                 self._consumer.close()
             except Exception as exc:

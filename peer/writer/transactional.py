@@ -25,17 +25,15 @@ from peer.kafka.errors import (
 from peer.model import Message, Position
 from peer.routes.model import Oversize, Route
 from peer.writer.failures import commit_error, produce_error
-from peer.writer.outbox import Outbox, off_main_thread
+from peer.writer.outbox import CallAbandonedError, Outbox, off_main_thread
 from peer.writer.records import (
     DEFAULT_MESSAGE_MAX_BYTES,
     CommitStats,
-    Headers,
     RecordTemplate,
     WriteOutcome,
     WriterStats,
     dead_letter_record,
     java_partition,
-    message_headers,
     partition_basis,
 )
 from peer.writer.topics import TopicCatalog
@@ -92,6 +90,8 @@ class TransactionalWriter:
         self.stats = WriterStats()
         #: when to stop waiting for a blocked transactional call (the peer is stopping)
         self.abandon = abandon
+        #: a call was left running in librdkafka: no other transactional call may start
+        self.abandoned = False
         self._out = Outbox(
             producer,
             stats=self.stats,
@@ -175,9 +175,6 @@ class TransactionalWriter:
         return self._txn
 
     # --- data --------------------------------------------------------------------------------
-
-    def headers_of(self, message: Message) -> Headers:
-        return message_headers(message, self.header_prefix)
 
     def partition_for(self, route: Route, timeout: float | None = None) -> int:
         """The partition of ``route``'s records: by key, or by subject when keyless (I5).
@@ -349,27 +346,17 @@ class TransactionalWriter:
             for ckey, (cvalue, csubject, cpart) in self._control.items():
                 self._produce_control(ckey, cvalue, csubject, cpart)
             if offsets:
-                call_with_retry(
-                    lambda: off_main_thread(
-                        lambda t: self._out.producer.send_offsets_to_transaction(
-                            list(offsets), group_metadata, t
-                        ),
-                        deadline,
-                        self.abandon,
+                producer = self._out.producer
+                self._call(
+                    "send_offsets_to_transaction",
+                    lambda t: producer.send_offsets_to_transaction(
+                        list(offsets), group_metadata, t
                     ),
-                    op="send_offsets_to_transaction",
-                    attempts=self.retry_attempts,
-                    budget=budget,
-                    backoff_max=self.retry_backoff_max,
+                    deadline,
+                    budget,
                 )
-            call_with_retry(
-                lambda: off_main_thread(
-                    self._out.producer.commit_transaction, deadline, self.abandon
-                ),
-                op="commit_transaction",
-                attempts=self.retry_attempts,
-                budget=budget,
-                backoff_max=self.retry_backoff_max,
+            self._call(
+                "commit_transaction", self._out.producer.commit_transaction, deadline, budget
             )
         except KafkaWriteError as exc:
             raise self._commit_failed(exc) from exc
@@ -432,13 +419,7 @@ class TransactionalWriter:
             return
         budget = self.operation_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        call_with_retry(
-            lambda: off_main_thread(self._out.producer.abort_transaction, deadline, self.abandon),
-            op="abort_transaction",
-            attempts=self.retry_attempts,
-            budget=budget,
-            backoff_max=self.retry_backoff_max,
-        )
+        self._call("abort_transaction", self._out.producer.abort_transaction, deadline, budget)
         log.info(
             "transaction aborted",
             extra=self._extra(records=self._txn.records, subjects=sorted(self._checkpoints)[:20]),
@@ -448,6 +429,27 @@ class TransactionalWriter:
         self._checkpoints.clear()
         self._control.clear()
         self._out.failures.clear()
+
+    def _call(
+        self, op: str, call: Callable[[float], object], deadline: float, budget: float
+    ) -> None:
+        """A transactional call: off the main thread, retried while retriable, and left
+        running once the peer stops waiting (then no other may start: :attr:`abandoned`)."""
+        if self.abandoned:
+            raise CallAbandonedError(
+                f"stopping: {op} not started, an earlier call is still running in the client"
+            )
+        try:
+            call_with_retry(
+                lambda: off_main_thread(call, deadline, self.abandon),
+                op=op,
+                attempts=self.retry_attempts,
+                budget=budget,
+                backoff_max=self.retry_backoff_max,
+            )
+        except CallAbandonedError:
+            self.abandoned = True
+            raise
 
     # --- producing ----------------------------------------------------------------------------
 
