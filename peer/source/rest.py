@@ -33,7 +33,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Final
 
 from peer.errors import SourceError
@@ -262,12 +261,7 @@ class RestSource:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     # -- helpers called with the lock held ---------------------------------------------------

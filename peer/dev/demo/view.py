@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -100,14 +99,9 @@ class View:
             self._live.__enter__()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
-            self._live.__exit__(exc_type, exc, tb)
+            self._live.__exit__(*exc)
             self._live = None
 
     def event(self, line: str) -> None:

@@ -11,7 +11,6 @@ import signal
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -208,12 +207,7 @@ class SimServer:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
     @property
