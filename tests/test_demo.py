@@ -41,8 +41,10 @@ def _demo_argv(*args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # the demo starts its own Kafka; a test session's MDPEER_BOOTSTRAP must not leak in
-    return {k: v for k, v in os.environ.items() if k != "MDPEER_BOOTSTRAP"}
+    # the demo starts its own Kafka; a test session's MDPEER_BOOTSTRAP must not leak in.
+    # PYTHONFAULTHANDLER: a demo that hangs prints every thread's stack on SIGABRT.
+    env = {k: v for k, v in os.environ.items() if k != "MDPEER_BOOTSTRAP"}
+    return {**env, "PYTHONFAULTHANDLER": "1"}
 
 
 def _wait_gone(pids: list[int], timeout: float) -> None:
@@ -219,7 +221,13 @@ def test_demo_sigterm_stops_everything(tmp_path: Path) -> None:
             lines = _Lines(proc.stderr)
             lines.wait_for("publishing 50 msg/s", 240)
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(120)
+            try:
+                code = proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                proc.wait(10)
+                lines.join(10)
+                pytest.fail(f"the demo still ran 120 s after SIGTERM:\n{lines.text()[-12000:]}")
             lines.join(10)
             assert code == 130, lines.text()[-3000:]
             assert "interrupted (stopped by signal SIGTERM)" in lines.text()

@@ -10,6 +10,7 @@ process (``setpriv --pdeathsig``), so even a SIGKILL of the demo leaves nothing 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import json
 import logging
@@ -34,6 +35,9 @@ ROUTES: Final = (("/server/status1", "topic1", None), ("/server/status2", "topic
 KEEP_RUNS: Final = 3
 #: a peer SIGTERMed gets this long to commit and leave before it is killed
 PEER_STOP_GRACE_S: Final = 20.0
+#: stopping everything is bounded step by step (peers 35 s, Kafka 20 s, ...); past this budget
+#: the demo prints every thread's stack and exits 1
+STOP_BUDGET_S: Final = 100.0
 
 
 class DemoError(MdpeerError):
@@ -120,7 +124,11 @@ class Demo:
                 finally:
                     with signals_ignored():
                         progress("stopping everything the demo started")
+                        # each step is bounded; should one still hang, the stacks say where
+                        # and the children die with us (they are tied to this process)
+                        faulthandler.dump_traceback_later(STOP_BUDGET_S, exit=True)
                         stack.close()
+                        faulthandler.cancel_dump_traceback_later()
         except (KeyboardInterrupt, DemoInterruptedError) as exc:
             self.result.interrupted = True
             progress(f"interrupted ({exc or 'Ctrl-C'}); everything it started is stopped")
@@ -255,11 +263,13 @@ class Demo:
             time.sleep(0.5)
 
     def _stop_peers(self) -> None:
-        """SIGTERM all at once (each commits and leaves), then wait; force stragglers."""
+        """SIGTERM all at once (each commits and leaves), wait for all within one grace; force
+        the stragglers (one deadline for all: N hung peers must not take N graces)."""
         for peer in self.peers:
             peer.terminate()
+        deadline = time.monotonic() + PEER_STOP_GRACE_S
         for peer in self.peers:
-            code = peer.stop()
+            code = peer.stop(grace=max(deadline - time.monotonic(), 0.1))
             peer.close()
             self.result.peer_exits[peer.peer_id] = code
             if peer.peer_id not in self.killed and code != 0:
