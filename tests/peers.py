@@ -46,13 +46,16 @@ def write_config(
     settings: dict[str, Any],
     source: dict[str, Any],
     kafka_producer: dict[str, str] | None = None,
+    kafka: dict[str, str] | None = None,
 ) -> Path:
+    """A peer config: ``kafka`` is the ``[kafka]`` table (security: ``sasl.password_file``...)."""
     lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     lines.append("[source]")
     lines += [f"{k} = {toml_value(v)}" for k, v in source.items()]
-    if kafka_producer:
-        lines.append("[kafka_producer]")
-        lines += [f'"{k}" = {toml_value(v)}' for k, v in kafka_producer.items()]
+    for table, props in (("kafka", kafka), ("kafka_producer", kafka_producer)):
+        if props:
+            lines.append(f"[{table}]")
+            lines += [f'"{k}" = {toml_value(v)}' for k, v in props.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -67,6 +70,9 @@ class Deployment:
     shards: int
     config: Path
     peers: list[PeerProcess] = field(default_factory=list)
+    #: librdkafka properties of an admin client (a secured cluster's login); bootstrap only
+    #: when empty
+    admin_conf: dict[str, Any] = field(default_factory=dict)
 
     def start_peer(
         self, peer_id: str | None = None, env: dict[str, str] | None = None
@@ -77,7 +83,8 @@ class Deployment:
         return peer
 
     def write_routes(self, routes: Iterable[Route]) -> None:
-        producer = admin_producer({"bootstrap.servers": self.bootstrap}, self.group)
+        conf = self.admin_conf or {"bootstrap.servers": self.bootstrap}
+        producer = admin_producer(conf, self.group)
         try:
             write_routes(producer, self.control, self.shards, list(routes))
         finally:
@@ -98,8 +105,12 @@ def deployment(
     *,
     shards: int = 4,
     kafka_producer: dict[str, str] | None = None,
+    kafka: dict[str, str] | None = None,
+    admin_conf: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[Deployment]:
+    """``kafka``: the peers' ``[kafka]`` table; ``admin_conf``: how the routes are written
+    (both for a secured cluster, whose ``kafka_admin`` logs in as its admin)."""
     group = f"g-{uuid.uuid4().hex[:10]}"
     control = f"{group}.control"
     ensure_control_topic(kafka_admin, control, shards, None, bootstrap=bootstrap)
@@ -108,8 +119,9 @@ def deployment(
         {"bootstrap": bootstrap, "group": group, **FAST, **settings},
         {"servers": servers},
         kafka_producer,
+        kafka,
     )
-    dep = Deployment(bootstrap, group, control, shards, config)
+    dep = Deployment(bootstrap, group, control, shards, config, admin_conf=dict(admin_conf or {}))
     dep.write_routes(routes)
     try:
         yield dep
@@ -192,15 +204,21 @@ class Seen:
         )
 
 
-def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 4.0) -> list[Seen]:
+def read_committed(
+    bootstrap: str,
+    topics: Iterable[str],
+    timeout: float = 4.0,
+    login: dict[str, Any] | None = None,
+) -> list[Seen]:
     """The committed records of ``topics`` up to their end (read_committed).
 
     A partition held back by an open transaction reports no end: after ``timeout`` what was
     read is returned, so callers wait on counts with their own deadlines. A topic that does
-    not exist yet reads as empty.
+    not exist yet reads as empty. ``login``: a secured cluster's client properties.
     """
     consumer = Consumer(
         {
+            **(login or {}),
             "bootstrap.servers": bootstrap,
             "group.id": f"check-{uuid.uuid4().hex[:8]}",
             "isolation.level": "read_committed",

@@ -49,6 +49,7 @@ def test_routes_add_names_a_missing_topic_and_what_the_cluster_will_do(
             "used_by": ["target of /topics/a"],
             "fate": "the cluster creates it on first use (auto.create.topics.enable=true)",
             "blocking": False,
+            "visible": True,
         }
     ]
 

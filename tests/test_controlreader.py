@@ -179,7 +179,7 @@ def test_reader_config_drops_group_membership() -> None:
     conf = reader_config(base)
     assert "group.instance.id" not in conf
     assert "partition.assignment.strategy" not in conf
-    assert conf["group.id"] != "mdpeer"
+    assert conf["group.id"] == "mdpeer"  # the deployment's group: its Describe ACL suffices
     assert conf["isolation.level"] == "read_committed"
     assert conf["enable.auto.commit"] is False
     assert conf["security.protocol"] == "SASL_SSL"

@@ -550,12 +550,19 @@ def test_stack_peer_settings_come_from_slot_config_and_secrets(tmp_path: Path) -
     conf = consumer_config(settings)
     assert conf["group.instance.id"] == "peer-2"
     assert conf["sasl.password"] == "kafka_password-value"
+    assert conf["sasl.username"] == "mdpeer"
+    assert Path(str(conf["ssl.ca.location"])).read_text() == "  kafka_ca-value\n"
     assert settings.transactional_id == f"{settings.group}-peer-2"
 
 
 def test_stack_admin_settings_load(tmp_path: Path) -> None:
     settings = stack_service_settings("admin", "1", tmp_path)
-    assert consumer_config(settings)["sasl.password"] == "kafka_password-value"
+    conf = consumer_config(settings)
+    # its own principal and password (the admin role's ACLs), the same CA
+    assert conf["sasl.username"] == "mdpeer-admin"
+    assert conf["sasl.password"] == "kafka_admin_password-value"
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert Path(str(conf["ssl.ca.location"])).read_text() == "  kafka_ca-value\n"
 
 
 def test_stack_rollout_policy() -> None:
@@ -572,12 +579,27 @@ def test_stack_rollout_policy() -> None:
     assert seconds(peer["stop_grace_period"]) * 1000 > 10_000  # transaction_timeout_ms default
 
 
+def test_compose_secure_profile_logs_in_with_secret_files(tmp_path: Path) -> None:
+    """Profile ``secure``: SASL_SSL, each service its own principal, the password and the
+    CA from compose secrets (files at /run/secrets, as Swarm mounts them)."""
+    for name, user in (("secure-peer-1", "peer"), ("secure-admin", "operator")):
+        service = load_yaml(COMPOSE)["services"][name]
+        assert service["profiles"] == ["secure"]
+        view = task_view(COMPOSE, service, tmp_path)
+        env = {key: view(str(value)) for key, value in service["environment"].items()}
+        conf = consumer_config(load_settings(None, env, {}))
+        assert conf["security.protocol"] == "SASL_SSL"
+        assert conf["sasl.username"] == user
+        assert conf["sasl.password"] == f"{user}_password-value"
+        assert Path(str(conf["ssl.ca.location"])).read_text() == "  kafka_ca-value\n"
+
+
 def test_compose_runs_three_distinct_peers() -> None:
     services = load_yaml(COMPOSE)["services"]
     peers = {
         n: s["environment"]["MDPEER_PEER_ID"]
         for n, s in services.items()
-        if s.get("command") == ["run"]
+        if s.get("command") == ["run"] and not s.get("profiles")  # `secure`: its own two
     }
     assert len(peers) == 3
     assert len(set(peers.values())) == 3

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from peer import __version__
-from peer.cli import admin_cmd, demo_cmd, health_cmd, kafka_cmd, run_cmd, sim_cmd
+from peer.cli import acls_cmd, admin_cmd, demo_cmd, health_cmd, kafka_cmd, run_cmd, sim_cmd
 
 app = typer.Typer(
     name="mdpeer",
@@ -19,6 +19,7 @@ app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(sim_cmd.app, name="sim")
 run_cmd.register(app)
 admin_cmd.register(app)
+acls_cmd.register(app)
 demo_cmd.register(app)
 health_cmd.register(app)
 

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Final
 
 import typer
 
+from peer.cli.common import name_deployment
 from peer.config.load import lenient_setting, load_settings
 from peer.config.settings import PeerSettings
-from peer.kafka.clients import section_config
+from peer.kafka.clients import principal_of, section_config
 
 #: seconds an admin command waits for Kafka before it reports it unreachable
 DEFAULT_TIMEOUT: Final = 10.0
@@ -155,6 +156,7 @@ def deployment(
         config, os.environ, {"bootstrap": bootstrap, "group": group}, lenient=lenient
     )
     _quiet_client_logs(settings.log_level)
+    name_deployment(settings.group, principal_of(settings))
     return Deployment(settings, timeout)
 
 
@@ -181,6 +183,7 @@ def deployment_with_source(
     }
     settings = load_settings(config, os.environ, overrides, lenient=lenient)
     _quiet_client_logs(settings.log_level)
+    name_deployment(settings.group, principal_of(settings))
     return Deployment(settings, timeout)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 import typer
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from peer.cli.options import Deployment
@@ -53,6 +53,8 @@ class MissingTopic:
     fate: str
     #: its routes will stop until someone creates it
     blocking: bool = False
+    #: False: it may exist, but this principal may not describe it (no Describe ACL)
+    visible: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,13 +62,15 @@ class MissingTopic:
             "used_by": list(self.used_by),
             "fate": self.fate,
             "blocking": self.blocking,
+            "visible": self.visible,
         }
 
     def line(self) -> str:
         users = ", ".join(self.used_by[:3]) + (
             f" (+{len(self.used_by) - 3})" if len(self.used_by) > 3 else ""
         )
-        return f"topic {self.topic} does not exist ({users}): {self.fate}"
+        state = "does not exist" if self.visible else "is not visible"
+        return f"topic {self.topic} {state} ({users}): {self.fate}"
 
 
 def needed_topics(table: RouteTable, audit_topic: str | None) -> dict[str, list[str]]:
@@ -97,8 +101,33 @@ def missing_topics(dep: Deployment, table: RouteTable) -> list[MissingTopic]:
     absent = sorted(t for t in users if t not in existing)
     if not absent:
         return []
-    fate, blocking = _fate(dep, admin)
-    return [MissingTopic(t, tuple(users[t]), fate, blocking) for t in absent]
+    hidden = _hidden(admin, absent, dep.timeout)
+    fate, blocking = _fate(dep, admin) if set(absent) - hidden else ("", False)
+    unseen = (
+        "the admin's principal may not Describe it, so whether it exists cannot be told "
+        "(grant Describe on it: docs/SECURITY.md)"
+    )
+    return [
+        MissingTopic(t, tuple(users[t]), unseen, visible=False)
+        if t in hidden
+        else MissingTopic(t, tuple(users[t]), fate, blocking)
+        for t in absent
+    ]
+
+
+def _hidden(admin: AdminClient, topics: list[str], timeout: float) -> set[str]:
+    """Of ``topics`` (absent from the metadata), those the cluster will not describe to this
+    principal: a topic one may not Describe is left out of the metadata, as a missing one."""
+    futures = admin.describe_topics(TopicCollection(topics), request_timeout=timeout)
+    hidden = set()
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            err = kafka_error_of(exc)
+            if err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                hidden.add(topic)
+    return hidden
 
 
 def _fate(dep: Deployment, admin: AdminClient) -> tuple[str, bool]:

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from peer.control.reader import DEFAULT_TIMEOUT, kafka_unavailable
-from peer.kafka.errors import is_retriable
+from peer.kafka.errors import is_retriable, kafka_error_of, not_authorized
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,8 @@ def describe_group(
             )
         )
     except KafkaException as exc:
-        raise kafka_unavailable(bootstrap, timeout, exc) from None
+        denied = not_authorized(kafka_error_of(exc), "Describe", group)
+        raise denied or kafka_unavailable(bootstrap, timeout, exc) from None
     members = []
     for m in desc.members:
         tps = m.assignment.topic_partitions if m.assignment is not None else []

@@ -6,9 +6,10 @@ fetching) and the read side of the admin commands (``routes list``, ``checkpoint
 
 The reader is a plain consumer that never joins a group: ``assign`` (not ``subscribe``), no
 offset commits, so reading never disturbs the peers' group and needs no group ACL beyond
-describe. It reads with ``isolation.level=read_committed``: checkpoints of aborted
-transactions must never be applied, or a subject would resume after data that never became
-visible (I2, I4).
+Describe on the deployment's group, whose id it borrows (librdkafka looks that group's
+coordinator up even for ``assign``), and Read on the control topic. It reads with
+``isolation.level=read_committed``: checkpoints of aborted transactions must never be
+applied, or a subject would resume after data that never became visible (I2, I4).
 
 Where "the end" is. For a read_committed consumer the end is the partition's *last stable
 offset* (LSO), not the high watermark: the high watermark also counts records of open
@@ -60,7 +61,8 @@ from peer.control import (
 )
 from peer.errors import MdpeerError
 from peer.kafka.clients import reader_config, with_callbacks
-from peer.kafka.errors import kafka_error_of
+from peer.kafka.errors import NotAuthorizedError, kafka_error_of, not_authorized
+from peer.kafka.refusals import Login, list_topics
 from peer.routes.model import Route, RouteTable
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ def _bootstrap(conf: Mapping[str, Any]) -> str:
 def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: float) -> int:
     """The partition count (shard count P) of ``topic``, from the cluster's metadata."""
     try:
-        md = consumer.list_topics(topic, timeout=max(timeout, 0.1))
+        md = list_topics(consumer, max(timeout, 0.1), topic)
     except KafkaException as exc:
         raise kafka_unavailable(bootstrap, timeout, exc) from None
     meta = md.topics.get(topic)
@@ -159,6 +161,9 @@ def topic_partitions(consumer: Consumer, topic: str, bootstrap: str, timeout: fl
         meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
     ):
         raise ControlTopicMissingError(topic)
+    denied = not_authorized(meta.error, "Read", topic)  # Read implies the Describe asked here
+    if denied is not None:
+        raise denied
     if meta.error is not None:
         raise MdpeerError(f"control topic {topic!r}: {meta.error.str()}")
     return len(meta.partitions)
@@ -240,47 +245,64 @@ def read_shards(
     mdpeer raises :class:`UnsupportedVersionError` (the shard must not be owned by this one).
     """
     conf = reader_config(consumer_conf_base)
-    bootstrap = _bootstrap(conf)
-    deadline = time.monotonic() + timeout
     consumer = Consumer(conf)
     try:
-        shards = topic_partitions(consumer, topic, bootstrap, timeout)
-        wanted = sorted(set(range(shards) if partitions is None else partitions))
-        for p in wanted:
-            if not 0 <= p < shards:
-                raise ValueError(f"partition {p} is not in [0, {shards}) of {topic!r}")
-        states = {p: ShardStateWithEnd(ShardState(p, shards), 0) for p in wanted}
-        if not wanted:
-            return states
-        targets = _high_watermarks(conf, topic, wanted, bootstrap, deadline)
-        pending = {p: _Progress(targets[p]) for p in wanted}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
-        while pending:
-            now = time.monotonic()
-            for p, prog in list(pending.items()):
-                if prog.eof is not None and (
-                    prog.eof >= prog.target
-                    or (
-                        settle is not None
-                        and (now - (prog.first_eof_at or now) >= settle or now >= deadline)
-                    )
-                ):
-                    states[p].end_offset = prog.eof
-                    del pending[p]
-            if not pending:
-                break
-            if now >= deadline:
-                raise ControlReadTimeoutError(
-                    topic,
-                    {p: prog.last for p, prog in pending.items()},
-                    timeout,
-                    open_transaction=any(prog.eof is not None for prog in pending.values()),
-                )
-            for msg in consumer.consume(num_messages=1000, timeout=min(deadline - now, 0.1)):
-                _take(msg, topic, pending, states)
-        return states
+        return _read(consumer, conf, topic, partitions, timeout, settle=settle)
+    except NotAuthorizedError as exc:
+        # The reader's group is the deployment's (reader_config): name both for the grant.
+        group = str(conf["group.id"])
+        name = group if exc.resource_type == "Group" else None
+        raise exc.named(name=name, principal=Login.of(conf).principal, group=group) from None
     finally:
         consumer.close()
+
+
+def _read(
+    consumer: Consumer,
+    conf: Mapping[str, Any],
+    topic: str,
+    partitions: Iterable[int] | None,
+    timeout: float,
+    *,
+    settle: float | None,
+) -> dict[int, ShardStateWithEnd]:
+    bootstrap = _bootstrap(conf)
+    deadline = time.monotonic() + timeout
+    shards = topic_partitions(consumer, topic, bootstrap, timeout)
+    wanted = sorted(set(range(shards) if partitions is None else partitions))
+    for p in wanted:
+        if not 0 <= p < shards:
+            raise ValueError(f"partition {p} is not in [0, {shards}) of {topic!r}")
+    states = {p: ShardStateWithEnd(ShardState(p, shards), 0) for p in wanted}
+    if not wanted:
+        return states
+    targets = _high_watermarks(conf, topic, wanted, bootstrap, deadline)
+    pending = {p: _Progress(targets[p]) for p in wanted}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+    while pending:
+        now = time.monotonic()
+        for p, prog in list(pending.items()):
+            if prog.eof is not None and (
+                prog.eof >= prog.target
+                or (
+                    settle is not None
+                    and (now - (prog.first_eof_at or now) >= settle or now >= deadline)
+                )
+            ):
+                states[p].end_offset = prog.eof
+                del pending[p]
+        if not pending:
+            break
+        if now >= deadline:
+            raise ControlReadTimeoutError(
+                topic,
+                {p: prog.last for p, prog in pending.items()},
+                timeout,
+                open_transaction=any(prog.eof is not None for prog in pending.values()),
+            )
+        for msg in consumer.consume(num_messages=1000, timeout=min(deadline - now, 0.1)):
+            _take(msg, topic, pending, states)
+    return states
 
 
 def _take(
@@ -298,6 +320,14 @@ def _take(
             err.retriable() and not err.fatal()
         ):
             return  # librdkafka retries; the read's deadline bounds it
+        # Fetching needs Read on the topic; the coordinator look-up, Describe on the group.
+        denied = not_authorized(
+            err,
+            "Read" if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else "Describe",
+            topic if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else None,
+        )
+        if denied is not None:
+            raise denied
         where = f" partition {part}" if part is not None and part >= 0 else ""
         raise MdpeerError(f"control topic {topic!r}{where}: {err.str()}")
     offset = msg.offset()

@@ -7,20 +7,24 @@ role's own table (``[kafka_producer]``, ``[kafka_consumer]``), with the properti
 exactly-once depends on set last so nothing overrides them. :func:`with_callbacks` adds a
 ``logger`` (librdkafka's lines go through Python logging, not stderr) and an ``error_cb`` (a
 client-wide error, e.g. all brokers down or an authentication failure, is logged with the
-client's role instead of being lost). Secrets are revealed in these dicts: never log them.
+client's role instead of being lost, and a refused login is handed to whoever waits for
+Kafka, :mod:`peer.kafka.refusals`). Secrets are revealed in these dicts: never log them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from confluent_kafka import KafkaError
 
 from peer.config.settings import KafkaProps, PeerSettings
+from peer.errors import ConfigError
+from peer.kafka.refusals import Login, noticed
 from peer.secret import Secret
 
 log = logging.getLogger("peer.kafka")
@@ -35,14 +39,15 @@ def with_callbacks(conf: Mapping[str, Any], role: str) -> dict[str, Any]:
     """``conf`` plus the ``logger`` and ``error_cb`` every client gets (see the module doc)."""
     full = dict(conf)
     full.setdefault("logger", log)
-    full.setdefault("error_cb", _error_reporter(role))
+    full.setdefault("error_cb", _error_reporter(role, Login.of(conf)))
     return full
 
 
-def _error_reporter(role: str) -> Callable[[KafkaError], None]:
+def _error_reporter(role: str, login: Login) -> Callable[[KafkaError], None]:
     last: dict[int, float] = {}
 
     def report(err: KafkaError) -> None:
+        noticed(err, login)  # a refused login: named where it is waited for (refusals)
         now = time.monotonic()
         code = err.code()
         if now - last.get(code, -_ERROR_EVERY_S) < _ERROR_EVERY_S:
@@ -62,8 +67,36 @@ def _error_reporter(role: str) -> Callable[[KafkaError], None]:
     return report
 
 
-def _reveal(props: KafkaProps) -> dict[str, str]:
-    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
+#: properties that name a file librdkafka reads when a client is created
+_FILE_PROPS: Final = frozenset(
+    {
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.keystore.location",
+        "ssl.crl.location",
+        "sasl.kerberos.keytab",
+    }
+)
+
+
+def _reveal(props: KafkaProps, section: str = "kafka") -> dict[str, str]:
+    out = {k: v.reveal() if isinstance(v, Secret) else v for k, v in props.items()}
+    for name in _FILE_PROPS & out.keys():
+        # Else librdkafka refuses to create the client with an OpenSSL code ("BIO lib").
+        path = Path(out[name])
+        if out[name] != "probe" and not path.exists():
+            raise ConfigError(f"{section}.{name}", out[name], "no such file or directory")
+        if path.exists() and not os.access(path, os.R_OK):
+            raise ConfigError(f"{section}.{name}", out[name], "not readable by this user")
+    return out
+
+
+def principal_of(settings: PeerSettings) -> str | None:
+    """``User:<name>`` when the settings' login decides it (SASL PLAIN / SCRAM), for naming
+    a missing ACL; None for a TLS certificate, Kerberos or OAuth principal."""
+    login = {k: str(v) for k, v in settings.kafka.items() if not isinstance(v, Secret)}
+    return Login.of({**login, "bootstrap.servers": settings.bootstrap}).principal
 
 
 def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
@@ -81,7 +114,7 @@ def producer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
         "delivery.report.only.error": True,
     }
     conf.update(_reveal(settings.kafka))
-    conf.update(_reveal(settings.kafka_producer))
+    conf.update(_reveal(settings.kafka_producer, "kafka_producer"))
     conf.update(
         {
             "bootstrap.servers": settings.bootstrap,
@@ -101,7 +134,7 @@ def consumer_config(settings: PeerSettings) -> dict[str, str | int | bool]:
     """The control-topic consumer's librdkafka config (secrets revealed: do not log it)."""
     conf: dict[str, str | int | bool] = {"client.id": f"mdpeer-{settings.peer_id}"}
     conf.update(_reveal(settings.kafka))
-    conf.update(_reveal(settings.kafka_consumer))
+    conf.update(_reveal(settings.kafka_consumer, "kafka_consumer"))
     conf.update(
         {
             "bootstrap.servers": settings.bootstrap,
@@ -138,7 +171,7 @@ def section_config(settings: PeerSettings, section: str = "kafka") -> dict[str, 
     conf: dict[str, Any] = {"client.id": "mdpeer-admin"}
     conf.update(_reveal(settings.kafka))
     if section != "kafka":
-        conf.update(_reveal(getattr(settings, section)))
+        conf.update(_reveal(getattr(settings, section), section))
     conf["bootstrap.servers"] = settings.bootstrap
     if section == "kafka_consumer":
         conf["group.id"] = settings.group
@@ -163,11 +196,13 @@ _GROUP_ONLY: Final = frozenset(
 def reader_config(base: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` (e.g. ``consumer_config(settings)``) turned into an assign-only reader's."""
     conf = {k: v for k, v in base.items() if k not in _GROUP_ONLY}
-    # librdkafka wants a group id even for assign(); nothing is ever committed under it.
-    group = conf.get("group.id") or "mdpeer"
+    # librdkafka wants a group id even for assign(), and looks up that group's coordinator
+    # (FindCoordinator: Describe on the group). The deployment's own group, which its
+    # principals may describe anyway: a group of its own would need one more ACL (a prefix)
+    # for every reader. An assign-only consumer never joins, commits or leaves the group.
     conf.update(
         {
-            "group.id": f"{group}.reader-{uuid.uuid4().hex[:8]}",
+            "group.id": conf.get("group.id") or "mdpeer",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -182,6 +217,7 @@ def reader_config(base: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "admin_config",
     "consumer_config",
+    "principal_of",
     "producer_config",
     "reader_config",
     "section_config",

@@ -179,6 +179,88 @@ class RecordsRefusedError(AbortRequiredError):
         super().__init__(message, **kw)
 
 
+#: the resource type each authorization error names, and what a peer needs on it
+_DENIED: Final = {
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ("TransactionalId", "Write"),
+    KafkaError.GROUP_AUTHORIZATION_FAILED: ("Group", "Read"),
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: ("Cluster", "IdempotentWrite"),
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: ("Topic", "Write"),
+}
+#: the cluster refuses an operation for want of an ACL
+AUTHORIZATION_CODES: Final = frozenset(_DENIED)
+
+
+class NotAuthorizedError(FatalKafkaError):
+    """The cluster refuses this principal an operation for want of an ACL.
+
+    Never retried and never a reason to replace the producer: only an operator can grant it.
+    The message names the ACL, the principal and the command that grants it
+    (docs/SECURITY.md). ``name`` and ``principal`` may be filled in later, by whoever knows
+    them (:meth:`named`): a Kafka error names neither the transactional id nor the group.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        resource_type: str,
+        name: str | None = None,
+        *,
+        principal: str | None = None,
+        group: str | None = None,
+        role: str = "peer",
+        code: str | None = None,
+    ) -> None:
+        self.operation = operation
+        self.resource_type = resource_type
+        self.name = name
+        self.principal = principal
+        self.group = group
+        self.role = role
+        who = principal or "User:<principal>"
+        what = f"{operation} on {resource_type}" + (f" {name!r}" if name else "")
+        grant = f"mdpeer acls --group {group or '<group>'} --principal {who}" + (
+            f" --role {role}" if role != "peer" else ""
+        )
+        super().__init__(
+            f"not authorized: {what} for {who} (grant it: {grant} --apply)",
+            hint="ACLs are granted by an admin of the cluster; docs/SECURITY.md lists what "
+            "each role needs",
+        )
+        self.code = code
+
+    def named(
+        self,
+        *,
+        name: str | None = None,
+        principal: str | None = None,
+        group: str | None = None,
+        role: str | None = None,
+    ) -> NotAuthorizedError:
+        """This error with what it did not know filled in (what it knew is kept)."""
+        return NotAuthorizedError(
+            self.operation,
+            self.resource_type,
+            self.name or name,
+            principal=self.principal or principal,
+            group=self.group or group,
+            role=role or self.role,
+            code=self.code,
+        )
+
+
+def not_authorized(
+    err: KafkaError | None, operation: str | None = None, name: str | None = None
+) -> NotAuthorizedError | None:
+    """The :class:`NotAuthorizedError` ``err`` stands for (None: it is no authorization error).
+
+    ``operation`` replaces the default one of the resource type (e.g. Read for a fetch)."""
+    if err is None or err.code() not in _DENIED:
+        return None
+    resource, default = _DENIED[err.code()]
+    name = "kafka-cluster" if resource == "Cluster" else name
+    return NotAuthorizedError(operation or default, resource, name, code=err.name())
+
+
 class WriterStateError(MdpeerError):
     """The writer was used out of order (e.g. write without begin): a bug in the caller."""
 
@@ -207,6 +289,12 @@ def classify(
             hint="another peer runs with the same peer id; each peer needs its own",
             **kw,
         )
+    if code in AUTHORIZATION_CODES and code != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        # The producer's own ACLs (transactional id, group, cluster): no retry can help. A
+        # topic's is decided where the topic is known (peer.writer.failures).
+        denied = not_authorized(err)
+        assert denied is not None
+        return denied
     if code in GROUP_FENCED_CODES:
         if err.txn_requires_abort() and not err.fatal():
             return GroupFencedError(f"the consumer group moved on: {text}", **kw)
@@ -263,6 +351,7 @@ def call_with_retry(
 
 
 __all__ = [
+    "AUTHORIZATION_CODES",
     "GROUP_FENCED_CODES",
     "PRODUCER_FENCED_CODES",
     "AbortRequiredError",
@@ -270,6 +359,7 @@ __all__ = [
     "FencedError",
     "GroupFencedError",
     "KafkaWriteError",
+    "NotAuthorizedError",
     "OversizeError",
     "QueueFullError",
     "RecordsRefusedError",
@@ -284,4 +374,5 @@ __all__ = [
     "classify",
     "is_retriable",
     "kafka_error_of",
+    "not_authorized",
 ]

@@ -26,7 +26,13 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from peer.config.settings import PeerSettings
 from peer.errors import PeerFatalError
-from peer.kafka.errors import AbortRequiredError, FencedError, KafkaWriteError, RecordsRefusedError
+from peer.kafka.errors import (
+    AbortRequiredError,
+    FencedError,
+    KafkaWriteError,
+    NotAuthorizedError,
+    RecordsRefusedError,
+)
 from peer.ops.metrics import PeerMetrics
 from peer.runner.containment import Containment
 from peer.runner.shardset import ShardSet
@@ -227,7 +233,7 @@ class Committer:
             self._metrics.commits.labels("aborted").inc()
             try:
                 self.writer.abort()
-            except FencedError:
+            except (FencedError, NotAuthorizedError):
                 raise
             except KafkaWriteError as exc:
                 self.replace_producer(exc, exclude)

@@ -30,22 +30,23 @@ from types import FrameType
 from typing import Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from peer.config.settings import PeerSettings
 from peer.control import Change, ControlRecordError, decode
-from peer.control.reader import ControlTopicMissingError, KafkaUnavailableError
 from peer.errors import MdpeerError, PeerFatalError
-from peer.kafka.clients import admin_config, consumer_config, producer_config, with_callbacks
+from peer.kafka.clients import consumer_config, producer_config, with_callbacks
 from peer.kafka.errors import (
     AbortRequiredError,
     FatalKafkaError,
     FencedError,
     KafkaWriteError,
+    NotAuthorizedError,
     RouteFaultError,
 )
+from peer.kafka.refusals import KafkaLoginError, watching
 from peer.ops.health import Health
 from peer.ops.metrics import PeerMetrics
+from peer.runner import access
 from peer.runner.committer import Committer
 from peer.runner.containment import Containment
 from peer.runner.gauges import Gauges
@@ -54,8 +55,8 @@ from peer.runner.rebalance import Rebalancer
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch
 from peer.source.base import Event, Gap, Source, SubjectFault, SubjectStart
-from peer.writer import DEFAULT_MESSAGE_MAX_BYTES, TransactionalWriter, WriteOutcome
-from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
+from peer.writer import DEFAULT_MESSAGE_MAX_BYTES as MAX_BYTES
+from peer.writer import TransactionalWriter, WriteOutcome
 
 log = logging.getLogger("peer.runner")
 
@@ -97,6 +98,7 @@ class Peer:
         self._producer_conf = producer_config(settings)
         self._committer: Committer | None = None
         self._consumer: Consumer | None = None
+        self._refused: list[KafkaLoginError] = []
         self.gauges = Gauges(
             metrics=self.metrics,
             health=self.health,
@@ -147,18 +149,22 @@ class Peer:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> int:
-        """Join, work until stopped; returns the exit code (0 only after a clean handoff)."""
+        """Join, work until stopped; returns the exit code (0 only after a clean handoff).
+
+        A refused login raises (exit 1, as any refusal to start); a missing ACL, whenever
+        found, stops the peer (exit 2) naming it (:mod:`peer.runner.access`)."""
+        with watching() as self._refused:
+            try:
+                return self._run()
+            except NotAuthorizedError as exc:
+                return self._fatal_stop(access.named(exc, self.settings))
+
+    def _run(self) -> int:
         s = self.settings
         self.metrics.info.labels(s.group, s.peer_id).set(1)
         producer = self._new_producer()
-        shards = self._control_partitions(producer)
-        topics = TopicCatalog(
-            producer,
-            policy=TopicPolicy(
-                TopicCreation(s.topic_creation), s.topic_partitions, s.topic_replication_factor
-            ),
-            admin=AdminClient(with_callbacks(admin_config(s), "admin")),
-        )
+        topics = access.topic_catalog(producer, s)
+        shards = access.control_partitions(producer, topics, s)
         writer = TransactionalWriter(
             producer,
             control_topic=s.control_topic,
@@ -166,9 +172,7 @@ class Peer:
             header_prefix=s.header_prefix,
             max_in_flight=s.max_in_flight,
             # the writer's size check must use the producer's own limit
-            message_max_bytes=int(
-                self._producer_conf.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
-            ),
+            message_max_bytes=int(self._producer_conf.get("message.max.bytes", MAX_BYTES)),
             transactional_id=s.transactional_id,
             topics=topics,
             abandon=self._abandon,
@@ -220,28 +224,19 @@ class Peer:
             self._loop()
         except (MdpeerError, KafkaException) as exc:
             cause = exc.__cause__ if isinstance(exc, PeerFatalError) and exc.__cause__ else exc
-            self.metrics.errors.labels(type(cause).__name__).inc()
-            log.error(
-                "peer stops: %s",
-                cause,
-                extra={**self._ctx, "error": type(cause).__name__},
-            )
-            self._close_hard()
-            return EXIT_FATAL
+            if isinstance(cause, NotAuthorizedError):
+                cause = access.named(cause, s)
+            return self._fatal_stop(cause)
         return self._shutdown()
+
+    def _fatal_stop(self, cause: BaseException) -> int:
+        self.metrics.errors.labels(type(cause).__name__).inc()
+        log.error("peer stops: %s", cause, extra={**self._ctx, "error": type(cause).__name__})
+        self._close_hard()
+        return EXIT_FATAL
 
     def _new_producer(self) -> Producer:
         return Producer(with_callbacks(self._producer_conf, "producer"))
-
-    def _control_partitions(self, producer: Producer) -> int:
-        try:
-            md = producer.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(self.settings.bootstrap, 30, str(exc)) from None
-        topic = md.topics.get(self.settings.control_topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise ControlTopicMissingError(self.settings.control_topic)
-        return len(topic.partitions)
 
     def _guard(self, fn: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[..., None]:
         """Rebalance callbacks must not raise into librdkafka: keep the error for the loop."""
@@ -255,8 +250,6 @@ class Peer:
                 self._fatal = exc
 
         return call
-
-    # --- shards and subjects -------------------------------------------------------------------
 
     # --- subjects -----------------------------------------------------------------------------
 
@@ -344,9 +337,11 @@ class Peer:
                 log.warning("transaction aborted, redo from checkpoints: %s", exc, extra=self._ctx)
                 self._txns().recover(exc)
             except FatalKafkaError as exc:
-                if isinstance(exc, FencedError):
+                if isinstance(exc, (FencedError, NotAuthorizedError)):
                     raise
                 self._txns().replace_producer(exc)
+            if self._refused:  # a login refused since: no reconnect will cure it
+                raise self._refused[0]
             self.gauges.backpressure(self._txns().writer)
             self.gauges.lag()
             self.watch.check()
@@ -360,6 +355,9 @@ class Peer:
             self._raise_fatal()
             err = msg.error()
             if err is not None:
+                denied = access.consumer_error(err, s)
+                if denied is not None:
+                    raise denied
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("control consumer: %s", err.str(), extra=self._ctx)
                 continue
@@ -441,8 +439,6 @@ class Peer:
             self._txns().audit_gap(audit, gap, track.shard)
         except RouteFaultError as exc:  # the gap must not go unreported: the subject waits
             self.containment.route_fault(exc)
-
-    # --- health -------------------------------------------------------------------------------
 
     # --- shutdown -----------------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from peer.errors import FaultReason
 from peer.kafka.errors import (
     GROUP_FENCED_CODES,
     PRODUCER_FENCED_CODES,
     AbortRequiredError,
     KafkaWriteError,
+    NotAuthorizedError,
     RecordsRefusedError,
     RouteFaultError,
     TopicLimitError,
@@ -138,6 +140,7 @@ def commit_error(
     control_topic: str,
     learn_limit: Callable[[str], int | None],
     known_limit: Callable[[str], int | None],
+    unauthorized: Callable[[str], bool] | None = None,
 ) -> KafkaWriteError:
     """The error a failed commit stands for, given the delivery failures seen in it.
 
@@ -152,7 +155,8 @@ def commit_error(
     """
     if not isinstance(exc, AbortRequiredError):
         return exc
-    causes = [f for f in failures if f.code not in PURGED]
+    seen = list(failures)
+    causes = [f for f in seen if f.code not in PURGED]
     faults: dict[tuple[str, str, str], RouteFaultError] = {}
     learned: set[str] = set()  # topics whose limit this failure taught
     for f in causes:
@@ -197,6 +201,26 @@ def commit_error(
             )
         scope = f.topic if fault.topic_wide else f.subject
         faults.setdefault((fault.reason.value, f.topic, scope), fault)
+    if not faults and exc.code == "TOPIC_AUTHORIZATION_FAILED" and unauthorized is not None:
+        # Refused when the transaction took up a partition: the error names no topic, and
+        # the records of every topic were purged. Ask which may not be written.
+        if unauthorized(control_topic):
+            return NotAuthorizedError("Write", "Topic", control_topic, code=exc.code)
+        asked = {control_topic}
+        for f in seen:  # the purged records too: they name the transaction's topics
+            if f.topic in asked:
+                continue
+            asked.add(f.topic)
+            if unauthorized(f.topic):
+                faults[(FaultReason.TOPIC_UNAUTHORIZED.value, f.topic, f.topic)] = (
+                    TopicUnauthorizedError(
+                        f"not authorized: Write on Topic {f.topic!r}",
+                        op="commit_transaction",
+                        subject=f.subject,
+                        topic=f.topic,
+                        code=exc.code,
+                    )
+                )
     if faults:
         listed = list(faults.values())
         first = listed[0]

@@ -17,6 +17,13 @@ Nothing here waits for a topic to appear: a topic not ready yet raises
 of that topic and asks again later (:meth:`TopicCatalog.probe`), while every other subject
 keeps flowing in the open transaction. The control topic is only ever looked up, never
 created (:meth:`TopicCatalog.partitions` with ``create=False``).
+
+On a cluster with ACLs, a topic this peer may not describe is left out of the metadata as if
+it did not exist, and one it may describe but not write would be refused only when the
+transaction takes it up, failing the whole transaction (and with it every other subject, and
+often the abort too). So before a topic is first written, the cluster is asked what this
+principal may do with it (``describe_topics`` with its authorized operations): without Write
+(or Describe) its subjects stop as ``topic_unauthorized`` up front (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from peer.errors import ConfigError
@@ -109,8 +116,11 @@ class TopicCatalog:
         admin: AdminClient | None = None,
         timeout: float = _LOOKUP_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        principal: str | None = None,
     ) -> None:
         self._producer = producer
+        #: who this peer is to the cluster's ACLs (``User:<name>``), for messages
+        self.principal = principal
         self.policy = policy or TopicPolicy()
         self._admin = admin
         self._timeout = timeout
@@ -123,8 +133,11 @@ class TopicCatalog:
         self._limits: dict[str, int] = {}
 
     def set_producer(self, producer: Producer) -> None:
-        """After the writer replaced its producer: look topics up through the new one."""
+        """After the writer replaced its producer: look topics up through the new one, and
+        afresh (the failure may have been a topic refused since it was looked up, e.g. its
+        Write ACL removed: that is found out before anything is written to it again)."""
         self._producer = producer
+        self._partitions.clear()
 
     # --- partitions -------------------------------------------------------------------------
 
@@ -150,13 +163,47 @@ class TopicCatalog:
         # All topics: a request naming one may create it (only wanted where the policy says).
         found = self._metadata(None, topic, subject, wait).get(topic)
         if found is not None and found.error is None and found.partitions:
+            ops = self.operations(topic) if create else None
+            if ops is not None and "WRITE" not in ops:
+                # Refused only at commit otherwise, where the transaction can just abort.
+                raise self._unauthorized(topic, subject, "Write")
             self._found(topic, len(found.partitions))
             return len(found.partitions)
+        if self.operations(topic) == frozenset():
+            # Left out of the metadata because it may not be described: not missing.
+            raise self._unauthorized(topic, subject, "Write" if create else "Describe")
         if not create or self.policy.creation is TopicCreation.NEVER:
             raise self._missing(topic, subject, create=create)
         if self.policy.creation is TopicCreation.CREATE:
             return self._create(topic, subject, wait)
         return self._ask_cluster(topic, subject, wait)
+
+    def operations(self, topic: str) -> frozenset[str] | None:
+        """What this peer's principal may do with ``topic`` (``WRITE``, ``DESCRIBE``, ...) as
+        the cluster says; empty when it may not even describe it, None when the cluster does
+        not tell (no admin client, the topic does not exist, no answer)."""
+        if self._admin is None:
+            return None
+        try:
+            described = self._admin.describe_topics(
+                TopicCollection([topic]),
+                include_authorized_operations=True,
+                request_timeout=self._timeout,
+            )[topic].result(self._timeout)
+        except TimeoutError:
+            return None
+        except KafkaException as exc:
+            err = kafka_error_of(exc)
+            if err is not None and err.code() in _UNAUTHORIZED:
+                return frozenset()
+            return None
+        ops = described.authorized_operations
+        return None if ops is None else frozenset(op.name for op in ops)
+
+    def unauthorized(self, topic: str) -> bool:
+        """Whether the cluster says this peer may not write ``topic`` (asked afresh)."""
+        ops = self.operations(topic)
+        return ops is not None and "WRITE" not in ops
 
     def probe(self, topic: str, subject: str | None = None) -> int:
         """:meth:`partitions` with fresh metadata: has a stopped topic's cause gone?"""
@@ -208,8 +255,9 @@ class TopicCatalog:
             return len(found.partitions)
         error = found.error if found is not None else None
         if error is not None and error.code() in _UNAUTHORIZED:
+            # It does not exist (else it would have been seen): the cluster would create it.
             self._asked.pop(topic, None)
-            raise self._unauthorized(topic, subject, error.str(), "describe or create")
+            raise self._unauthorized(topic, subject, "Create")
         now = self._clock()
         first = self._asked.setdefault(topic, now)
         if now - first < CREATE_GRACE_S:
@@ -269,7 +317,7 @@ class TopicCatalog:
                 self._asked.pop(topic, None)
                 text = err.str() if err is not None else str(failure)
                 if err is not None and err.code() in _UNAUTHORIZED:
-                    raise self._unauthorized(topic, subject, text, "create")
+                    raise self._unauthorized(topic, subject, "Create")
                 raise TopicMissingError(
                     f"topic {topic!r}{_of(subject)} could not be created: {text}",
                     op="create_topics",
@@ -301,17 +349,18 @@ class TopicCatalog:
             hint=hint,
         )
 
-    @staticmethod
     def _unauthorized(
-        topic: str, subject: str | None, text: str, what: str
+        self, topic: str, subject: str | None, operation: str
     ) -> TopicUnauthorizedError:
+        who = self.principal or "this peer's principal"
         return TopicUnauthorizedError(
-            f"topic {topic!r}{_of(subject)}: not authorized to {what} it ({text})",
-            op="metadata",
+            f"topic {topic!r}{_of(subject)}: not authorized: {operation} on Topic {topic!r} "
+            f"for {who}",
             subject=subject,
             topic=topic,
             code="TOPIC_AUTHORIZATION_FAILED",
-            hint="grant this peer's principal Describe and Write on the topic",
+            hint=f"grant {who} {operation} on the topic (mdpeer acls, docs/SECURITY.md); "
+            "its routes are retried meanwhile",
         )
 
     # --- size limits ------------------------------------------------------------------------

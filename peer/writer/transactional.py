@@ -393,6 +393,7 @@ class TransactionalWriter:
             control_topic=self.control_topic,
             learn_limit=self._learn_limit,
             known_limit=self.topics.limit,
+            unauthorized=self.topics.unauthorized,
         )
         log.log(
             logging.WARNING if isinstance(error, RecordsRefusedError) else logging.ERROR,
