@@ -1,4 +1,5 @@
-"""The docs' shell commands run verbatim: README, the tools of LOCALKAFKA, the migration.
+"""The docs' shell commands run verbatim: README, the tools of LOCALKAFKA, the migration,
+the secured walkthrough.
 
 The rules (which blocks, the ``<!-- docs-test: ... -->`` markers, one terminal in reading
 order) are in tests/docs_harness.py. The local Kafka and the reference server are the
@@ -39,6 +40,7 @@ DOCS = [
     ("README.md", None),
     ("docs/LOCALKAFKA.md", "Kafka's own tools"),
     ("docs/OPERATIONS.md", "Migrating from the vendor connector"),
+    ("docs/SECURITY.md", None),
 ]
 #: what the docs' commands listen on: Kafka's client and controller ports, the server's
 DOC_PORTS = (9092, 9192, 8800)

@@ -26,6 +26,7 @@ consumer-offsets or transaction-state topics.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,6 +47,8 @@ from peer.kafka.errors import kafka_error_of, not_authorized
 from peer.routes.model import Oversize, Route
 
 ROLES: Final = ("peer", "admin")
+#: how often ``apply`` asks whether the broker authorizes with the ACLs it just created
+_IN_FORCE_POLL_S: Final = 0.2
 _RESOURCE: Final = {
     "Topic": (ResourceType.TOPIC, "--topic"),
     "Group": (ResourceType.GROUP, "--group"),
@@ -215,7 +218,25 @@ def apply(
                 future.result(timeout)
             except KafkaException as exc:
                 raise _refused(exc, "Alter") from None
+        _wait_in_force(admin, principal, {a.binding(principal) for a in missing}, timeout)
     return missing, [a for a in wanted if a not in missing]
+
+
+def _wait_in_force(
+    admin: AdminClient, principal: str, added: set[AclBinding], timeout: float
+) -> None:
+    # The controller acknowledges new ACLs once they are in the metadata log; a broker
+    # authorizes with them a moment later, when it has applied that log. The next command
+    # (`init` right after `acls --apply`) must not be refused in between.
+    deadline = time.monotonic() + timeout
+    while not added <= existing(admin, principal, timeout):
+        if time.monotonic() >= deadline:
+            raise MdpeerError(
+                f"the ACLs of {principal} were created but the broker did not show them "
+                f"within {timeout:g}s",
+                hint="run the command again: what is there is not added twice",
+            )
+        time.sleep(_IN_FORCE_POLL_S)
 
 
 def _refused(exc: KafkaException, operation: str) -> Exception:
