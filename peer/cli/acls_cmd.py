@@ -14,16 +14,7 @@ from typing import Annotated
 import typer
 
 from peer.cli.common import expected_errors
-from peer.cli.options import (
-    DEFAULT_TIMEOUT,
-    Bootstrap,
-    ConfigFile,
-    Deployment,
-    Group,
-    JsonOut,
-    Timeout,
-    deployment,
-)
+from peer.cli.options import Deployment, JsonOut, Target, with_target
 from peer.cli.routes_cmd import read_snapshot
 from peer.control.acls import ROLES, Acl, admin_acls, apply, peer_acls, route_topics
 from peer.control.admin import admin_client
@@ -38,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("acls")(acls)
 
 
+@with_target
 def acls(
     *,
     principal: Annotated[
@@ -95,10 +87,7 @@ def acls(
             help="The --command-config file named in the printed kafka-acls lines.",
         ),
     ] = "admin.properties",
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
 ) -> None:
     """Print (or --apply) the ACLs a principal needs for one deployment, as kafka-acls lines.
@@ -115,7 +104,7 @@ def acls(
         given = _names(topics)
         for topic in given:
             validate_topic(topic, "--topics")
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         found, source = _route_topics(dep, given)
         wanted = sorted(set(found) | set(given))
         if role == "peer":

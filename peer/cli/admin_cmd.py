@@ -14,15 +14,13 @@ from peer.cli import checkpoints_cmd, routes_cmd, status_cmd
 from peer.cli.common import expected_errors
 from peer.cli.options import (
     DEFAULT_TIMEOUT,
-    Bootstrap,
-    ConfigFile,
     Deployment,
-    Group,
     JsonOut,
     Lenient,
+    Target,
     Timeout,
-    deployment,
     resolve_lenient,
+    with_target,
 )
 from peer.cli.topic_check import CreateTopics, missing_topics
 from peer.config.load import load_settings
@@ -47,6 +45,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(checkpoints_cmd.app, name="checkpoints")
 
 
+@with_target
 def init(
     *,
     shards: Annotated[
@@ -82,10 +81,7 @@ def init(
             show_default=False,
         ),
     ] = None,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
     lenient: Lenient = False,
     create_topics: CreateTopics = False,
@@ -107,7 +103,7 @@ def init(
             routes = load_routes(from_connector, lenient=relaxed)
             routes_cmd.print_notes(routes.notes)
         count, why = shard_count(shards, routes)
-        dep = deployment(bootstrap, group, config, timeout, lenient=relaxed)
+        dep = target.deployment(lenient=relaxed)
         info = ensure_control_topic(
             admin_client(dep.client_conf()),
             dep.topic,

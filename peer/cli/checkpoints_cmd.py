@@ -18,15 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from peer.cli.common import expected_errors
-from peer.cli.options import (
-    DEFAULT_TIMEOUT,
-    Bootstrap,
-    ConfigFile,
-    Group,
-    JsonOut,
-    Timeout,
-    deployment,
-)
+from peer.cli.options import JsonOut, Target, with_target
 from peer.cli.routes_cmd import UnknownSubjectError, open_producer, read_snapshot
 from peer.control import CheckpointRecord, Command, CommandRecord
 from peer.control.admin import write_command
@@ -93,15 +85,13 @@ def subject_rows(snapshot: ControlSnapshot) -> list[dict[str, Any]]:
 
 
 @app.command("list")
+@with_target
 def list_checkpoints(
     *,
     subject: Annotated[
         str | None, typer.Option("--subject", "-s", help="Only this subject.")
     ] = None,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
 ) -> None:
     """List each subject's checkpoint and any reset still waiting for its owner.
@@ -114,7 +104,7 @@ def list_checkpoints(
     from rich.table import Table
 
     with expected_errors():
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         snapshot = read_snapshot(dep)
         rows = subject_rows(snapshot)
         if subject is not None:
@@ -145,6 +135,7 @@ def list_checkpoints(
 
 
 @app.command()
+@with_target
 def reset(
     subject: Annotated[str, typer.Argument(help="The subject to move.")],
     *,
@@ -157,10 +148,7 @@ def reset(
             show_default=False,
         ),
     ],
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
 ) -> None:
     """Move SUBJECT's checkpoint: the owning peer applies it in order, then fetches from there.
@@ -175,7 +163,7 @@ def reset(
             command = Command.reset(to)
         except ConfigError as exc:
             raise ConfigError("--to", exc.value, exc.reason) from None
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         snapshot = read_snapshot(dep)
         if subject not in snapshot.routes():
             raise UnknownSubjectError(subject, dep.topic)

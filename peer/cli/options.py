@@ -8,8 +8,11 @@ with ``--config peer.toml``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -140,51 +143,82 @@ def resolve_lenient(flag: bool) -> bool:
     return lenient_setting(flag or None, os.environ)
 
 
-def deployment(
-    bootstrap: str | None,
-    group: str | None,
-    config: Path | None,
-    timeout: float,
-    *,
-    lenient: bool | None = None,
-) -> Deployment:
-    """Resolve the options (flags > env > config file > defaults); ConfigError names the field.
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Which deployment an admin command works on, as its options gave it (``--bootstrap``,
+    ``--group``, ``--config``, ``--timeout``: declared by :func:`with_target`)."""
 
-    ``lenient`` None: ``MDPEER_LENIENT`` decides, for a connector JSON given as ``config``.
+    bootstrap: str | None
+    group: str | None
+    config: Path | None
+    timeout: float
+
+    def deployment(self, *, lenient: bool | None = None) -> Deployment:
+        """Resolve the options (flags > env > config file > defaults); ConfigError names the
+        field.
+
+        ``lenient`` None: ``MDPEER_LENIENT`` decides, for a connector JSON given as ``config``.
+        """
+        return self._resolve({}, lenient)
+
+    def deployment_with_source(
+        self, *, servers: str | None, token: str | None, token_file: Path | None
+    ) -> Deployment:
+        """:meth:`deployment` plus the MigratoryData settings of ``mdpeer run`` (``--servers``,
+        ``--token``/``--token-file``; env and ``[source]`` of --config as there)."""
+        # An empty value counts as unset, as an empty MDPEER_* variable does in load_settings.
+        source = {
+            "servers": servers or None,
+            "token": token or None,
+            "token_file": str(token_file) if token_file is not None else None,
+        }
+        return self._resolve(source, None)
+
+    def _resolve(self, overrides: dict[str, str | None], lenient: bool | None) -> Deployment:
+        flags = {"bootstrap": self.bootstrap, "group": self.group, **overrides}
+        settings = load_settings(self.config, os.environ, flags, lenient=lenient)
+        _quiet_client_logs(settings.log_level)
+        name_deployment(settings.group, principal_of(settings))
+        return Deployment(settings, self.timeout)
+
+
+#: the options of a Target: (parameter, its typer declaration, default)
+_TARGET_OPTIONS: Final = (
+    ("bootstrap", Bootstrap, None),
+    ("group", Group, None),
+    ("config", ConfigFile, None),
+    ("timeout", Timeout, DEFAULT_TIMEOUT),
+)
+
+
+def with_target(command: Callable[..., None]) -> Callable[..., None]:
+    """Declare the :class:`Target` options in place of ``command``'s ``target`` parameter,
+    and call it with them as one Target.
+
+    Typer reads a command's options from its signature, so the wrapper's signature lists
+    the four options where ``target`` stood: each command's help keeps its order.
     """
-    settings = load_settings(
-        config, os.environ, {"bootstrap": bootstrap, "group": group}, lenient=lenient
-    )
-    _quiet_client_logs(settings.log_level)
-    name_deployment(settings.group, principal_of(settings))
-    return Deployment(settings, timeout)
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name != "target":
+            params.append(param)
+            continue
+        params += [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=alias)
+            for name, alias, value in _TARGET_OPTIONS
+        ]
 
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        given = {name: kwargs.pop(name) for name, _, _ in _TARGET_OPTIONS}
+        command(target=Target(**given), **kwargs)
 
-def deployment_with_source(
-    bootstrap: str | None,
-    group: str | None,
-    config: Path | None,
-    timeout: float,
-    *,
-    servers: str | None,
-    token: str | None,
-    token_file: Path | None,
-    lenient: bool | None = None,
-) -> Deployment:
-    """:func:`deployment` plus the MigratoryData settings of ``mdpeer run`` (``--servers``,
-    ``--token``/``--token-file``; env and ``[source]`` of --config as there)."""
-    # An empty value counts as unset, as an empty MDPEER_* variable does in load_settings.
-    overrides = {
-        "bootstrap": bootstrap,
-        "group": group,
-        "servers": servers or None,
-        "token": token or None,
-        "token_file": str(token_file) if token_file is not None else None,
-    }
-    settings = load_settings(config, os.environ, overrides, lenient=lenient)
-    _quiet_client_logs(settings.log_level)
-    name_deployment(settings.group, principal_of(settings))
-    return Deployment(settings, timeout)
+    # inspect.signature() (and so typer) takes __signature__ first; mypy knows no such
+    # attribute of a function.
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return wrapper
 
 
 def _quiet_client_logs(level: str) -> None:
@@ -203,10 +237,10 @@ __all__ = [
     "JsonOut",
     "Lenient",
     "Servers",
+    "Target",
     "Timeout",
     "Token",
     "TokenFile",
-    "deployment",
-    "deployment_with_source",
     "resolve_lenient",
+    "with_target",
 ]

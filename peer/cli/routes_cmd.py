@@ -14,18 +14,7 @@ import typer
 from confluent_kafka import Producer
 
 from peer.cli.common import expected_errors
-from peer.cli.options import (
-    DEFAULT_TIMEOUT,
-    Bootstrap,
-    ConfigFile,
-    Deployment,
-    Group,
-    JsonOut,
-    Lenient,
-    Timeout,
-    deployment,
-    resolve_lenient,
-)
+from peer.cli.options import Deployment, JsonOut, Lenient, Target, resolve_lenient, with_target
 from peer.cli.topic_check import CreateTopics, check_and_report
 from peer.config.routesfile import load_routes
 from peer.control.admin import RouteRemoval, admin_producer, write_routes
@@ -173,6 +162,7 @@ def load_routes_file(path: Path, *, lenient: bool = False) -> RoutesFile:
 
 
 @app.command()
+@with_target
 def apply(
     file: Annotated[
         Path,
@@ -185,10 +175,7 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the diff, write nothing.")
     ] = False,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
     lenient: Lenient = False,
     create_topics: CreateTopics = False,
@@ -207,7 +194,7 @@ def apply(
         relaxed = resolve_lenient(lenient)
         routes = load_routes_file(file, lenient=relaxed)
         print_notes(routes.notes)
-        dep = deployment(bootstrap, group, config, timeout, lenient=relaxed)
+        dep = target.deployment(lenient=relaxed)
         result = apply_routes(
             dep,
             read_snapshot(dep),
@@ -223,12 +210,10 @@ def apply(
 
 
 @app.command("list")
+@with_target
 def list_routes(
     *,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
 ) -> None:
     """List the routes in the control topic, with each subject's shard.
@@ -239,7 +224,7 @@ def list_routes(
     from rich.table import Table
 
     with expected_errors():
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         snapshot = read_snapshot(dep)
     shards = snapshot.partitions
     routes = snapshot.route_list()
@@ -276,6 +261,7 @@ def list_routes(
 
 
 @app.command()
+@with_target
 def add(
     subject: Annotated[str, typer.Argument(help="MigratoryData subject, e.g. /server/status1.")],
     topic: Annotated[str, typer.Argument(help="Kafka topic its messages go to.")],
@@ -300,10 +286,7 @@ def add(
             help="Where a subject with no checkpoint begins: snapshot, latest, history:N.",
         ),
     ] = "snapshot",
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
     create_topics: CreateTopics = False,
 ) -> None:
@@ -326,7 +309,7 @@ def add(
         data["dead_letter_topic"] = dead_letter_topic
     with expected_errors():
         route = Route.from_dict(data)
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         snapshot = read_snapshot(dep)
         desired = RouteTable([*(r for r in snapshot.route_list() if r.subject != subject), route])
         result = apply_routes(
@@ -344,13 +327,11 @@ def add(
 
 
 @app.command()
+@with_target
 def remove(
     subject: Annotated[str, typer.Argument(help="The subject whose route goes.")],
     *,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     json_out: JsonOut = False,
 ) -> None:
     """Remove the route of SUBJECT; its owner stops fetching it.
@@ -360,7 +341,7 @@ def remove(
     Example: mdpeer routes remove /server/status2 --group orders
     """
     with expected_errors():
-        dep = deployment(bootstrap, group, config, timeout)
+        dep = target.deployment()
         snapshot = read_snapshot(dep)
         current = snapshot.routes().get(subject)
         if current is None:

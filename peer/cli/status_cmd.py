@@ -26,19 +26,7 @@ import typer
 
 from peer.cli.checkpoints_cmd import subject_rows
 from peer.cli.common import expected_errors
-from peer.cli.options import (
-    DEFAULT_TIMEOUT,
-    Bootstrap,
-    ConfigFile,
-    Deployment,
-    Group,
-    JsonOut,
-    Servers,
-    Timeout,
-    Token,
-    TokenFile,
-    deployment_with_source,
-)
+from peer.cli.options import Deployment, JsonOut, Servers, Target, Token, TokenFile, with_target
 from peer.cli.routes_cmd import read_snapshot
 from peer.config.settings import SourceSettings
 from peer.control import PeerRecord
@@ -317,12 +305,10 @@ def _unknown_by_reason(data: dict[str, Any]) -> dict[str, list[str]]:
     return by_reason
 
 
+@with_target
 def status(
     *,
-    bootstrap: Bootstrap = None,
-    group: Group = None,
-    config: ConfigFile = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    target: Target,
     servers: Servers = None,
     token: Token = None,
     token_file: TokenFile = None,
@@ -377,9 +363,7 @@ def status(
     Example: mdpeer status -g orders --servers md1:8800 --json | jq .subjects
     """
     with expected_errors():
-        dep = deployment_with_source(
-            bootstrap, group, config, timeout, servers=servers, token=token, token_file=token_file
-        )
+        dep = target.deployment_with_source(servers=servers, token=token, token_file=token_file)
         data = gather(dep, lag=lag, budget=source_timeout)
     found = findings(data, max_lag)
     data["findings"] = found
