@@ -35,6 +35,7 @@ extra field). Guessing could lose or duplicate data, so decoding raises
 :class:`UnsupportedVersionError`: the peer refuses the shard and says to upgrade.
 """
 
+from peer.control import records
 from peer.control.codec import (
     decode,
     encode_block,
@@ -46,59 +47,13 @@ from peer.control.codec import (
     encode_route_removal,
     peer_key,
 )
-from peer.control.records import (
-    BLOCK,
-    CHECKPOINT,
-    COMMAND,
-    PEER,
-    ROUTE,
-    VERSION,
-    BlockCleared,
-    BlockRecord,
-    CheckpointCleared,
-    CheckpointRecord,
-    Command,
-    CommandCleared,
-    CommandOp,
-    CommandRecord,
-    ControlRecord,
-    ControlRecordError,
-    MisplacedRecordError,
-    PeerCleared,
-    PeerRecord,
-    RouteRecord,
-    RouteRemoved,
-    UnsupportedVersionError,
-    parse_reset_target,
-)
+from peer.control.records import *  # noqa: F403  (the record types: listed in records.__all__)
 from peer.control.state import Change, Resume, ShardState
 
 __all__ = [
-    "BLOCK",
-    "CHECKPOINT",
-    "COMMAND",
-    "PEER",
-    "ROUTE",
-    "VERSION",
-    "BlockCleared",
-    "BlockRecord",
     "Change",
-    "CheckpointCleared",
-    "CheckpointRecord",
-    "Command",
-    "CommandCleared",
-    "CommandOp",
-    "CommandRecord",
-    "ControlRecord",
-    "ControlRecordError",
-    "MisplacedRecordError",
-    "PeerCleared",
-    "PeerRecord",
     "Resume",
-    "RouteRecord",
-    "RouteRemoved",
     "ShardState",
-    "UnsupportedVersionError",
     "decode",
     "encode_block",
     "encode_block_removal",
@@ -107,6 +62,6 @@ __all__ = [
     "encode_peer",
     "encode_route",
     "encode_route_removal",
-    "parse_reset_target",
     "peer_key",
 ]
+__all__ += records.__all__

@@ -187,3 +187,30 @@ ControlRecord = (
     | PeerRecord
     | PeerCleared
 )
+
+
+__all__ = [
+    "BLOCK",
+    "CHECKPOINT",
+    "COMMAND",
+    "PEER",
+    "ROUTE",
+    "VERSION",
+    "BlockCleared",
+    "BlockRecord",
+    "CheckpointCleared",
+    "CheckpointRecord",
+    "Command",
+    "CommandCleared",
+    "CommandOp",
+    "CommandRecord",
+    "ControlRecord",
+    "ControlRecordError",
+    "MisplacedRecordError",
+    "PeerCleared",
+    "PeerRecord",
+    "RouteRecord",
+    "RouteRemoved",
+    "UnsupportedVersionError",
+    "parse_reset_target",
+]

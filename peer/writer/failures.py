@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -30,6 +30,8 @@ from peer.kafka.errors import (
     classify,
     kafka_error_of,
 )
+
+E = TypeVar("E", bound=KafkaWriteError)
 
 #: delivery reports of records a failed transaction purged from the queue
 PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
@@ -82,6 +84,17 @@ class DeliveryFailure:
             topic, subject, size, err.code(), err.name(), err.str(), err.retriable(), err.fatal()
         )
 
+    def error(self, cls: type[E], message: str, *, hint: str | None = None) -> E:
+        """``cls`` for this failure in a failed commit, naming its subject, topic and code."""
+        return cls(
+            message,
+            op="commit_transaction",
+            subject=self.subject,
+            topic=self.topic,
+            code=self.name,
+            hint=hint,
+        )
+
     def concerns_one_route(self) -> bool:
         """Refused for what this record or its topic is, not for the transaction's state."""
         if self.code in _TOPIC_CODES or self.code in _TOO_LARGE:
@@ -113,24 +126,18 @@ def produce_error(
             producer.poll(0)
         except KafkaException as cause:
             return classify(cause, op="produce", subject=subject, topic=topic)
+    cls: type[KafkaWriteError]
     if err is not None and err.code() == KafkaError._STATE:
-        return AbortRequiredError(
-            f"the producer refused a record, its transaction has failed: {err.str()}",
-            op="produce",
-            subject=subject,
-            topic=topic,
-            code=err.name(),
-        )
-    if err is not None and err.code() in (KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
+        cls, why = AbortRequiredError, "the producer refused a record, its transaction has failed"
+    elif err is not None and err.code() in (
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+    ):
         # The topic was deleted, or lost partitions, since it was looked up.
-        return TopicMissingError(
-            f"topic {topic!r} of subject {subject!r} is gone or changed: {err.str()}",
-            op="produce",
-            subject=subject,
-            topic=topic,
-            code=err.name(),
-        )
-    return classify(exc, op="produce", subject=subject, topic=topic)
+        cls, why = TopicMissingError, f"topic {topic!r} of subject {subject!r} is gone or changed"
+    else:
+        return classify(exc, op="produce", subject=subject, topic=topic)
+    return cls(f"{why}: {err.str()}", op="produce", subject=subject, topic=topic, code=err.name())
 
 
 def commit_error(
@@ -168,13 +175,10 @@ def commit_error(
             ):
                 learned.add(f.topic)
                 continue
-            fault: RouteFaultError = TopicLimitError(
+            fault: RouteFaultError = f.error(
+                TopicLimitError,
                 f"topic {f.topic!r} refused a batch holding a record of {f.subject!r} "
                 f"({f.size} bytes of value) as too large: {f.text}",
-                op="commit_transaction",
-                subject=f.subject,
-                topic=f.topic,
-                code=f.name,
                 hint="raise the topic's max.message.bytes, or lower the producer's batch.size "
                 "and message.max.bytes (kafka_producer) below it",
             )
@@ -184,20 +188,10 @@ def commit_error(
                 if f.code == KafkaError.TOPIC_AUTHORIZATION_FAILED
                 else TopicMissingError
             )
-            fault = cls(
-                f"topic {f.topic!r} refused a record of {f.subject!r}: {f.text}",
-                op="commit_transaction",
-                subject=f.subject,
-                topic=f.topic,
-                code=f.name,
-            )
+            fault = f.error(cls, f"topic {f.topic!r} refused a record of {f.subject!r}: {f.text}")
         else:
-            fault = RouteFaultError(
-                f"the cluster refused a record of {f.subject!r}: {f.text}",
-                op="commit_transaction",
-                subject=f.subject,
-                topic=f.topic,
-                code=f.name,
+            fault = f.error(
+                RouteFaultError, f"the cluster refused a record of {f.subject!r}: {f.text}"
             )
         scope = f.topic if fault.topic_wide else f.subject
         faults.setdefault((fault.reason.value, f.topic, scope), fault)
@@ -243,13 +237,10 @@ def commit_error(
         return exc  # e.g. GroupFencedError: more precise than any delivery report
     first_cause = causes[0]
     what = "the checkpoint" if first_cause.topic == control_topic else "a record"
-    return AbortRequiredError(
+    return first_cause.error(
+        AbortRequiredError,
         f"{len(causes)} record(s) were not delivered, first {what} of "
         f"{first_cause.subject!r}: {first_cause.text}",
-        op="commit_transaction",
-        subject=first_cause.subject,
-        topic=first_cause.topic,
-        code=first_cause.name,
     )
 
 

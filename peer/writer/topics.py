@@ -34,13 +34,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from peer.errors import ConfigError
 from peer.kafka.errors import (
+    KafkaWriteError,
     TopicCreatingError,
     TopicMissingError,
     TopicUnauthorizedError,
@@ -49,6 +50,8 @@ from peer.kafka.errors import (
 )
 
 log = logging.getLogger("peer.writer")
+
+E = TypeVar("E", bound=KafkaWriteError)
 
 #: how long a topic the cluster was asked for may take to appear before it counts as refused
 CREATE_GRACE_S: Final = 10.0
@@ -260,21 +263,24 @@ class TopicCatalog:
             raise self._unauthorized(topic, subject, "Create")
         now = self._clock()
         first = self._asked.setdefault(topic, now)
+        code = error.name() if error is not None else None
         if now - first < CREATE_GRACE_S:
-            raise TopicCreatingError(
-                f"topic {topic!r}{_of(subject)} does not exist yet; the cluster was asked for it",
+            raise _topic_error(
+                TopicCreatingError,
+                topic,
+                subject,
+                "does not exist yet; the cluster was asked for it",
                 op="metadata",
-                subject=subject,
-                topic=topic,
-                code=error.name() if error is not None else None,
+                code=code,
             )
-        raise TopicMissingError(
-            f"topic {topic!r}{_of(subject)} does not exist and the cluster did not create it "
+        raise _topic_error(
+            TopicMissingError,
+            topic,
+            subject,
+            "does not exist and the cluster did not create it "
             f"when asked ({CREATE_GRACE_S:g} s ago)",
             op="metadata",
-            subject=subject,
-            topic=topic,
-            code=error.name() if error is not None else None,
+            code=code,
             hint="the brokers do not create topics on first use (auto.create.topics.enable="
             "false): create it (`mdpeer routes apply ... --create-topics`, or Kafka's "
             'kafka-topics), or set topic_creation = "create"',
@@ -285,11 +291,12 @@ class TopicCatalog:
         future = self._creating.get(topic)
         if future is None:
             if self._admin is None:
-                raise TopicMissingError(
-                    f"topic {topic!r}{_of(subject)} does not exist (no admin client to create it)",
+                raise _topic_error(
+                    TopicMissingError,
+                    topic,
+                    subject,
+                    "does not exist (no admin client to create it)",
                     op="create_topics",
-                    subject=subject,
-                    topic=topic,
                 )
             spec = NewTopic(
                 topic,
@@ -318,20 +325,18 @@ class TopicCatalog:
                 text = err.str() if err is not None else str(failure)
                 if err is not None and err.code() in _UNAUTHORIZED:
                     raise self._unauthorized(topic, subject, "Create")
-                raise TopicMissingError(
-                    f"topic {topic!r}{_of(subject)} could not be created: {text}",
+                raise _topic_error(
+                    TopicMissingError,
+                    topic,
+                    subject,
+                    f"could not be created: {text}",
                     op="create_topics",
-                    subject=subject,
-                    topic=topic,
                     code=err.name() if err is not None else None,
                     hint="check topic_partitions / topic_replication_factor against the "
                     "cluster, or create the topic yourself",
                 )
-        raise TopicCreatingError(
-            f"topic {topic!r}{_of(subject)} is being created",
-            op="create_topics",
-            subject=subject,
-            topic=topic,
+        raise _topic_error(
+            TopicCreatingError, topic, subject, "is being created", op="create_topics"
         )
 
     def _missing(self, topic: str, subject: str | None, *, create: bool) -> TopicMissingError:
@@ -341,12 +346,8 @@ class TopicCatalog:
             else "create it (`mdpeer routes apply ... --create-topics`, or Kafka's "
             'kafka-topics), or set topic_creation = "cluster" or "create"'
         )
-        return TopicMissingError(
-            f"topic {topic!r}{_of(subject)} does not exist",
-            op="metadata",
-            subject=subject,
-            topic=topic,
-            hint=hint,
+        return _topic_error(
+            TopicMissingError, topic, subject, "does not exist", op="metadata", hint=hint
         )
 
     def _unauthorized(
@@ -393,6 +394,27 @@ class TopicCatalog:
 
 def _of(subject: str | None) -> str:
     return f" of subject {subject!r}" if subject else ""
+
+
+def _topic_error(
+    cls: type[E],
+    topic: str,
+    subject: str | None,
+    what: str,
+    *,
+    op: str,
+    code: str | None = None,
+    hint: str | None = None,
+) -> E:
+    """``cls`` saying that ``topic`` (wanted for ``subject``) ``what``."""
+    return cls(
+        f"topic {topic!r}{_of(subject)} {what}",
+        op=op,
+        subject=subject,
+        topic=topic,
+        code=code,
+        hint=hint,
+    )
 
 
 __all__ = ["CREATE_GRACE_S", "TopicCatalog", "TopicCreation", "TopicPolicy"]
