@@ -294,6 +294,7 @@ def _gap_scenario(dep: Deployment, topics: list[str], sim: SimServer) -> None:
     assert metric(page, f'mdpeer_messages_out_total{{topic="{topics[0]}"}}') == 2
     assert metric(page, 'mdpeer_commits_total{result="committed"}') >= 1
     assert metric(page, "mdpeer_owned_shards") == 4
+    assert metric(page, "mdpeer_shard_rebuild_seconds_count") >= 1  # its assignment
     assert json.loads(peer.scrape("/readyz"))["ready"] is True
     assert peer.stop() == 0
 

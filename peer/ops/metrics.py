@@ -343,6 +343,12 @@ class PeerMetrics:
             "Messages per committed transaction.",
             buckets=(1, 10, 100, 1000, 10_000, 100_000),
         )
+        self.rebuild = r.histogram(
+            "mdpeer_shard_rebuild_seconds",
+            "Time from an assignment to working on its shards: waiting for the previous "
+            "owner's transactions, then reading routes and checkpoints from the control topic.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+        )
         self.owned_shards = r.gauge("mdpeer_owned_shards", "Control shards this peer owns.")
         self.subjects = r.gauge("mdpeer_subjects", "Subjects this peer fetches.")
         self.checkpoint_lag = r.gauge(

@@ -179,6 +179,8 @@ class Rebalancer:
         for p in new:
             self._health.rebuilt(p)
         self._changed()
+        took = time.monotonic() - started
+        self._metrics.rebuild.observe(took)
         log.info(
             "shards assigned",
             extra={
@@ -186,7 +188,7 @@ class Rebalancer:
                 "shards": new,
                 "owned": sorted(owned.shards),
                 "subjects": len(owned.subjects),
-                "rebuild_s": round(time.monotonic() - started, 3),
+                "rebuild_s": round(took, 3),
             },
         )
 
