@@ -86,8 +86,9 @@ def deployment(
     group = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{group}.data"
     control = f"{group}.control"
-    create_topic(broker.admin, topic, partitions)
-    ensure_control_topic(broker.admin, control, shards, None, bootstrap=broker.bootstrap)
+    admin = broker.admin
+    create_topic(admin, topic, partitions)
+    ensure_control_topic(admin, control, shards, None, bootstrap=broker.bootstrap)
     config = broker.work / f"{group}.toml"
     config.write_text(peer_config_text(broker.bootstrap, group, server, settings))
     dep = BenchDeployment(broker.bootstrap, group, control, shards, config, topic=topic)

@@ -24,11 +24,16 @@ from peer.dev.localkafka import start_on_free_ports
 
 @dataclass(frozen=True)
 class Broker:
-    """The run's Kafka, an admin client on it, and a scratch directory (peer configs)."""
+    """The run's Kafka and a scratch directory (peer configs)."""
 
     bootstrap: str
-    admin: AdminClient
     work: Path
+
+    @property
+    def admin(self) -> AdminClient:
+        """A new admin client, for one use: none outlives its part and logs the broker's
+        stop as a failure."""
+        return AdminClient({"bootstrap.servers": self.bootstrap})
 
 
 def exit_on_signals() -> None:
@@ -51,9 +56,8 @@ def local_broker(prefix: str) -> Iterator[Broker]:
         work = Path(tmp)
         cluster = start_on_free_ports(work / "kafka", 1)
         try:
-            bootstrap = cluster.bootstrap
-            log(f"kafka at {bootstrap}")
-            yield Broker(bootstrap, AdminClient({"bootstrap.servers": bootstrap}), work)
+            log(f"kafka at {cluster.bootstrap}")
+            yield Broker(cluster.bootstrap, work)
         finally:
             cluster.stop()
 

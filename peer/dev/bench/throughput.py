@@ -340,7 +340,8 @@ def throughput_for_size(broker: Broker, load: Backlog, peer_counts: list[int]) -
         raise ValueError("throughput needs at least one peer count")
     conf = bare_producer_config(config)
     records = same_records(load.total, size, load.names, PARTITIONS, sample)
-    out["bare"] = bare_producer(broker.bootstrap, broker.admin, conf, records)
+    admin = broker.admin
+    out["bare"] = bare_producer(broker.bootstrap, admin, conf, records)
     # the fairness claim, checked: the bare records carry the header names a peer record had
     out["bare"]["same_header_names_as_peer"] = [h for h, _ in records[0][2]] == [
         h for h, _ in sample
@@ -348,7 +349,7 @@ def throughput_for_size(broker: Broker, load: Backlog, peer_counts: list[int]) -
     del records
     bare = out["bare"]
     log(f"  {size} B, bare producer: {bare['msgs_per_s']} msg/s ({bare['mb_per_s']} MB/s)")
-    out["java"] = java_perf(broker.bootstrap, broker.admin, conf, n, size)
+    out["java"] = java_perf(broker.bootstrap, admin, conf, n, size)
     log(f"  {size} B, Java ProducerPerformance: {out['java'].get('msgs_per_s', out['java'])}")
     out["ratios"] = ratios(out, peer_counts)
     return out
