@@ -10,16 +10,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from peer.control.admin import admin_producer, ensure_control_topic, write_routes
+from peer.control.admin import ensure_control_topic
 from peer.dev.sim.server import SimServer
 from peer.routes.model import Route
-from peer.testing import PeerProcess
+from peer.testing.deployment import Deployment as Deployment  # noqa: PLC0414 re-exported
 from peer.testing.verdict import Delivered, judge
 
 #: fast settings for tests: small session and transaction timeouts
@@ -58,41 +58,6 @@ def write_config(
             lines += [f'"{k}" = {toml_value(v)}' for k, v in props.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@dataclass
-class Deployment:
-    """A control topic with routes, target topics, and a way to start peers on it."""
-
-    bootstrap: str
-    group: str
-    control: str
-    shards: int
-    config: Path
-    peers: list[PeerProcess] = field(default_factory=list)
-    #: librdkafka properties of an admin client (a secured cluster's login); bootstrap only
-    #: when empty
-    admin_conf: dict[str, Any] = field(default_factory=dict)
-
-    def start_peer(
-        self, peer_id: str | None = None, env: dict[str, str] | None = None
-    ) -> PeerProcess:
-        """A peer on this deployment; its state is its ``/readyz`` (``peer.owned()``, ...)."""
-        peer = PeerProcess(self.config, peer_id or f"p-{uuid.uuid4().hex[:6]}", env=env)
-        self.peers.append(peer)
-        return peer
-
-    def write_routes(self, routes: Iterable[Route]) -> None:
-        conf = self.admin_conf or {"bootstrap.servers": self.bootstrap}
-        producer = admin_producer(conf, self.group)
-        try:
-            write_routes(producer, self.control, self.shards, list(routes))
-        finally:
-            producer.flush(5)
-
-    def close(self, *, failed: bool = False) -> None:
-        for peer in self.peers:
-            peer.close(failed=failed)
 
 
 @contextlib.contextmanager

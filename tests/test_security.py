@@ -35,9 +35,8 @@ from peer.model import StartPolicy
 from peer.routes.model import Oversize, Route
 from peer.testing import (
     PeerProcess,
-    child_env,
     create_topics,
-    mdpeer_argv,
+    run_mdpeer,
     split_evenly,
     wait_until,
 )
@@ -105,14 +104,7 @@ def config(
 
 
 def mdpeer(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*mdpeer_argv(), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
-        check=False,
-    )
+    return run_mdpeer(args, timeout)
 
 
 def grant(admin: AdminClient, principal: str, acls: list[Acl]) -> None:

@@ -3,10 +3,13 @@
 * :mod:`~peer.testing.wait`: :func:`wait_until`, the one wait on a condition with a deadline;
 * :mod:`~peer.testing.net`: :func:`free_port` and plain HTTP;
 * :mod:`~peer.testing.process`: :class:`ManagedProcess`, the base of every child process (own
-  process group, tied to its parent, scrubbed environment, TERM, grace, ABRT, KILL, a log);
+  process group, tied to its parent, scrubbed environment, TERM, grace, ABRT, KILL, a log),
+  and :func:`run_mdpeer` for a command run to its end;
 * :mod:`~peer.testing.sim`: :class:`SimProcess`, the reference server as ``mdpeer sim serve``;
 * :mod:`~peer.testing.peer`: :class:`PeerProcess`, ``mdpeer run`` whose state is its ``/readyz``;
 * :mod:`~peer.testing.kafka`: :func:`create_topics` that returns once every partition leads;
+* :mod:`~peer.testing.reader`: :class:`CommittedThreadReader`, a read_committed consumer of
+  whole topics on a thread of its own, what a downstream application sees;
 * :mod:`~peer.testing.verdict`: :func:`judge`, the exactly-once verdict.
 
 Part of the package so that scripts and tests import it without path tricks; it sits with
@@ -25,6 +28,7 @@ from peer.testing.process import (
     cpu_seconds,
     mdpeer_argv,
     memory_mb,
+    run_mdpeer,
 )
 from peer.testing.sim import SimAdminError, SimProcess, SimStartError
 from peer.testing.verdict import Delivered, Gap, SubjectVerdict, judge, totals
@@ -55,6 +59,7 @@ __all__ = [
     "memory_mb",
     "metric",
     "read_readiness",
+    "run_mdpeer",
     "split_evenly",
     "totals",
     "wait_until",

@@ -48,6 +48,20 @@ def mdpeer_argv() -> list[str]:
     return [sys.executable, "-c", "from peer.cli import app; app()"]
 
 
+def run_mdpeer(args: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """One ``mdpeer`` command run to its end in a scrubbed environment, its output captured as
+    text; the exit code is the caller's to judge (``subprocess.TimeoutExpired`` past
+    ``timeout``)."""
+    return subprocess.run(
+        [*mdpeer_argv(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        check=False,
+    )
+
+
 def tied_prefix() -> list[str]:
     """``setpriv --pdeathsig KILL --`` on Linux when util-linux has it, else nothing."""
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
@@ -288,5 +302,6 @@ __all__ = [
     "cpu_seconds",
     "mdpeer_argv",
     "memory_mb",
+    "run_mdpeer",
     "tied_prefix",
 ]

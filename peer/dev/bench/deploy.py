@@ -6,15 +6,16 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from peer.control.admin import admin_producer, ensure_control_topic, write_routes
+from peer.control.admin import ensure_control_topic
+from peer.dev.bench.session import Broker
 from peer.model import StartPolicy
 from peer.routes.model import Route
-from peer.testing import PeerProcess, create_topics
+from peer.testing import SimProcess, create_topics
+from peer.testing.deployment import Deployment
 
 #: routes start from the oldest cached message so a pre-filled backlog is bridged in full
 HISTORY_START = "history:1000000"
@@ -44,70 +45,54 @@ def create_topic(admin: AdminClient, topic: str, partitions: int) -> None:
     create_topics(admin, [topic], partitions, replication_factor=1)
 
 
+@contextlib.contextmanager
+def bench_server(*args: str) -> Iterator[SimProcess]:
+    """A reference server (``mdpeer sim serve`` with ``args``) for one measurement; its
+    generator is stopped and it is closed on every exit path."""
+    sim = SimProcess(*args)
+    try:
+        yield sim
+    finally:
+        sim.stop_generator()
+        sim.close()
+
+
 @dataclass
-class Deployment:
-    """A group: control topic + target topic, peers started from one config."""
+class BenchDeployment(Deployment):
+    """A group whose routes all lead to one target topic."""
 
-    bootstrap: str
-    group: str
-    shards: int
-    topic: str
-    config: Path
-    peers: list[PeerProcess] = field(default_factory=list)
+    topic: str = field(kw_only=True)
 
-    @property
-    def control_topic(self) -> str:
-        return f"{self.group}.control"
-
-    def start_peer(self, peer_id: str) -> PeerProcess:
-        peer = PeerProcess(self.config, peer_id)  # what it owns: its /readyz
-        self.peers.append(peer)
-        return peer
-
-    def write_routes(self, subjects: list[str], start: str = HISTORY_START) -> None:
+    def route_subjects(self, subjects: list[str], start: str = HISTORY_START) -> None:
         """Routes of ``subjects`` to the target topic, in one transaction."""
-        producer = admin_producer({"bootstrap.servers": self.bootstrap}, self.group)
-        try:
-            policy = StartPolicy.parse(start)
-            routes = [Route(s, self.topic, start=policy) for s in subjects]
-            write_routes(producer, self.control_topic, self.shards, routes, timeout=120)
-        finally:
-            producer.flush(5)
-
-    def close(self, *, failed: bool = False) -> None:
-        for peer in self.peers:
-            peer.close(failed=failed)
+        policy = StartPolicy.parse(start)
+        self.write_routes([Route(s, self.topic, start=policy) for s in subjects], timeout=120)
 
 
 @contextlib.contextmanager
 def deployment(
-    bootstrap: str,
-    admin: AdminClient,
-    workdir: Path,
+    broker: Broker,
     server: str,
     subjects: list[str] | None,
     *,
     shards: int,
     partitions: int,
     settings: Mapping[str, Any],
-) -> Iterator[Deployment]:
+) -> Iterator[BenchDeployment]:
     """A fresh group; routes of ``subjects`` written up front unless None (write them later).
 
     Every peer started through it is killed on exit.
     """
     group = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{group}.data"
+    control = f"{group}.control"
+    admin = broker.admin
     create_topic(admin, topic, partitions)
-    ensure_control_topic(admin, f"{group}.control", shards, None, bootstrap=bootstrap)
-    config = workdir / f"{group}.toml"
-    config.write_text(peer_config_text(bootstrap, group, server, settings))
-    dep = Deployment(bootstrap, group, shards, topic, config)
-    try:
+    ensure_control_topic(admin, control, shards, None, bootstrap=broker.bootstrap)
+    config = broker.work / f"{group}.toml"
+    config.write_text(peer_config_text(broker.bootstrap, group, server, settings))
+    dep = BenchDeployment(broker.bootstrap, group, control, shards, config, topic=topic)
+    with dep:  # a failure keeps the peers' logs, and prints their paths
         if subjects is not None:
-            dep.write_routes(subjects)
+            dep.route_subjects(subjects)
         yield dep
-    except BaseException:
-        dep.close(failed=True)  # their logs are kept, and their paths printed
-        raise
-    finally:
-        dep.close()

@@ -4,18 +4,17 @@ stopped, the exactly-once verdict over everything the consumer saw."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
-
-from confluent_kafka.admin import AdminClient
 
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import deployment
+from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.session import Broker
 from peer.dev.bench.tail import Tail
 from peer.testing import PeerProcess, SimProcess, WaitTimeoutError, split_evenly, wait_until
 from peer.testing.verdict import Pos, totals
@@ -25,10 +24,28 @@ SHARDS = 4
 DRAIN_S = 60.0
 
 
+def add_failover_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--failover-*`` options (both benchmark scripts run this part)."""
+    parser.add_argument("--failover-subjects", type=int, default=20)
+    parser.add_argument("--failover-rate", type=float, default=1000.0, help="msg/s, live")
+    parser.add_argument("--failover-bound", type=float, default=90.0, help="max wait, s")
+    parser.add_argument(
+        "--failover-txn-timeout-ms",
+        type=int,
+        default=None,
+        help="diagnostic; default: the peer's own",
+    )
+
+
+def failover_of(broker: Broker, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`failover` as the ``--failover-*`` options ask (``--failover-x`` is its ``x``)."""
+    prefix = "failover_"
+    asked = {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix)}
+    return failover(broker, **asked)
+
+
 def failover(
-    bootstrap: str,
-    admin: AdminClient,
-    work: Path,
+    broker: Broker,
     *,
     subjects: int,
     rate: float,
@@ -37,27 +54,20 @@ def failover(
 ) -> dict[str, Any]:
     """Two peers share the shards, generator live; SIGTERM one; a fresh peer joins; SIGKILL
     one. Default peer settings unless ``txn_timeout_ms`` (a diagnostic) is given."""
-    sim = SimProcess("--cache-size", "100000", "--cache-expire", "3600")
-    tail: Tail | None = None
     names = [f"/fo/{i}" for i in range(1, subjects + 1)]
     by_shard: dict[int, list[str]] = {}
     for s in names:
         by_shard.setdefault(shard_of(s, SHARDS), []).append(s)
     settings = {} if txn_timeout_ms is None else {"transaction_timeout_ms": txn_timeout_ms}
     out: dict[str, Any] = {"subjects": subjects, "rate": rate, "settings": settings or "defaults"}
-    try:
+    with bench_server("--cache-size", "100000", "--cache-expire", "3600") as sim:
         sim.generate("/fo", subjects, rate, 1024, None)
-        with deployment(
-            bootstrap,
-            admin,
-            work,
-            sim.hostport,
-            names,
-            shards=SHARDS,
-            partitions=4,
-            settings=settings,
-        ) as dep:
-            tail = Tail(bootstrap, dep.topic)
+        with (
+            deployment(
+                broker, sim.hostport, names, shards=SHARDS, partitions=4, settings=settings
+            ) as dep,
+            Tail(broker.bootstrap, dep.topic) as tail,
+        ):
             a, b = dep.start_peer("fo-a"), dep.start_peer("fo-b")
             wait_until(lambda: split_evenly([a, b], SHARDS), 120, "two peers sharing the shards")
             time.sleep(3.0)  # steady flow on every subject
@@ -75,11 +85,6 @@ def failover(
             out["exactly_once"] = drained_verdict(sim, tail, names)
             out["duplicates"] = out["exactly_once"]["duplicates"]
             log(f"  exactly once: {out['exactly_once']}")
-    finally:
-        sim.stop_generator()
-        if tail is not None:
-            tail.close()
-        sim.close()
     return out
 
 

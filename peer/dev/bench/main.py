@@ -23,25 +23,18 @@ reference servers, peers, the Java tool) is stopped on every exit path.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import sys
-import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from peer.dev.bench import log
-from peer.dev.bench.failover import failover
+from peer.dev.bench.failover import add_failover_arguments, failover_of
 from peer.dev.bench.latency import latency_sweep
 from peer.dev.bench.plots import write_plots
 from peer.dev.bench.scale import scale_point
-from peer.dev.bench.stats import evaluate_targets, machine
-from peer.dev.bench.throughput import throughput_for_size
-from peer.dev.localkafka import start_on_free_ports
+from peer.dev.bench.session import Broker, local_broker, recorded, write_json
+from peer.dev.bench.stats import evaluate_targets
+from peer.dev.bench.throughput import Backlog, throughput_for_size
 
 PARTS = ("throughput", "latency", "failover", "scale")
 
@@ -64,6 +57,21 @@ def parts_list(text: str) -> list[str]:
     return parts
 
 
+#: options whose default depends on ``--quick``: flag -> (type, full run, quick run, help)
+SCALED: dict[str, tuple[Callable[[str], Any], Any, Any, str]] = {
+    "--messages-mb": (float, 200.0, 20.0, "throughput: MB of values per size (N = MB / size)"),
+    "--max-messages": (int, 200_000, 50_000, "throughput N cap"),
+    "--rates": (int_list, [100, 1000, 5000], [100, 1000], "latency rates, msg/s"),
+    "--commit-intervals": (int_list, [50, 100, 250], [50, 100], "latency commit_interval_ms"),
+    "--latency-seconds": (float, 15.0, 5.0, "latency window per rate"),
+    "--scale-settle": (float, 20.0, 8.0, "seconds the scale peer runs before its RSS is read"),
+}
+
+
+def shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
+
+
 def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
@@ -72,66 +80,20 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
     p.add_argument("--quick", action="store_true", help="small N and short windows (a smoke)")
     p.add_argument("--only", type=parts_list, default=list(PARTS), help="parts to run")
     p.add_argument("--sizes", type=int_list, default=[100, 1024, 10240], help="value bytes")
-    p.add_argument(
-        "--messages-mb",
-        type=float,
-        default=None,
-        help="throughput: MB of values per size (N = MB / size, 20k..200k); default 200, quick 20",
-    )
-    p.add_argument(
-        "--max-messages", type=int, default=None, help="throughput N cap (default 200k; quick 50k)"
-    )
     p.add_argument("--peers", type=int_list, default=[1, 3], help="throughput peer counts")
     p.add_argument("--subjects", type=int, default=30, help="throughput and latency subjects")
-    p.add_argument(
-        "--rates",
-        type=int_list,
-        default=None,
-        help="latency rates, msg/s (default 100,1000,5000; quick 100,1000)",
-    )
-    p.add_argument(
-        "--commit-intervals",
-        type=int_list,
-        default=None,
-        help="latency commit_interval_ms (default 50,100,250; quick 50,100)",
-    )
-    p.add_argument(
-        "--latency-seconds",
-        type=float,
-        default=None,
-        help="latency window per rate (default 15; quick 5)",
-    )
-    p.add_argument("--failover-subjects", type=int, default=20)
-    p.add_argument("--failover-rate", type=float, default=1000.0, help="msg/s, live")
-    p.add_argument("--failover-bound", type=float, default=90.0, help="max wait, s")
-    p.add_argument(
-        "--failover-txn-timeout-ms",
-        type=int,
-        default=None,
-        help="diagnostic; default: the peer's own",
-    )
+    add_failover_arguments(p)
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
-    p.add_argument(
-        "--scale-settle",
-        type=float,
-        default=None,
-        help="seconds the scale peer runs before its RSS is read (default 20; quick 8)",
-    )
+    for flag, (kind, full, small, text) in SCALED.items():
+        more = f"default {shown(full)}; quick {shown(small)}"
+        p.add_argument(flag, type=kind, default=None, help=f"{text} ({more})")
     p.add_argument("--json", type=Path, default=root / "docs" / "bench" / "bench.json")
     p.add_argument("--plots", type=Path, default=root / "docs" / "bench")
     args = p.parse_args(argv)
-    quick = args.quick
-
-    def default(name: str, full: object, small: object) -> None:
+    for flag, (_, full, small, _) in SCALED.items():
+        name = flag[2:].replace("-", "_")
         if getattr(args, name) is None:
-            setattr(args, name, small if quick else full)
-
-    default("messages_mb", 200.0, 20.0)
-    default("max_messages", 200_000, 50_000)
-    default("rates", [100, 1000, 5000], [100, 1000])
-    default("commit_intervals", [50, 100, 250], [50, 100])
-    default("latency_seconds", 15.0, 5.0)
-    default("scale_settle", 20.0, 8.0)
+            setattr(args, name, small if args.quick else full)
     return args
 
 
@@ -140,33 +102,21 @@ def messages_for(size: int, mb: float, cap: int) -> int:
     return max(20_000, min(cap, int(mb * 1e6 / size)))
 
 
-def run(args: argparse.Namespace, doc: dict[str, Any], bootstrap: str, work: Path) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
     if "throughput" in args.only:
         sizes = []
         for size in args.sizes:
             n = messages_for(size, args.messages_mb, args.max_messages)
             log(f"throughput: {size} B x {n}")
-            sizes.append(
-                throughput_for_size(
-                    bootstrap,
-                    admin,
-                    work,
-                    n=n,
-                    size=size,
-                    subjects=args.subjects,
-                    peer_counts=args.peers,
-                )
-            )
+            load = Backlog(n, size, args.subjects)
+            sizes.append(throughput_for_size(broker, load, args.peers))
         doc["throughput"] = {"sizes": sizes}
     if "latency" in args.only:
         doc["latency"] = []
         for ms in args.commit_intervals:
             log(f"latency: commit_interval_ms {ms}, rates {args.rates}")
             doc["latency"] += latency_sweep(
-                bootstrap,
-                admin,
-                work,
+                broker,
                 commit_ms=ms,
                 rates=[float(r) for r in args.rates],
                 subjects=args.subjects,
@@ -174,22 +124,12 @@ def run(args: argparse.Namespace, doc: dict[str, Any], bootstrap: str, work: Pat
             )
     if "failover" in args.only:
         log("failover: SIGTERM then SIGKILL")
-        doc["failover"] = failover(
-            bootstrap,
-            admin,
-            work,
-            subjects=args.failover_subjects,
-            rate=args.failover_rate,
-            bound=args.failover_bound,
-            txn_timeout_ms=args.failover_txn_timeout_ms,
-        )
+        doc["failover"] = failover_of(broker, args)
     if "scale" in args.only:
         doc["scale"] = []
         for n in args.scale:
             log(f"scale: {n} subjects")
-            doc["scale"].append(
-                scale_point(bootstrap, admin, work, subjects=n, settle_s=args.scale_settle)
-            )
+            doc["scale"].append(scale_point(broker, subjects=n, settle_s=args.scale_settle))
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -244,36 +184,13 @@ def table(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None, *, root: Path = Path()) -> int:
     """``root``: the checkout, whose docs/bench/ receives the results by default."""
     args = parse_args(argv, root=root)
-
-    # SIGTERM/SIGHUP become SystemExit so every finally below runs and stops its processes.
-    def _exit(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGHUP, _exit)
-    doc: dict[str, Any] = {
-        "kind": "quick run" if args.quick else "full run",
-        "machine": machine(),
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join(["uv run python scripts/bench.py", *(argv or sys.argv[1:])]),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
-    t_start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
-        cluster = start_on_free_ports(work / "kafka", 1)
-        try:
-            log(f"kafka at {cluster.bootstrap}")
-            run(args, doc, cluster.bootstrap, work)
-        finally:
-            cluster.stop()
-    doc["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    doc["wall_s"] = round(time.monotonic() - t_start, 1)
+    doc: dict[str, Any] = {"kind": "quick run" if args.quick else "full run"}
+    with recorded(doc, "scripts/bench.py", argv), local_broker("bench-") as broker:
+        doc["parameters"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        run(args, doc, broker)
     doc["targets"] = [t.as_dict() for t in evaluate_targets(doc)]
     print(table(doc))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.json, doc)
     plots = write_plots(doc, args.plots)
     print(f"\nwritten: {args.json}, {', '.join(str(p) for p in plots)}")
     return 0

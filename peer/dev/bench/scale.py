@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from peer.control import encode_checkpoint
 from peer.control.reader import read_shards
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import deployment
-from peer.testing import SimProcess, cpu_seconds, memory_mb, wait_until
+from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.session import Broker
+from peer.testing import cpu_seconds, memory_mb, wait_until
 
 SHARDS = 12
 
@@ -69,33 +68,23 @@ def write_checkpoints(bootstrap: str, topic: str, subjects: list[str], epoch: in
         raise RuntimeError(f"{left} checkpoint records not delivered to {topic}")
 
 
-def scale_point(
-    bootstrap: str, admin: AdminClient, work: Path, *, subjects: int, settle_s: float
-) -> dict[str, Any]:
+def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, Any]:
     prefix = f"/sc{uuid.uuid4().hex[:4]}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
-    sim = SimProcess("--cache-size", "10", "--cache-expire", "3600")
-    try:
+    with bench_server("--cache-size", "10", "--cache-expire", "3600") as sim:
         sim.generate(prefix, subjects, 0, 100, subjects)  # one message per subject
         sim.wait_generated(300)
         epoch = find_epoch(sim.admin("GET", f"/admin/state?subject={prefix}/1")) or 1
         with deployment(
-            bootstrap,
-            admin,
-            work,
-            sim.hostport,
-            None,
-            shards=SHARDS,
-            partitions=4,
-            settings={},
+            broker, sim.hostport, None, shards=SHARDS, partitions=4, settings={}
         ) as dep:
             t0 = time.monotonic()
-            dep.write_routes(names)
-            write_checkpoints(bootstrap, dep.control_topic, names, epoch)
+            dep.route_subjects(names)
+            write_checkpoints(broker.bootstrap, dep.control, names, epoch)
             fill_s = time.monotonic() - t0
             t0 = time.monotonic()
             states = read_shards(
-                {"bootstrap.servers": bootstrap}, dep.control_topic, None, timeout=300, settle=5.0
+                {"bootstrap.servers": broker.bootstrap}, dep.control, None, timeout=300, settle=5.0
             )
             read_s = time.monotonic() - t0
             routes = sum(len(s.state.subjects()) for s in states.values())
@@ -143,6 +132,3 @@ def scale_point(
                 f"(peak {result['hwm_mb']} MB)"
             )
             return result
-    finally:
-        sim.stop_generator()
-        sim.close()

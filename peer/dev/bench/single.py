@@ -19,55 +19,28 @@ and one local 1-node Kafka per run:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from peer.dev.bench import log
-from peer.dev.bench.failover import failover
+from peer.dev.bench.failover import add_failover_arguments, failover_of
 from peer.dev.bench.latency import latency_sweep
-from peer.dev.bench.stats import machine
+from peer.dev.bench.session import Broker, local_broker, recorded, write_json
 from peer.dev.bench.throughput import (
     PARTITIONS,
+    Backlog,
     bare_producer,
     bare_producer_config,
     peer_throughput,
     same_records,
 )
-from peer.dev.localkafka import start_on_free_ports
 
 
-def throughput(
-    bootstrap: str,
-    admin: AdminClient,
-    work: Path,
-    *,
-    n: int,
-    size: int,
-    subjects: int,
-    max_per_response: int,
-) -> dict[str, Any]:
-    peer, sample, config = peer_throughput(
-        bootstrap,
-        admin,
-        work,
-        n=n,
-        size=size,
-        subjects=subjects,
-        peers=1,
-        max_per_response=max_per_response,
-    )
+def throughput(broker: Broker, load: Backlog, *, max_per_response: int) -> dict[str, Any]:
+    peer, sample, config = peer_throughput(broker, load, peers=1, max_per_response=max_per_response)
     log(f"peer: {peer}")
-    names = [f"/tput/{i}" for i in range(1, subjects + 1)]
-    records = same_records(peer["messages"], size, names, PARTITIONS, sample)
-    bare = bare_producer(bootstrap, admin, bare_producer_config(config), records)
+    records = same_records(peer["messages"], load.size, load.names, PARTITIONS, sample)
+    bare = bare_producer(broker.bootstrap, broker.admin, bare_producer_config(config), records)
     log(f"bare producer: {bare}")
     peer["server_max_per_response"] = max_per_response
     return {
@@ -89,12 +62,7 @@ def main(argv: list[str] | None = None, *, root: Path = Path()) -> int:
         help="reference server's page size for the throughput backlog (0 = unlimited)",
     )
     parser.add_argument("--subjects", type=int, default=10, help="subjects (throughput, latency)")
-    parser.add_argument("--failover-subjects", type=int, default=20)
-    parser.add_argument("--failover-rate", type=float, default=1000.0, help="msgs/s, live")
-    parser.add_argument("--failover-bound", type=float, default=90.0, help="max wait, s")
-    parser.add_argument(
-        "--failover-txn-timeout-ms", type=int, default=None, help="diagnostic; default: peer's"
-    )
+    add_failover_arguments(parser)
     parser.add_argument("--latency-rate", type=float, default=1000.0)
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--commit-intervals", default="100,50")
@@ -105,68 +73,26 @@ def main(argv: list[str] | None = None, *, root: Path = Path()) -> int:
     if args.quick:
         args.messages, args.latency_seconds = 30_000, 6.0
     skip = set(filter(None, args.skip.split(",")))
-
-    # SIGTERM/SIGHUP → SystemExit so every finally below runs.
-    def _exit(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGHUP, _exit)
-
-    doc: dict[str, Any] = {
-        "machine": machine(),
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join(["uv run python scripts/bench_peer.py", *(argv or sys.argv[1:])]),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    t_start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        work = Path(tmp)
-        cluster = start_on_free_ports(work / "kafka", 1)
-        try:
-            bootstrap = cluster.bootstrap
-            admin = AdminClient({"bootstrap.servers": bootstrap})
-            log(f"kafka at {bootstrap}")
-            if "throughput" not in skip:
-                doc["throughput"] = throughput(
-                    bootstrap,
-                    admin,
-                    work,
-                    n=args.messages,
-                    size=args.size,
+    doc: dict[str, Any] = {}
+    with recorded(doc, "scripts/bench_peer.py", argv), local_broker("bench-peer-") as broker:
+        if "throughput" not in skip:
+            load = Backlog(args.messages, args.size, args.subjects)
+            doc["throughput"] = throughput(broker, load, max_per_response=args.max_per_response)
+        if "failover" not in skip:
+            doc["failover"] = failover_of(broker, args)
+        if "latency" not in skip:
+            doc["latency"] = []
+            for ms in (int(x) for x in args.commit_intervals.split(",")):
+                doc["latency"] += latency_sweep(
+                    broker,
+                    commit_ms=ms,
+                    rates=[args.latency_rate],
                     subjects=args.subjects,
-                    max_per_response=args.max_per_response,
+                    seconds=args.latency_seconds,
                 )
-            if "failover" not in skip:
-                doc["failover"] = failover(
-                    bootstrap,
-                    admin,
-                    work,
-                    subjects=args.failover_subjects,
-                    rate=args.failover_rate,
-                    bound=args.failover_bound,
-                    txn_timeout_ms=args.failover_txn_timeout_ms,
-                )
-            if "latency" not in skip:
-                doc["latency"] = []
-                for ms in (int(x) for x in args.commit_intervals.split(",")):
-                    doc["latency"] += latency_sweep(
-                        bootstrap,
-                        admin,
-                        work,
-                        commit_ms=ms,
-                        rates=[args.latency_rate],
-                        subjects=args.subjects,
-                        seconds=args.latency_seconds,
-                    )
-        finally:
-            cluster.stop()
-    doc["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    doc["wall_s"] = round(time.monotonic() - t_start, 1)
     doc["targets"] = targets(doc)
     print(table(doc))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.json, doc)
     print(f"\nwritten: {args.json}")
     return 0
 

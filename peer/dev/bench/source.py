@@ -33,6 +33,7 @@ import aiohttp
 
 from peer.config.servers import parse_servers
 from peer.model import Message, Position
+from peer.source.base import SourceStats
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.testing import SimProcess, cpu_seconds
 from peer.testing.verdict import Delivered, judge, totals
@@ -52,6 +53,50 @@ class Result:
     gaps: int
     duplicates: int
     note: str = ""
+
+
+class Window:
+    """A measuring window: wall time, this process's CPU and the server's, from creation to
+    :meth:`stop`."""
+
+    def __init__(self, server: SimProcess) -> None:
+        self._server = server
+        self._cpu0, self._scpu0 = time.process_time(), cpu_seconds(server.pid)
+        self._t0 = time.perf_counter()
+        self.elapsed = self.cpu = self.server_cpu = 0.0
+
+    def stop(self) -> None:
+        self.elapsed = time.perf_counter() - self._t0
+        self.cpu = time.process_time() - self._cpu0
+        self.server_cpu = cpu_seconds(self._server.pid) - self._scpu0
+
+    def result(
+        self,
+        scenario: str,
+        n: int,
+        messages: int,
+        *,
+        stats: SourceStats,
+        per_request: int,
+        note: str,
+    ) -> Result:
+        """``messages`` fetched in the window by a source with ``stats``, ``per_request`` of
+        them over its requests."""
+        elapsed = self.elapsed
+        return Result(
+            scenario,
+            n,
+            messages,
+            round(elapsed, 3),
+            round(messages / elapsed),
+            round(self.server_cpu / elapsed, 2),
+            round(self.cpu / elapsed, 2),
+            stats.requests,
+            round(per_request / max(stats.requests, 1), 1),
+            stats.gaps,
+            stats.duplicates_dropped,
+            note,
+        )
 
 
 def subjects(n: int) -> list[str]:
@@ -93,7 +138,7 @@ def backlog(n: int, total: int, size: int, concurrency: int) -> Result:
         server.wait_generated(300)
         expected = per_subject * n
         source.start()
-        cpu0, scpu0, t0 = time.process_time(), cpu_seconds(server.pid), time.perf_counter()
+        window = Window(server)
         for subject in subjects(n):
             source.subscribe(subject, after=Position(1, 0))
         fetched: list[Message] = []
@@ -101,28 +146,14 @@ def backlog(n: int, total: int, size: int, concurrency: int) -> Result:
         while len(fetched) < expected and time.monotonic() < end:
             fetched += [e for e in source.poll(20_000, 0.1) if isinstance(e, Message)]
         got = len(fetched)
-        elapsed = time.perf_counter() - t0
-        cpu, scpu = time.process_time() - cpu0, cpu_seconds(server.pid) - scpu0
+        window.stop()
         # exactly once: nothing more may come
         fetched += [e for e in source.poll(20_000, 0.5) if isinstance(e, Message)]
         extra = len(fetched) - got
         stats = source.stats()
         note = "" if got == expected and not extra else f"expected {expected}, got {got}+{extra}"
         note = " ".join(filter(None, [note, verdict_note(fetched, server, subjects(n))]))
-        return Result(
-            "backlog",
-            n,
-            got,
-            round(elapsed, 3),
-            round(got / elapsed),
-            round(scpu / elapsed, 2),
-            round(cpu / elapsed, 2),
-            stats.requests,
-            round(got / max(stats.requests, 1), 1),
-            stats.gaps,
-            stats.duplicates_dropped,
-            note,
-        )
+        return window.result("backlog", n, got, stats=stats, per_request=got, note=note)
     finally:
         source.close()
         server.close()
@@ -142,39 +173,27 @@ def live(n: int, rate: float, size: int, seconds: float, concurrency: int) -> Re
         got = 0
         while time.monotonic() < warmup_end:
             got += sum(isinstance(e, Message) for e in source.poll(20_000, 0.1))
-        cpu0, scpu0, t0 = time.process_time(), cpu_seconds(server.pid), time.perf_counter()
+        window = Window(server)
         gen0 = server.generator()["published"]
-        window = 0
+        in_window = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            window += sum(isinstance(e, Message) for e in source.poll(20_000, 0.1))
-        elapsed = time.perf_counter() - t0
-        cpu, scpu = time.process_time() - cpu0, cpu_seconds(server.pid) - scpu0
+            in_window += sum(isinstance(e, Message) for e in source.poll(20_000, 0.1))
+        window.stop()
         generated = server.generator()["published"] - gen0
         server.stop_generator()
         published = server.generator()["published"]
-        got += window
+        got += in_window
         drain_end = time.monotonic() + 60
         while got < published and time.monotonic() < drain_end:
             got += sum(isinstance(e, Message) for e in source.poll(20_000, 0.1))
         stats = source.stats()
         note = (
-            f"generated {generated / elapsed:.0f}/s in the window; "
+            f"generated {generated / window.elapsed:.0f}/s in the window; "
             f"all {published} delivered after stop: {got == published}"
         )
-        return Result(
-            "live",
-            n,
-            window,
-            round(elapsed, 3),
-            round(window / elapsed),
-            round(scpu / elapsed, 2),
-            round(cpu / elapsed, 2),
-            stats.requests,
-            round(stats.messages / max(stats.requests, 1), 1),
-            stats.gaps,
-            stats.duplicates_dropped,
-            note,
+        return window.result(
+            "live", n, in_window, stats=stats, per_request=stats.messages, note=note
         )
     finally:
         source.close()

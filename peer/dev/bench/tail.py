@@ -117,3 +117,9 @@ class Tail:
         self._stop.set()
         self._thread.join(10)
         self._consumer.close()
+
+    def __enter__(self) -> Tail:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,13 @@ from confluent_kafka.admin import AdminClient
 
 from peer.config.load import load_settings
 from peer.dev.bench import log
-from peer.dev.bench.deploy import create_topic, deployment
+from peer.dev.bench.deploy import bench_server, create_topic, deployment
+from peer.dev.bench.session import Broker
 from peer.dev.bench.tail import Tail
 from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
 from peer.kafka.clients import producer_config
 from peer.model import Message
-from peer.testing import SimProcess, cpu_seconds, split_evenly, wait_until
+from peer.testing import cpu_seconds, split_evenly, wait_until
 from peer.testing.verdict import totals
 from peer.writer.records import Headers, java_partition, message_headers
 
@@ -238,69 +240,66 @@ def java_perf(
     }
 
 
-def peer_throughput(
-    bootstrap: str,
-    admin: AdminClient,
-    work: Path,
-    *,
-    n: int,
-    size: int,
-    subjects: int,
-    peers: int,
-    max_per_response: int = 0,
-) -> tuple[dict[str, Any], Headers, Path]:
-    """The server pre-fills ``n`` messages; ``peers`` peers join and split the shards; only
-    then are the routes written, so every peer starts at once and start-up is not timed.
+@dataclass(frozen=True)
+class Backlog:
+    """What a throughput run bridges: ``n`` messages of ``size`` bytes over ``subjects``
+    subjects, pre-filled on a fresh reference server (the bare producer sends the same)."""
 
-    Rate = n / (last record visible - first record visible) to a read_committed consumer.
+    n: int
+    size: int
+    subjects: int
+
+    @property
+    def names(self) -> list[str]:
+        return [f"/tput/{i}" for i in range(1, self.subjects + 1)]
+
+    @property
+    def total(self) -> int:
+        """``n`` rounded down to whole rounds over the subjects: what is published."""
+        return self.n // self.subjects * self.subjects
+
+
+def peer_throughput(
+    broker: Broker, load: Backlog, *, peers: int, max_per_response: int = 0
+) -> tuple[dict[str, Any], Headers, Path]:
+    """The server pre-fills ``load``; ``peers`` peers join and split the shards; only then
+    are the routes written, so every peer starts at once and start-up is not timed.
+
+    Rate = total / (last record visible - first record visible) to a read_committed consumer.
     Returns the result, one record's headers and the peer config used.
     """
-    per_subject = n // subjects
-    total = per_subject * subjects
-    sim = SimProcess(
-        "--cache-size",
-        str(per_subject + 10),
-        "--cache-expire",
-        "3600",
-        "--max-per-response",
-        str(max_per_response),
-        "--max-message-size",
-        str(max(65536, size)),
-    )
-    tail: Tail | None = None
-    try:
-        prefix = "/tput"  # a fresh server each run; the bare producer's subjects are the same
-        sim.generate(prefix, subjects, 0, size, total)
+    per_subject = load.n // load.subjects
+    total = load.total
+    cache = ("--cache-size", str(per_subject + 10), "--cache-expire", "3600")
+    pages = ("--max-per-response", str(max_per_response))
+    with bench_server(*cache, *pages, "--max-message-size", str(max(65536, load.size))) as sim:
+        # a fresh server each run; the bare producer's subjects are the same
+        sim.generate("/tput", load.subjects, 0, load.size, total)
         sim.wait_generated(300)
-        names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
+        names = load.names
         state = sim.state()["subjects"]
         # one epoch, seqs 1..head: the server's cache holds every message it was given
         expected = {
             s: [(int(state[s]["epoch"]), seq) for seq in range(1, int(state[s]["head_seq"]) + 1)]
             for s in names
         }
-        with deployment(
-            bootstrap,
-            admin,
-            work,
-            sim.hostport,
-            None,
-            shards=SHARDS,
-            partitions=PARTITIONS,
-            settings={},
-        ) as dep:
-            tail = Tail(bootstrap, dep.topic, keep=False, sample=True)
+        with (
+            deployment(
+                broker, sim.hostport, None, shards=SHARDS, partitions=PARTITIONS, settings={}
+            ) as dep,
+            Tail(broker.bootstrap, dep.topic, keep=False, sample=True) as tail,
+        ):
             procs = [dep.start_peer(f"tput-{i}") for i in range(peers)]
             wait_until(lambda: split_evenly(procs, SHARDS), 120, f"{peers} peer(s) owning shards")
             cpu0 = [cpu_seconds(p.pid) for p in procs]
             scpu0 = cpu_seconds(sim.pid)
-            dep.write_routes(names)
-            wait_until(lambda: tail is not None and tail.first_mono is not None, 120, "records")
+            dep.route_subjects(names)
+            wait_until(lambda: tail.first_mono is not None, 120, "records")
 
             def done() -> bool:
                 for p in procs:
                     p.check_alive()
-                return tail is not None and len(tail.seen) >= total
+                return len(tail.seen) >= total
 
             wait_until(done, 600, f"{total} records visible", step=0.1)
             time.sleep(1.0)  # anything beyond N now would be a duplicate
@@ -313,10 +312,10 @@ def peer_throughput(
             result = {
                 "peers": peers,
                 "messages": total,
-                "subjects": subjects,
+                "subjects": load.subjects,
                 "seconds": round(elapsed, 3),
                 "msgs_per_s": round(total / elapsed),
-                "mb_per_s": round(total * size / elapsed / 1e6, 2),
+                "mb_per_s": round(total * load.size / elapsed / 1e6, 2),
                 "peer_cpu_cores": round(pcpu / elapsed, 2),
                 "server_cpu_cores": round(scpu / elapsed, 2),
                 "visible": tail.count,
@@ -324,39 +323,25 @@ def peer_throughput(
                 "exactly_once": {"ok": all(v.ok for v in verdicts), **totals(verdicts)},
             }
             return result, list(tail.sample_headers or []), dep.config
-    finally:
-        if tail is not None:
-            tail.close()
-        sim.close()
 
 
-def throughput_for_size(
-    bootstrap: str,
-    admin: AdminClient,
-    work: Path,
-    *,
-    n: int,
-    size: int,
-    subjects: int,
-    peer_counts: list[int],
-) -> dict[str, Any]:
+def throughput_for_size(broker: Broker, load: Backlog, peer_counts: list[int]) -> dict[str, Any]:
     """Every contender for one message size; ratios against the bare producer."""
+    n, size = load.n, load.size
     out: dict[str, Any] = {"size": size, "messages": n}
     sample: Headers = []
     config: Path | None = None
     for count in peer_counts:
-        res, hdrs, config = peer_throughput(
-            bootstrap, admin, work, n=n, size=size, subjects=subjects, peers=count
-        )
+        res, hdrs, config = peer_throughput(broker, load, peers=count)
         sample = sample or hdrs
         out[f"peer{count}"] = res
         log(f"  {size} B, {count} peer(s): {res['msgs_per_s']} msg/s ({res['mb_per_s']} MB/s)")
     if config is None:
         raise ValueError("throughput needs at least one peer count")
-    names = [f"/tput/{i}" for i in range(1, subjects + 1)]
     conf = bare_producer_config(config)
-    records = same_records(n // subjects * subjects, size, names, PARTITIONS, sample)
-    out["bare"] = bare_producer(bootstrap, admin, conf, records)
+    records = same_records(load.total, size, load.names, PARTITIONS, sample)
+    admin = broker.admin
+    out["bare"] = bare_producer(broker.bootstrap, admin, conf, records)
     # the fairness claim, checked: the bare records carry the header names a peer record had
     out["bare"]["same_header_names_as_peer"] = [h for h, _ in records[0][2]] == [
         h for h, _ in sample
@@ -364,7 +349,7 @@ def throughput_for_size(
     del records
     bare = out["bare"]
     log(f"  {size} B, bare producer: {bare['msgs_per_s']} msg/s ({bare['mb_per_s']} MB/s)")
-    out["java"] = java_perf(bootstrap, admin, conf, n, size)
+    out["java"] = java_perf(broker.bootstrap, admin, conf, n, size)
     log(f"  {size} B, Java ProducerPerformance: {out['java'].get('msgs_per_s', out['java'])}")
     out["ratios"] = ratios(out, peer_counts)
     return out

@@ -22,7 +22,7 @@ from typing import Final
 
 from peer.dev.chaos.content import content
 from peer.dev.chaos.verdict import Ledger
-from peer.testing import PeerProcess, SimProcess, child_env, mdpeer_argv
+from peer.testing import PeerProcess, SimProcess, run_mdpeer
 
 #: a SIGTERMed peer gets this long to commit and leave before it is SIGABRTed, then SIGKILLed
 PEER_STOP_GRACE_S: Final = 20.0
@@ -35,14 +35,7 @@ class HarnessError(RuntimeError):
 def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
     """One ``mdpeer`` admin command; its output is appended to ``log``; error -> HarnessError."""
     try:
-        done = subprocess.run(
-            [*mdpeer_argv(), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=child_env(),
-            check=False,
-        )
+        done = run_mdpeer(args, timeout)
     except subprocess.TimeoutExpired as exc:
         raise HarnessError(f"mdpeer {' '.join(args[:2])} did not finish in {timeout}s") from exc
     with log.open("a") as out:

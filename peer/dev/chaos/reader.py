@@ -1,29 +1,25 @@
-"""The checker's eyes: a read_committed consumer of the target topics and the audit topic.
-
-Manual assignment from offset 0, no group offsets, so it never joins or disturbs the peers'
-group. One runs for the whole chaos run (so the drain can tell when every subject's last message
-is visible); the verdict is made on what a fresh one reads from offset 0 to the end of every
-partition once the peers have stopped.
+"""The checker's eyes: a read_committed consumer of the target topics and the audit topic
+(:class:`peer.testing.reader.CommittedThreadReader`). One runs for the whole chaos run (so the
+drain can tell when every subject's last message is visible); the verdict is made on what a
+fresh one reads from offset 0 to the end of every partition once the peers have stopped.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from peer.dev.chaos.content import parse
+from peer.testing.reader import POLL_S, CommittedThreadReader
 from peer.testing.verdict import Delivered, Gap, gap_from_fields
 
-_POLL_S = 0.2
 
-
-class CommittedReader:
+class CommittedReader(CommittedThreadReader):
     def __init__(
         self,
         bootstrap: str,
@@ -47,41 +43,30 @@ class CommittedReader:
         }
         if logger is not None:
             conf["logger"] = logger
-        self._consumer = Consumer(conf)
-        self._lock = threading.Lock()
+        super().__init__(conf)
         self._records: list[Delivered] = []
         self._gaps: list[Gap] = []
         #: subject -> highest content counter seen (drain progress)
         self._latest: dict[str, int] = {}
-        self._errors: list[str] = []
         self._tps: list[TopicPartition] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _assign(self, timeout: float = 30.0) -> None:
+    def _assign_all(self) -> None:
         wanted = [*self.topics, *([self.audit_topic] if self.audit_topic else [])]
-        md = self._consumer.list_topics(timeout=timeout)
-        for topic in wanted:
-            meta = md.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise KafkaException(f"topic {topic!r} is not available to the checker")
-            self._tps += [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
-        self._consumer.assign(self._tps)
+        self._tps = self._assign(wanted, 30.0)
 
     def start(self) -> None:
         """Read in a background thread (progress while the run goes on)."""
-        self._assign()
-        self._thread = threading.Thread(target=self._run, name="chaos-reader", daemon=True)
-        self._thread.start()
+        self._assign_all()
+        self._start_thread("chaos-reader")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self._consumer.consume(500, _POLL_S)
+                msgs = self._consumer.consume(500, POLL_S)
             except KafkaException as exc:  # the consumer was closed under us, or a fatal error
                 with self._lock:
                     self._errors.append(str(exc))
-                time.sleep(_POLL_S)
+                time.sleep(POLL_S)
                 continue
             for msg in msgs:
                 err = msg.error()
@@ -132,7 +117,7 @@ class CommittedReader:
         """Read every partition from offset 0 to its end, in this thread (instead of
         :meth:`start`); the end, for read_committed, is the last stable offset, which
         librdkafka signals with a partition-EOF event. False if ``timeout`` ran out first."""
-        self._assign()
+        self._assign_all()
         pending = {(tp.topic, tp.partition) for tp in self._tps}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
@@ -150,11 +135,3 @@ class CommittedReader:
     def snapshot(self) -> tuple[list[Delivered], list[Gap], list[str]]:
         with self._lock:
             return list(self._records), list(self._gaps), list(self._errors)
-
-    def stop(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(_POLL_S * 10 + 5)
-        self._consumer.close()

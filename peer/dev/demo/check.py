@@ -9,26 +9,18 @@ each published (epoch, seq) exactly once, in seq order, all in one partition. It
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
+from peer.testing.reader import POLL_S, CommittedThreadReader
 from peer.testing.verdict import Delivered, SubjectVerdict, judge
 
-#: how long one poll blocks; also bounds how long ``stop`` waits for the thread
-_POLL_S = 0.2
 
-
-class CommittedCounter:
-    """Consumes ``topics`` from the beginning with ``read_committed`` in a background thread.
-
-    Uses no consumer group offsets (manual assignment), so it never joins or disturbs the
-    peers' group and always starts from offset 0.
-    """
+class CommittedCounter(CommittedThreadReader):
+    """Consumes ``topics`` from the beginning with ``read_committed`` in a background thread
+    (manual assignment: :class:`peer.testing.reader.CommittedThreadReader`)."""
 
     def __init__(
         self,
@@ -39,7 +31,7 @@ class CommittedCounter:
     ) -> None:
         self.topics = tuple(topics)
         self._prefix = header_prefix
-        self._consumer = Consumer(
+        super().__init__(
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": f"mdpeer-demo-check-{uuid.uuid4().hex[:8]}",
@@ -50,31 +42,19 @@ class CommittedCounter:
                 **({} if logger is None else {"logger": logger}),
             }
         )
-        self._lock = threading.Lock()
         self._per_topic: Counter[str] = Counter()
         self._delivered: list[Delivered] = []
         #: subject -> the (epoch, seq) of its records, in arrival order
         self._subjects: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self._no_headers = 0
-        self._errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        md = self._consumer.list_topics(timeout=timeout)
-        tps: list[TopicPartition] = []
-        for topic in self.topics:
-            meta = md.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise KafkaException(f"topic {topic!r} is not available to the checker")
-            tps += [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
-        self._consumer.assign(tps)
-        self._thread = threading.Thread(target=self._run, name="demo-check", daemon=True)
-        self._thread.start()
+        self._assign(self.topics, timeout)
+        self._start_thread("demo-check")
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msg = self._consumer.poll(_POLL_S)
+            msg = self._consumer.poll(POLL_S)
             if msg is None:
                 continue
             err = msg.error()
@@ -101,15 +81,6 @@ class CommittedCounter:
                 self._no_headers += 1
                 return
             self._subjects[rec.subject].append(pos)
-
-    def stop(self) -> None:
-        """Stop the thread and close the consumer (idempotent)."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(_POLL_S * 10 + 5)
-        self._consumer.close()
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypedDict, Unpack
 
 from aiohttp import web
 
@@ -47,6 +47,14 @@ class Faults:
         }
 
 
+class FaultChanges(TypedDict, total=False):
+    """Faults to change; one left out, or None, stays as it is."""
+
+    latency_ms: int | None
+    fail_rate: float | None
+    drop_rate: float | None
+
+
 def check_faults(latency_ms: object, fail_rate: object, drop_rate: object) -> None:
     if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
         raise ValueError(f"latency_ms={latency_ms!r} must be an integer >= 0")
@@ -77,6 +85,16 @@ def _int_param(query: Mapping[str, str], name: str) -> int | None:
     if not text.isdigit() or not text.isascii():
         raise _BadParamError(f"parameter {name}={raw!r} must be a non-negative integer")
     return int(text)
+
+
+def _subject_param(query: Mapping[str, str]) -> str:
+    subject = query.get("subject")
+    if subject is None:
+        raise _BadParamError("missing required parameter 'subject'")
+    problem = subject_problem(subject)
+    if problem is not None:
+        raise _BadParamError(f"invalid subject {subject!r}: {problem}")
+    return subject
 
 
 def _bool_param(query: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -187,13 +205,8 @@ class SimApp:
         self.counters["produce"] += 1
         received = now_closure()
         query = request.query
-        subject = query.get("subject")
-        if subject is None:
-            return _bad(None, "missing required parameter 'subject'")
-        problem = subject_problem(subject)
-        if problem is not None:
-            return _bad(subject, f"invalid subject {subject!r}: {problem}")
         try:
+            subject = _subject_param(query)
             retained = _bool_param(query, "retained", default=True)
             qos = query.get("qos", "guaranteed").strip().lower()
             if qos not in ("standard", "guaranteed"):
@@ -201,7 +214,7 @@ class SimApp:
                     f"parameter qos={query['qos']!r} must be 'standard' or 'guaranteed'"
                 )
         except _BadParamError as exc:
-            return _bad(subject, exc.error)
+            return _bad(query.get("subject"), exc.error)
         closure = query.get("closure", received)
 
         def answer(status: str) -> web.Response:
@@ -224,13 +237,8 @@ class SimApp:
     async def consume(self, request: web.Request) -> web.Response:
         self.counters["consume"] += 1
         query = request.query
-        subject = query.get("subject")
-        if subject is None:
-            return _bad(None, "missing required parameter 'subject'")
-        problem = subject_problem(subject)
-        if problem is not None:
-            return _bad(subject, f"invalid subject {subject!r}: {problem}")
         try:
+            subject = _subject_param(query)
             history = _int_param(query, "history")
             epoch = _int_param(query, "epoch")
             seq = _int_param(query, "seq")
@@ -238,7 +246,7 @@ class SimApp:
                 given, missing = ("epoch", "seq") if seq is None else ("seq", "epoch")
                 raise _BadParamError(f"parameter {given!r} needs {missing!r} as well")
         except _BadParamError as exc:
-            return _bad(subject, exc.error)
+            return _bad(query.get("subject"), exc.error)
         if not self._allowed(self._token_sub, query.get("token")):
             self.counters["consume_denied"] += 1
             error = "missing" if query.get("token") is None else "not entitled"
@@ -294,18 +302,9 @@ class SimApp:
                 return _json(400, {"error": f"faults: {exc}"})
         return _json(200, self.faults.as_dict())
 
-    def set_faults(
-        self,
-        latency_ms: int | None = None,
-        fail_rate: float | None = None,
-        drop_rate: float | None = None,
-    ) -> dict[str, Any]:
-        current = self.faults
-        new = Faults(
-            current.latency_ms if latency_ms is None else latency_ms,
-            current.fail_rate if fail_rate is None else fail_rate,
-            current.drop_rate if drop_rate is None else drop_rate,
-        )
+    def set_faults(self, **changes: Unpack[FaultChanges]) -> dict[str, Any]:
+        given: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        new = replace(self.faults, **given)
         self.faults = new  # one assignment: handlers see the old or the new set, never a mix
         return new.as_dict()
 

@@ -92,6 +92,11 @@ def fragment(content: str, closure: str | None, retained: bool, epoch: int, seq:
     ).encode()
 
 
+def _no_messages(subject: str, kind: MessageType) -> bytes:
+    """The answer for a subject with nothing to give (never published, or no snapshot)."""
+    return messages_json(_encode_closure(subject).encode(), kind, [])
+
+
 def messages_json(subject_json: bytes, kind: MessageType, fragments: Sequence[bytes]) -> bytes:
     """The whole consume response body for ``fragments`` (already in seq order)."""
     if not fragments:
@@ -291,20 +296,27 @@ class Store:
         base = state.start - (state.head - state.cached + 1)  # index of seq 0
         return state.frags[base + first : base + last + 1]
 
+    def _cached(self, subject: str, now: float) -> SubjectState | None:
+        """The subject's state (None: never published) with what expired or overflowed its
+        cache evicted; the caller holds the lock."""
+        state = self._subjects.get(subject)
+        if state is not None:
+            state.evict(self.cache_size, now - self.cache_expire_s)
+        return state
+
     def snapshot(self, subject: str) -> bytes:
         with self._lock:
             state = self._subjects.get(subject)
             if state is None or state.snapshot is None:
-                return messages_json(_encode_closure(subject).encode(), MessageType.SNAPSHOT, [])
+                return _no_messages(subject, MessageType.SNAPSHOT)
             return messages_json(state.name_json, MessageType.SNAPSHOT, [state.snapshot[2]])
 
     def history(self, subject: str, count: int) -> bytes:
         now = self._clock()
         with self._lock:
-            state = self._subjects.get(subject)
+            state = self._cached(subject, now)
             if state is None:
-                return messages_json(_encode_closure(subject).encode(), MessageType.HISTORICAL, [])
-            state.evict(self.cache_size, now - self.cache_expire_s)
+                return _no_messages(subject, MessageType.HISTORICAL)
             count = min(count, state.cached)
             frags = self._window(state, state.head - count + 1, state.head) if count else []
             return messages_json(state.name_json, MessageType.HISTORICAL, frags)
@@ -313,10 +325,9 @@ class Store:
         """Messages from (epoch, seq): see docs/REFERENCE-SERVER.md for the open cases."""
         now = self._clock()
         with self._lock:
-            state = self._subjects.get(subject)
+            state = self._cached(subject, now)
             if state is None:
-                return messages_json(_encode_closure(subject).encode(), MessageType.RECOVERED, [])
-            state.evict(self.cache_size, now - self.cache_expire_s)
+                return _no_messages(subject, MessageType.RECOVERED)
             oldest = state.oldest_seq
             frags: list[bytes] = []
             if oldest is not None:

@@ -11,11 +11,11 @@ import signal
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 from aiohttp import web
 
-from peer.dev.sim.app import Faults, SimApp
+from peer.dev.sim.app import FaultChanges, Faults, SimApp
 from peer.dev.sim.generator import GeneratorSpec
 from peer.dev.sim.model import Store, check_subject, now_closure
 
@@ -256,15 +256,9 @@ class SimServer:
             check_subject(subject)
         return self._sim.bump_epoch(subject)
 
-    def set_faults(
-        self,
-        *,
-        latency_ms: int | None = None,
-        fail_rate: float | None = None,
-        drop_rate: float | None = None,
-    ) -> dict[str, Any]:
+    def set_faults(self, **changes: Unpack[FaultChanges]) -> dict[str, Any]:
         """Change the given faults (others stay); returns all current faults."""
-        return self._sim.set_faults(latency_ms, fail_rate, drop_rate)
+        return self._sim.set_faults(**changes)
 
     def deny_subjects(self, *subjects: str) -> None:
         """From now on, consume of these subjects is denied (403), whatever the token; none
