@@ -176,11 +176,12 @@ class Rebalancer:
                 for subject in sorted(owned.shards[p].state.routes)
             ]
         )
+        # observed before /readyz lists the shards: who sees them there sees this too
+        took = time.monotonic() - started
+        self._metrics.rebuild.observe(took)
         for p in new:
             self._health.rebuilt(p)
         self._changed()
-        took = time.monotonic() - started
-        self._metrics.rebuild.observe(took)
         log.info(
             "shards assigned",
             extra={

@@ -19,6 +19,8 @@ from peer.testing.deployment import Deployment
 
 #: routes start from the oldest cached message so a pre-filled backlog is bridged in full
 HISTORY_START = "history:1000000"
+#: the histogram a peer keeps of its shard rebuilds (assignment to working on the shards)
+REBUILD_METRIC = "mdpeer_shard_rebuild_seconds"
 
 
 def toml_value(value: object) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment
 from peer.dev.bench.session import Broker
 from peer.dev.bench.tail import Tail
 from peer.testing import PeerProcess, SimProcess, WaitTimeoutError, split_evenly, wait_until
@@ -116,6 +116,7 @@ def measure_move(
 ) -> dict[str, Any]:
     moved_shards = sorted(victim.owned())
     moved = [s for p in moved_shards for s in by_shard.get(p, [])]
+    rebuilt_before = survivor.metric(f"{REBUILD_METRIC}_sum")
     t_sig = time.monotonic()
     victim.signal(sig)
     # "owns" = its /readyz lists them as owned and no longer rebuilding: it works on them
@@ -139,7 +140,8 @@ def measure_move(
         "moved_shards": moved_shards,
         "moved_subjects": len(moved),
         "owned_after_s": round(t_owned - t_sig, 2),
-        "survivor_rebuild_s": last_rebuild_s(survivor),
+        # the time its rebuilds took since the signal, as its metrics report it
+        "survivor_rebuild_s": round(survivor.metric(f"{REBUILD_METRIC}_sum") - rebuilt_before, 3),
     }
     if sig == signal.SIGTERM:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -154,11 +156,3 @@ def measure_move(
         result["flowing_after_s"] = None
         result["note"] = f"{len(firsts)}/{len(moved)} subjects flowing within {bound}s"
     return result
-
-
-def last_rebuild_s(peer: PeerProcess) -> float | None:
-    """The ``rebuild_s`` of its last shard assignment: a duration the peer measures and
-    reports only in its ``shards assigned`` log line (no metric carries it)."""
-    assigned = peer.log_entries("shards assigned")
-    value = assigned[-1].get("rebuild_s") if assigned else None
-    return float(value) if isinstance(value, int | float) else None

@@ -2,9 +2,10 @@
 
 Per size N: the control topic holds N route records and N checkpoint records; the rebuild is
 timed twice, (a) ``read_shards`` of every shard in this process (the peer's on_assign code,
-without the peer) and (b) the ``rebuild_s`` a real ``mdpeer run`` logs when it is assigned
-every shard. That peer then runs against a reference server holding one message per subject,
-and its RSS is read from /proc while it owns all N subjects.
+without the peer) and (b) the rebuild time a real ``mdpeer run`` reports in its metrics
+(``mdpeer_shard_rebuild_seconds``) when it is assigned every shard. That peer then runs
+against a reference server holding one message per subject, and its RSS is read from /proc
+while it owns all N subjects.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from peer.control import encode_checkpoint
 from peer.control.reader import read_shards
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment
 from peer.dev.bench.session import Broker
 from peer.testing import cpu_seconds, memory_mb, wait_until
 
@@ -102,9 +103,8 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
                 owns_all, 300, f"the peer working every shard ({subjects} subjects)", step=0.2
             )
             assigned_after = time.monotonic() - t_start
-            # the peer's own measure of its rebuilds, reported only in its log lines
-            entries = peer.log_entries("shards assigned")
-            rebuild = round(sum(float(e.get("rebuild_s") or 0) for e in entries), 3)
+            # the peer's own measure of its rebuilds (a new peer: every one of them)
+            rebuild = round(peer.metric(f"{REBUILD_METRIC}_sum"), 3)
             cpu0, t_owned = cpu_seconds(peer.pid), time.monotonic()
             samples: list[float] = []
             while time.monotonic() - t_owned < settle_s:  # sampling RSS, not waiting on it
