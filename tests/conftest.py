@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures.config_files import *  # noqa: F403
+from tests.fixtures.deploy import *  # noqa: F403
 from tests.fixtures.kafka import *  # noqa: F403
 from tests.fixtures.outcome import pytest_runtest_makereport  # noqa: F401 - a hook
 from tests.fixtures.sim import *  # noqa: F403

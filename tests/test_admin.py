@@ -7,9 +7,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from peer.control import Command, decode
@@ -55,6 +56,34 @@ def control_name(kafka_admin: AdminClient) -> Iterator[Callable[[], str]]:
         for future in kafka_admin.delete_topics(names, operation_timeout=10).values():
             with contextlib.suppress(Exception):
                 future.result(10)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control topic of ``shards`` partitions, made by ``ensure_control_topic``."""
+
+    topic: str
+    shards: int
+    #: librdkafka properties of the admin commands' clients
+    conf: dict[str, str]
+
+    def producer(self, group: str | None = None) -> Producer:
+        """An admin producer (of a new group unless ``group``)."""
+        return admin_producer(self.conf, group or f"g{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def new_control(
+    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+) -> Callable[[int], Control]:
+    """``new_control(shards) -> Control``, deleted afterwards."""
+
+    def make(shards: int) -> Control:
+        topic = control_name()
+        ensure_control_topic(kafka_admin, topic, shards, None)
+        return Control(topic, shards, {"bootstrap.servers": kafka_bootstrap})
+
+    return make
 
 
 def test_ensure_creates_compacted_topic_idempotently(
@@ -132,14 +161,11 @@ def test_describe_a_missing_topic(kafka_admin: AdminClient) -> None:
 
 
 def test_write_routes_then_read_back_on_their_shards(
-    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
+    kafka_bootstrap: str, new_control: Callable[[int], Control]
 ) -> None:
-    topic = control_name()
-    shards = 5
-    ensure_control_topic(kafka_admin, topic, shards, None)
-    conf = {"bootstrap.servers": kafka_bootstrap}
-    group = f"g{uuid.uuid4().hex[:8]}"
-    producer = admin_producer(conf, group)
+    ctl = new_control(5)
+    topic, shards, conf = ctl.topic, ctl.shards, ctl.conf
+    producer = ctl.producer()
     routes = [Route(f"/s/{i}", f"topic{i % 3}", key="k" if i % 2 else None) for i in range(20)]
     assert write_routes(producer, topic, shards, routes) == 20
     # one removal, one change
@@ -165,21 +191,17 @@ def test_write_routes_then_read_back_on_their_shards(
     assert snapshot.routes() == RouteTable(expected.values())
 
 
-def test_write_routes_from_a_diff_and_a_command(
-    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
-) -> None:
-    topic = control_name()
-    ensure_control_topic(kafka_admin, topic, 2, None)
-    conf = {"bootstrap.servers": kafka_bootstrap}
-    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+def test_write_routes_from_a_diff_and_a_command(new_control: Callable[[int], Control]) -> None:
+    ctl = new_control(2)
+    producer = ctl.producer()
     current = RouteTable([Route("/a", "ta"), Route("/b", "tb")])
-    write_routes(producer, topic, 2, current.routes())
+    write_routes(producer, ctl.topic, 2, current.routes())
     desired = RouteTable([Route("/b", "tb2"), Route("/c", "tc")])
-    write_routes(producer, topic, 2, current.diff(desired))
+    write_routes(producer, ctl.topic, 2, current.diff(desired))
     command = Command.reset("7:42")
-    write_command(producer, topic, 2, "/b", command, by="test")
+    write_command(producer, ctl.topic, 2, "/b", command, by="test")
 
-    snapshot = read_control_topic(conf, topic, timeout=20)
+    snapshot = read_control_topic(ctl.conf, ctl.topic, timeout=20)
     assert snapshot.routes() == desired
     pending = snapshot.pending_commands()
     assert list(pending) == ["/b"]
@@ -187,21 +209,15 @@ def test_write_routes_from_a_diff_and_a_command(
     assert pending["/b"].meta["by"] == "test"
 
 
-def test_thousand_routes_rebuild_exactly(
-    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
-) -> None:
-    topic = control_name()
-    shards = 8
-    ensure_control_topic(kafka_admin, topic, shards, None)
-    conf = {"bootstrap.servers": kafka_bootstrap}
-    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+def test_thousand_routes_rebuild_exactly(new_control: Callable[[int], Control]) -> None:
+    ctl = new_control(8)
     routes = [Route(f"/load/{i:04d}", f"t{i % 7}", key=f"k{i}") for i in range(1000)]
-    write_routes(producer, topic, shards, routes, timeout=30)
-    snapshot = read_control_topic(conf, topic, timeout=30)
+    write_routes(ctl.producer(), ctl.topic, ctl.shards, routes, timeout=30)
+    snapshot = read_control_topic(ctl.conf, ctl.topic, timeout=30)
     assert snapshot.routes() == RouteTable(routes)
     assert sum(s.end_offset for s in snapshot.shards.values()) >= 1000
     for p, shard in snapshot.shards.items():
-        assert all(shard_of(s, shards) == p for s in shard.state.routes)
+        assert all(shard_of(s, ctl.shards) == p for s in shard.state.routes)
 
 
 def _dead_bootstrap() -> str:
@@ -228,13 +244,10 @@ def test_unreachable_kafka_is_a_clear_error_in_bounded_time() -> None:
         assert info.value.hint is not None
 
 
-def test_a_failed_write_applies_nothing(
-    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
-) -> None:
-    topic = control_name()
-    ensure_control_topic(kafka_admin, topic, 2, None)
-    conf = {"bootstrap.servers": kafka_bootstrap}
-    producer = admin_producer(conf, f"g{uuid.uuid4().hex[:8]}")
+def test_a_failed_write_applies_nothing(new_control: Callable[[int], Control]) -> None:
+    ctl = new_control(2)
+    topic, conf = ctl.topic, ctl.conf
+    producer = ctl.producer()
     # Told the topic has 10 partitions: some records aim at partitions that do not exist.
     routes = [Route(f"/x/{i}", "t") for i in range(20)]
     assert any(shard_of(r.subject, 10) >= 2 for r in routes)
@@ -247,19 +260,15 @@ def test_a_failed_write_applies_nothing(
     assert len(read_control_topic(conf, topic, timeout=20).routes()) == 3
 
 
-def test_a_newer_admin_command_fences_an_older_one(
-    kafka_admin: AdminClient, kafka_bootstrap: str, control_name: Callable[[], str]
-) -> None:
-    topic = control_name()
-    ensure_control_topic(kafka_admin, topic, 2, None)
-    conf = {"bootstrap.servers": kafka_bootstrap}
+def test_a_newer_admin_command_fences_an_older_one(new_control: Callable[[int], Control]) -> None:
+    ctl = new_control(2)
     group = f"g{uuid.uuid4().hex[:8]}"
-    older = admin_producer(conf, group)
-    newer = admin_producer(conf, group)
+    older = ctl.producer(group)
+    newer = ctl.producer(group)
     with pytest.raises(ControlWriteError, match="fenced"):
-        write_routes(older, topic, 2, [Route("/old", "t")])
-    write_routes(newer, topic, 2, [Route("/new", "t")])
-    assert list(read_control_topic(conf, topic, timeout=20).routes()) == ["/new"]
+        write_routes(older, ctl.topic, 2, [Route("/old", "t")])
+    write_routes(newer, ctl.topic, 2, [Route("/new", "t")])
+    assert list(read_control_topic(ctl.conf, ctl.topic, timeout=20).routes()) == ["/new"]
 
 
 def test_describe_group_shows_who_owns_which_shard(

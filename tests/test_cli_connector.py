@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from peer.cli import app
 from peer.cli.admin_cmd import DEFAULT_SHARDS, shard_count
 from peer.routes.model import RoutesFile, RouteTable
+from tests.fixtures.config_files import ConnectorFile
 
 runner = CliRunner()
 NO_KAFKA = ("--bootstrap", "127.0.0.1:9")
@@ -26,12 +26,6 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
-
-
-def write(tmp_path: Path, config: Mapping[str, object], name: str = "connector.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
 
 
 # --- the shard count ----------------------------------------------------------------------------
@@ -59,8 +53,8 @@ def test_shard_count_is_the_default_or_a_larger_tasks_max(
     assert shard_count(given, None)[0] == (given or DEFAULT_SHARDS)
 
 
-def test_validate_suggests_a_large_tasks_max(tmp_path: Path) -> None:
-    path = write(tmp_path, {"tasks.max": "24", "migratorydata.subject.a": "t"})
+def test_validate_suggests_a_large_tasks_max(connector_file: ConnectorFile) -> None:
+    path = connector_file({"tasks.max": "24", "migratorydata.subject.a": "t"})
     code, out, _ = _run("validate", str(path), "--json")
     assert code == 0
     report = json.loads(out)
@@ -68,14 +62,13 @@ def test_validate_suggests_a_large_tasks_max(tmp_path: Path) -> None:
     assert report["suggested_shards_reason"] == f"tasks.max=24 of {path}, above the default 12"
 
 
-def test_validate_reports_encryption_and_topic_creation(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+def test_validate_reports_encryption_and_topic_creation(connector_file: ConnectorFile) -> None:
+    path = connector_file(
         {
             "migratorydata.servers": "https://push1.example.com, 50 https://push2.example.com",
             "topic.creation.default.partitions": "6",
             "topic.creation.default.replication.factor": "-1",
-        },
+        }
     )
     code, out, _ = _run("validate", str(path), "--json")
     assert code == 0
@@ -95,8 +88,8 @@ TYPO_ERROR = (
 )
 
 
-def test_validate_refuses_an_unknown_key_unless_lenient(tmp_path: Path) -> None:
-    path = write(tmp_path, TYPO)
+def test_validate_refuses_an_unknown_key_unless_lenient(connector_file: ConnectorFile) -> None:
+    path = connector_file(TYPO)
     code, out, err = _run("validate", str(path))
     assert code == 1
     assert out == ""
@@ -113,8 +106,10 @@ def test_validate_refuses_an_unknown_key_unless_lenient(tmp_path: Path) -> None:
     assert "note: migratorydata.subjects.b: not a MigratoryData connector key" in err
 
 
-def test_validate_a_peer_config_whose_routes_file_has_an_unknown_key(tmp_path: Path) -> None:
-    write(tmp_path, TYPO)
+def test_validate_a_peer_config_whose_routes_file_has_an_unknown_key(
+    tmp_path: Path, connector_file: ConnectorFile
+) -> None:
+    connector_file(TYPO)
     config = tmp_path / "peer.toml"
     config.write_text('routes_file = "connector.json"\n')
     code, _, err = _run("validate", str(config))
@@ -135,8 +130,10 @@ def test_validate_a_peer_config_whose_routes_file_has_an_unknown_key(tmp_path: P
         ["run", "--config", "{path}", "--servers", "md:8800"],
     ],
 )
-def test_commands_refuse_an_unknown_key_before_kafka(tmp_path: Path, command: list[str]) -> None:
-    path = write(tmp_path, TYPO)
+def test_commands_refuse_an_unknown_key_before_kafka(
+    connector_file: ConnectorFile, command: list[str]
+) -> None:
+    path = connector_file(TYPO)
     code, out, err = _run(*(a.format(path=path) for a in command), *NO_KAFKA)
     assert code == 1
     assert out == ""  # nothing applied, no diff
@@ -151,10 +148,12 @@ def test_commands_refuse_an_unknown_key_before_kafka(tmp_path: Path, command: li
         ["run", "--config", "{path}"],
     ],
 )
-def test_lenient_gets_past_the_unknown_key(tmp_path: Path, command: list[str]) -> None:
+def test_lenient_gets_past_the_unknown_key(
+    connector_file: ConnectorFile, command: list[str]
+) -> None:
     """With --lenient or MDPEER_LENIENT the file is read: what stops the command is a later
     check of the settings (still before Kafka), not the key."""
-    path = write(tmp_path, TYPO)
+    path = connector_file(TYPO)
     args = [a.format(path=path) for a in command]
     later = {"MDPEER_MAX_BATCH": "0"}
     for extra, env in ((["--lenient"], later), ([], {**later, "MDPEER_LENIENT": "true"})):
@@ -165,8 +164,8 @@ def test_lenient_gets_past_the_unknown_key(tmp_path: Path, command: list[str]) -
         assert "error: MDPEER_MAX_BATCH=0: expected 1 to 1000000" in err, err
 
 
-def test_a_bad_mdpeer_lenient_is_named(tmp_path: Path) -> None:
-    path = write(tmp_path, TYPO)
+def test_a_bad_mdpeer_lenient_is_named(connector_file: ConnectorFile) -> None:
+    path = connector_file(TYPO)
     for args in (["routes", "apply", str(path)], ["run", "--config", str(path)]):
         code, _, err = _run(*args, *NO_KAFKA, env={"MDPEER_LENIENT": "maybe"})
         assert code == 1

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from peer.cli import app
@@ -25,8 +24,9 @@ from peer.routes.model import Route
 from peer.source.heads import Head, HeadUnknown, LagState, ask_heads, lag_of
 from peer.source.rest_config import RestSourceConfig
 from peer.testing import free_port, wait_until
+from tests.fixtures.deploy import Deploy, routed
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import deployment, read_committed
+from tests.peers import read_committed
 from tests.test_source_malformed import SUBJECT, ScriptedServer, up_to
 from tests.test_source_tls import tls_server  # noqa: F401 - a fixture
 
@@ -189,8 +189,7 @@ S1, S2, S3 = "/lag/one", "/lag/empty", "/lag/unbridged"
 @pytest.mark.sim
 @pytest.mark.slow
 def test_status_reports_exact_lag_epoch_change_and_an_unreachable_source(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
+    deploy: Deploy,
     unique_topic: TopicFactory,
     tmp_path: Path,
     sim: SimServer,
@@ -199,7 +198,7 @@ def test_status_reports_exact_lag_epoch_change_and_an_unreachable_source(
     topic = unique_topic(1)
     routes = [Route(S1, topic, start=HISTORY), Route(S2, topic, start=HISTORY)]
     servers = f"127.0.0.1:{sim.port}"
-    with deployment(kafka_bootstrap, kafka_admin, tmp_path, servers, routes, shards=2) as dep:
+    with deploy(servers, routes, shards=2) as dep:
         for i in range(5):
             sim.publish(S1, f"before{i}")
         peer = dep.start_peer("lagger")
@@ -302,21 +301,14 @@ def test_status_reports_exact_lag_epoch_change_and_an_unreachable_source(
 @pytest.mark.sim
 @pytest.mark.slow
 def test_status_of_a_kip848_group_shows_every_shard_owned(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topic = unique_topic(2)
-    subjects = [f"/kip848/s{i}" for i in range(8)]
-    routes = [Route(s, topic, start=HISTORY) for s in subjects]
+    subjects, routes = routed(topic, "/kip848", 8, start=HISTORY)
     servers = f"127.0.0.1:{sim.port}"
     for s in subjects:
         sim.publish(s, "x")
-    with deployment(
-        kafka_bootstrap, kafka_admin, tmp_path, servers, routes, group_protocol="consumer"
-    ) as dep:
+    with deploy(servers, routes, group_protocol="consumer") as dep:
         a, b = dep.start_peer("a"), dep.start_peer("b")
         everything = set(range(dep.shards))
 

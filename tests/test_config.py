@@ -15,15 +15,9 @@ from peer.config.settings import MANAGED_KAFKA, PeerSettings, SourceSettings
 from peer.errors import ConfigError
 from peer.kafka.clients import consumer_config, producer_config
 from peer.secret import Secret
+from tests.fixtures.config_files import BOOT, write
 
 DATA = Path(__file__).parent / "data"
-BOOT = {"MDPEER_BOOTSTRAP": "localhost:9092"}
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    p = tmp_path / name
-    p.write_text(text, encoding="utf-8")
-    return p
 
 
 # --- the dataclass ----------------------------------------------------------------------------

@@ -12,14 +12,7 @@ from peer.config.load import lenient_setting, load_settings
 from peer.config.settings import SourceSettings
 from peer.errors import ConfigError
 from peer.source.rest_config import RestSourceConfig
-
-BOOT = {"MDPEER_BOOTSTRAP": "localhost:9092"}
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+from tests.fixtures.config_files import BOOT, write
 
 
 def test_source_settings_keep_encryption_unset_and_resolve_it() -> None:

@@ -11,8 +11,7 @@ import pytest
 from peer.config.load import load_settings
 from peer.config.settings import PeerSettings
 from peer.errors import ConfigError
-
-BOOT = {"MDPEER_BOOTSTRAP": "localhost:9092"}
+from tests.fixtures.config_files import BOOT
 
 
 def test_defaults() -> None:

@@ -3,22 +3,13 @@ Kafka Connect's topic-creation keys, and server URLs with ``migratorydata.encryp
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from pathlib import Path
-
 import pytest
 
 from peer.config.connector import closest_key
 from peer.config.routesfile import load_routes
 from peer.errors import ConfigError
 from peer.routes.model import Route
-
-
-def connector(tmp_path: Path, config: Mapping[str, object], name: str = "connector.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
+from tests.fixtures.config_files import ConnectorFile, assert_refused
 
 
 @pytest.mark.parametrize(
@@ -40,10 +31,11 @@ def test_the_closest_known_key(key: str, closest: str | None) -> None:
     assert closest_key(key) == closest
 
 
-def test_an_unknown_migratorydata_key_is_an_error_naming_the_closest(tmp_path: Path) -> None:
-    path = connector(
-        tmp_path,
-        {"migratorydata.subject.server.status1": "topic1", "migratorydata.subjects.x": "topic2"},
+def test_an_unknown_migratorydata_key_is_an_error_naming_the_closest(
+    connector_file: ConnectorFile,
+) -> None:
+    path = connector_file(
+        {"migratorydata.subject.server.status1": "topic1", "migratorydata.subjects.x": "topic2"}
     )
     with pytest.raises(ConfigError) as err:
         load_routes(path)
@@ -56,9 +48,11 @@ def test_an_unknown_migratorydata_key_is_an_error_naming_the_closest(tmp_path: P
     )
 
 
-def test_an_unknown_key_without_a_close_one_lists_the_known_ones(tmp_path: Path) -> None:
+def test_an_unknown_key_without_a_close_one_lists_the_known_ones(
+    connector_file: ConnectorFile,
+) -> None:
     with pytest.raises(ConfigError) as err:
-        load_routes(connector(tmp_path, {"migratorydata.reconnect.policy": "x"}))
+        load_routes(connector_file({"migratorydata.reconnect.policy": "x"}))
     assert err.value.field == "migratorydata.reconnect.policy"
     assert err.value.reason == (
         "unknown MigratoryData connector key; known: migratorydata.servers, "
@@ -76,23 +70,22 @@ def test_an_unknown_key_without_a_close_one_lists_the_known_ones(tmp_path: Path)
     ],
 )
 def test_misspelt_keys_and_prefixes_are_caught_and_their_value_hidden(
-    tmp_path: Path, key: str, closest: str
+    connector_file: ConnectorFile, key: str, closest: str
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        load_routes(connector(tmp_path, {key: "s3cr3t-token"}))
+        load_routes(connector_file({key: "s3cr3t-token"}))
     assert err.value.field == key
     assert f"did you mean {closest!r}?" in err.value.reason
     assert "s3cr3t-token" not in str(err.value)
 
 
-def test_lenient_turns_unknown_keys_into_notes(tmp_path: Path) -> None:
-    path = connector(
-        tmp_path,
+def test_lenient_turns_unknown_keys_into_notes(connector_file: ConnectorFile) -> None:
+    path = connector_file(
         {
             "migratorydata.subject.a": "t",
             "migratorydata.subjects.b": "t2",
             "migratorydata.reconnect.policy": "x",
-        },
+        }
     )
     loaded = load_routes(path, lenient=True)
     assert loaded.table.routes() == (Route("/a", "t"),)
@@ -106,13 +99,13 @@ def test_lenient_turns_unknown_keys_into_notes(tmp_path: Path) -> None:
     )
 
 
-def test_a_vendor_key_outside_config_of_a_rest_body(tmp_path: Path) -> None:
+def test_a_vendor_key_outside_config_of_a_rest_body(connector_file: ConnectorFile) -> None:
     body = {
         "name": "md",
         "migratorydata.subject.b": "t2",
         "config": {"migratorydata.subject.a": "t"},
     }
-    path = connector(tmp_path, body)
+    path = connector_file(body)
     with pytest.raises(ConfigError) as err:
         load_routes(path)
     assert err.value.field == "migratorydata.subject.b"
@@ -125,17 +118,16 @@ def test_a_vendor_key_outside_config_of_a_rest_body(tmp_path: Path) -> None:
 # --- Kafka Connect's topic creation -----------------------------------------------------------
 
 
-def test_topic_creation_keys_are_read(tmp_path: Path) -> None:
+def test_topic_creation_keys_are_read(connector_file: ConnectorFile) -> None:
     loaded = load_routes(
-        connector(
-            tmp_path,
+        connector_file(
             {
                 "migratorydata.subject.a": "t",
                 "topic.creation.default.partitions": "6",
                 "topic.creation.default.replication.factor": 3,
                 "topic.creation.default.cleanup.policy": "compact",
                 "topic.creation.groups": "g",
-            },
+            }
         )
     )
     assert (loaded.topic_partitions, loaded.topic_replication_factor) == (6, 3)
@@ -145,14 +137,13 @@ def test_topic_creation_keys_are_read(tmp_path: Path) -> None:
     ]
     assert "mdpeer takes only topic.creation.default.partitions" in loaded.notes[0]
     broker_defaults = load_routes(
-        connector(
-            tmp_path,
-            {"migratorydata.subject.a": "t", "topic.creation.default.replication.factor": "-1"},
+        connector_file(
+            {"migratorydata.subject.a": "t", "topic.creation.default.replication.factor": "-1"}
         )
     )
     assert broker_defaults.topic_replication_factor == -1
     assert broker_defaults.topic_partitions is None
-    plain = load_routes(connector(tmp_path, {"migratorydata.subject.a": "t"}))
+    plain = load_routes(connector_file({"migratorydata.subject.a": "t"}))
     assert (plain.topic_partitions, plain.topic_replication_factor) == (None, None)
 
 
@@ -168,27 +159,21 @@ def test_topic_creation_keys_are_read(tmp_path: Path) -> None:
     ],
 )
 def test_bad_topic_creation_values_name_the_key(
-    tmp_path: Path, key: str, value: object, reason: str
+    connector_file: ConnectorFile, key: str, value: object, reason: str
 ) -> None:
-    path = connector(tmp_path, {"migratorydata.subject.a": "t", key: value})
-    with pytest.raises(ConfigError) as err:
-        load_routes(path)
-    assert err.value.field == key
-    assert reason in err.value.reason
-    assert err.value.hint == f"in {path}"
+    assert_refused(connector_file({"migratorydata.subject.a": "t", key: value}), key, reason)
 
 
 # --- servers as URLs ---------------------------------------------------------------------------
 
 
-def test_server_urls_in_the_connector(tmp_path: Path) -> None:
+def test_server_urls_in_the_connector(connector_file: ConnectorFile) -> None:
     loaded = load_routes(
-        connector(
-            tmp_path,
+        connector_file(
             {
                 "migratorydata.servers": "https://push1.example.com,50 https://push2.example.com:443",
                 "migratorydata.encryption": "true",
-            },
+            }
         )
     )
     assert loaded.source is not None
@@ -206,11 +191,10 @@ def test_server_urls_in_the_connector(tmp_path: Path) -> None:
     ],
 )
 def test_encryption_against_the_servers_scheme_names_both_keys(
-    tmp_path: Path, servers: str, encryption: str, entry: str
+    connector_file: ConnectorFile, servers: str, encryption: str, entry: str
 ) -> None:
-    path = connector(
-        tmp_path,
-        {"migratorydata.servers": servers, "migratorydata.encryption": encryption},
+    path = connector_file(
+        {"migratorydata.servers": servers, "migratorydata.encryption": encryption}
     )
     with pytest.raises(ConfigError) as err:
         load_routes(path)
@@ -220,8 +204,8 @@ def test_encryption_against_the_servers_scheme_names_both_keys(
     assert err.value.hint == f"in {path}"
 
 
-def test_mixed_schemes_in_the_connector_are_refused(tmp_path: Path) -> None:
-    path = connector(tmp_path, {"migratorydata.servers": "http://a:8800,https://b"})
+def test_mixed_schemes_in_the_connector_are_refused(connector_file: ConnectorFile) -> None:
+    path = connector_file({"migratorydata.servers": "http://a:8800,https://b"})
     with pytest.raises(ConfigError) as err:
         load_routes(path)
     assert err.value.field == "migratorydata.servers"

@@ -8,7 +8,6 @@ resume exactly once from their checkpoints when the cause is gone.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,13 +18,13 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from peer.control.reader import read_control_topic
-from peer.dev.localkafka import start_on_free_ports
 from peer.dev.sim.server import SimServer
 from peer.model import StartPolicy
 from peer.routes.model import Oversize, Route
 from peer.testing import PeerProcess, create_topics, free_port, mdpeer_argv, wait_until
 from tests.fixtures.cli import Cli
-from tests.fixtures.kafka import GroupFactory, TopicFactory
+from tests.fixtures.deploy import Deploy, routed
+from tests.fixtures.kafka import GroupFactory, TopicFactory, own_cluster, skip_if_external
 from tests.peers import Deployment, Publisher, check_exactly_once, deployment, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
@@ -46,17 +45,10 @@ def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
 @pytest.fixture(scope="module")
 def refusing_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker that does not create topics on first use (auto.create.topics.enable=false)."""
-    if os.environ.get("MDPEER_BOOTSTRAP"):
-        pytest.skip("needs a broker started here with auto-creation off")
-    cluster = start_on_free_ports(
-        tmp_path_factory.mktemp("kafka-noauto"),
-        1,
-        overrides={"auto.create.topics.enable": "false"},
-    )
-    try:
+    skip_if_external("needs a broker started here with auto-creation off")
+    noauto = {"auto.create.topics.enable": "false"}
+    with own_cluster(tmp_path_factory, "kafka-noauto", overrides=noauto) as cluster:
         yield cluster.bootstrap
-    finally:
-        cluster.stop(grace=5.0)
 
 
 def blocked_of(peers: list[PeerProcess]) -> dict[str, str]:
@@ -160,19 +152,12 @@ def test_a_missing_topic_stops_its_route_only_and_its_subjects_resume_once_creat
 
 
 def test_oversize_under_fail_stops_the_subject_before_it_until_the_route_says_skip(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     big_topic, other_topic = unique_topic(1), unique_topic(1)
     s_big, s_other = "/size/big", "/size/other"
     fail_route = Route(s_big, big_topic, on_oversize=Oversize.FAIL, start=HISTORY)
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
+    with deploy(
         sim.url,
         [fail_route, Route(s_other, other_topic, start=HISTORY)],
         kafka_producer={"message.max.bytes": "2000"},
@@ -213,22 +198,13 @@ def test_oversize_under_fail_stops_the_subject_before_it_until_the_route_says_sk
 
 
 def test_a_denied_subject_stops_alone_and_resumes_when_entitled_again(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topic = unique_topic(2)
     s_denied, s_ok = "/ent/denied", "/ent/ok"
     sim.deny_subjects(s_denied)
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        sim.url,
-        [Route(s, topic, start=HISTORY) for s in (s_denied, s_ok)],
-        **FAST_RETRY,
+    with deploy(
+        sim.url, [Route(s, topic, start=HISTORY) for s in (s_denied, s_ok)], **FAST_RETRY
     ) as dep:
         sent = {s: [sim.publish(s, f"{s}#{i}") for i in range(3)] for s in (s_denied, s_ok)}
         peer = dep.start_peer("ent")
@@ -244,21 +220,11 @@ def test_a_denied_subject_stops_alone_and_resumes_when_entitled_again(
 
 
 def test_a_peer_that_cannot_reach_migratorydata_says_so_and_turns_unready(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
+    deploy: Deploy, unique_topic: TopicFactory
 ) -> None:
     topic = unique_topic(1)
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        nowhere,
-        [Route("/far/away", topic)],
-        source_unready_after_ms=3000,
-    ) as dep:
+    with deploy(nowhere, [Route("/far/away", topic)], source_unready_after_ms=3000) as dep:
         peer = dep.start_peer("far")
 
         def unreachable_for() -> float:
@@ -316,17 +282,11 @@ def control_lags(dep: Deployment) -> dict[int, str]:
 
 
 def test_an_idle_deployment_shows_zero_control_lag_in_kafkas_consumer_group_tool(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topic = unique_topic(2)
-    subjects = [f"/lag/s{i}" for i in range(4)]
-    with deployment(
-        kafka_bootstrap, kafka_admin, tmp_path, sim.url, [Route(s, topic) for s in subjects]
-    ) as dep:
+    subjects, routes = routed(topic, "/lag", 4)
+    with deploy(sim.url, routes) as dep:
         peers = [dep.start_peer("lag-a"), dep.start_peer("lag-b")]
         for s in subjects:
             sim.publish(s, "first")

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -42,47 +43,61 @@ def subject_on(partition: int, prefix: str = "/s/") -> str:
     )
 
 
+@dataclass(frozen=True)
+class ControlLog:
+    """A compacted topic of SHARDS partitions standing for a control topic, and a
+    transactional producer that writes each record on its subject's shard."""
+
+    topic: str
+    producer: Producer
+    conf: dict[str, str]
+
+    def produce(self, subject: str, record: tuple[bytes, bytes]) -> None:
+        key, value = record
+        self.producer.produce(self.topic, key=key, value=value, partition=shard_of(subject, SHARDS))
+
+    def commit(self, subject: str, *records: tuple[bytes, bytes]) -> None:
+        """One committed transaction holding ``records``."""
+        self.producer.begin_transaction()
+        for record in records:
+            self.produce(subject, record)
+        self.producer.commit_transaction(30)
+
+    def leave_open(self, subject: str, record: tuple[bytes, bytes]) -> None:
+        """A transaction holding ``record``, in the log (beyond the LSO) and left open."""
+        self.producer.begin_transaction()
+        self.produce(subject, record)
+        assert self.producer.flush(30) == 0
+
+    def read(
+        self, partitions: list[int], timeout: float, **options: Any
+    ) -> dict[int, ShardStateWithEnd]:
+        return read_shards(self.conf, self.topic, partitions, timeout, **options)
+
+
 @pytest.fixture
-def txn_producer(kafka_bootstrap: str) -> Iterator[Producer]:
+def ctl(kafka_bootstrap: str, unique_topic: TopicFactory) -> Iterator[ControlLog]:
+    conf = {"bootstrap.servers": kafka_bootstrap}
     producer = Producer(
         {
-            "bootstrap.servers": kafka_bootstrap,
+            **conf,
             "transactional.id": f"test-ckpt-{uuid.uuid4().hex[:8]}",
             "transaction.timeout.ms": 60000,
         }
     )
     producer.init_transactions(30)
-    yield producer
+    yield ControlLog(unique_topic(SHARDS, config=COMPACT), producer, conf)
     producer.flush(5)
 
 
-def produce(producer: Producer, topic: str, subject: str, record: tuple[bytes, bytes]) -> None:
-    producer.produce(topic, key=record[0], value=record[1], partition=shard_of(subject, SHARDS))
-
-
-def leave_open(producer: Producer, topic: str, subject: str, record: tuple[bytes, bytes]) -> None:
-    """A transaction holding ``record``, in the log (beyond the LSO) and left open."""
-    producer.begin_transaction()
-    produce(producer, topic, subject, record)
-    assert producer.flush(30) == 0
-
-
-def test_committed_checkpoints_count_aborted_ones_do_not(
-    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
-) -> None:
-    topic = unique_topic(SHARDS, config=COMPACT)
+def test_committed_checkpoints_count_aborted_ones_do_not(ctl: ControlLog) -> None:
     subject = subject_on(1)
-    producer = txn_producer
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_route(Route(subject, "data")))
-    produce(producer, topic, subject, encode_checkpoint(subject, 1, 10, peer="p1"))
-    producer.commit_transaction(30)
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 1, 99))
-    assert producer.flush(30) == 0
-    producer.abort_transaction(30)
+    checkpoint = encode_checkpoint(subject, 1, 10, peer="p1")
+    ctl.commit(subject, encode_route(Route(subject, "data")), checkpoint)
+    ctl.leave_open(subject, encode_checkpoint(subject, 1, 99))
+    ctl.producer.abort_transaction(30)
 
-    states = read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [1], timeout=20)
+    states = ctl.read([1], timeout=20)
     assert list(states) == [1]
     shard = states[1]
     assert shard.state.routes == {subject: Route(subject, "data")}
@@ -94,54 +109,38 @@ def test_committed_checkpoints_count_aborted_ones_do_not(
     assert shard.state.offset == 1
 
 
-def test_open_transaction_ends_the_read_at_the_last_stable_offset(
-    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
-) -> None:
-    topic = unique_topic(SHARDS, config=COMPACT)
+def test_open_transaction_ends_the_read_at_the_last_stable_offset(ctl: ControlLog) -> None:
     subject = subject_on(2)
-    producer = txn_producer
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
-    producer.commit_transaction(30)
-    leave_open(
-        producer, topic, subject, encode_checkpoint(subject, 3, 6)
-    )  # in the log, beyond the LSO while open
+    ctl.commit(subject, encode_checkpoint(subject, 3, 5))
+    ctl.leave_open(subject, encode_checkpoint(subject, 3, 6))  # beyond the LSO while open
     try:
         started = time.monotonic()
-        states = read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [0, 2], timeout=15)
+        states = ctl.read([0, 2], timeout=15)
         assert time.monotonic() - started < 15
         assert states[2].state.checkpoints[subject].position == Position(3, 5)
         assert states[2].end_offset == 2  # the open transaction's first record
         assert states[0].end_offset == 0  # an empty partition ends at once
         assert states[0].state.routes == {}
     finally:
-        producer.abort_transaction(30)
+        ctl.producer.abort_transaction(30)
 
 
-def test_an_owners_rebuild_waits_for_an_open_transaction_to_commit(
-    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
-) -> None:
+def test_an_owners_rebuild_waits_for_an_open_transaction_to_commit(ctl: ControlLog) -> None:
     """A zombie's transaction that already holds its offsets may still commit: an owner's
     rebuild (settle=None) must see that commit, never start from the checkpoint before it."""
-    topic = unique_topic(SHARDS, config=COMPACT)
     subject = subject_on(1)
-    producer = txn_producer
-    producer.begin_transaction()
-    produce(producer, topic, subject, encode_checkpoint(subject, 3, 5))
-    producer.commit_transaction(30)
-    leave_open(producer, topic, subject, encode_checkpoint(subject, 3, 6))
+    ctl.commit(subject, encode_checkpoint(subject, 3, 5))
+    ctl.leave_open(subject, encode_checkpoint(subject, 3, 6))
     result: dict[str, Any] = {}
 
     def rebuild() -> None:
-        result["states"] = read_shards(
-            {"bootstrap.servers": kafka_bootstrap}, topic, [1], timeout=60, settle=None
-        )
+        result["states"] = ctl.read([1], timeout=60, settle=None)
 
     reader = threading.Thread(target=rebuild)
     reader.start()
     reader.join(4.0)  # twice the default settle: a lenient read would have ended by now
     assert reader.is_alive(), "the rebuild ended while the transaction was open"
-    producer.commit_transaction(30)
+    ctl.producer.commit_transaction(30)
     reader.join(30)
     assert not reader.is_alive()
     shard = result["states"][1]
@@ -150,19 +149,17 @@ def test_an_owners_rebuild_waits_for_an_open_transaction_to_commit(
 
 
 def test_an_owners_rebuild_raises_rather_than_start_before_an_open_transaction(
-    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
+    ctl: ControlLog,
 ) -> None:
-    topic = unique_topic(SHARDS, config=COMPACT)
     subject = subject_on(2)
-    producer = txn_producer
-    leave_open(producer, topic, subject, encode_checkpoint(subject, 3, 6))
+    ctl.leave_open(subject, encode_checkpoint(subject, 3, 6))
     try:
         with pytest.raises(ControlReadTimeoutError, match="stayed open") as failed:
-            read_shards({"bootstrap.servers": kafka_bootstrap}, topic, [2], timeout=3, settle=None)
+            ctl.read([2], timeout=3, settle=None)
         assert failed.value.open_transaction
         assert failed.value.pending == {2: None}
     finally:
-        producer.abort_transaction(30)
+        ctl.producer.abort_transaction(30)
 
 
 def test_reader_config_drops_group_membership() -> None:
@@ -194,18 +191,12 @@ def test_missing_control_topic(kafka_bootstrap: str) -> None:
     assert "mdpeer init" in info.value.hint
 
 
-def test_a_read_right_after_a_commit_sees_it(
-    kafka_bootstrap: str, unique_topic: TopicFactory, txn_producer: Producer
-) -> None:
+def test_a_read_right_after_a_commit_sees_it(ctl: ControlLog) -> None:
     # The commit is acknowledged before its markers are written: the read must wait for them.
-    topic = unique_topic(SHARDS, config=COMPACT)
     subject = subject_on(0)
-    conf = {"bootstrap.servers": kafka_bootstrap}
     for seq in range(1, 6):
-        txn_producer.begin_transaction()
-        produce(txn_producer, topic, subject, encode_checkpoint(subject, 1, seq))
-        txn_producer.commit_transaction(30)
-        states = read_shards(conf, topic, [0], timeout=15)
+        ctl.commit(subject, encode_checkpoint(subject, 1, seq))
+        states = ctl.read([0], timeout=15)
         assert states[0].state.checkpoints[subject].position == Position(1, seq)
         assert states[0].end_offset == 2 * seq  # record + commit marker per transaction
 

@@ -47,6 +47,12 @@ def _env() -> dict[str, str]:
     return {**env, "PYTHONFAULTHANDLER": "1"}
 
 
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """The demo's ``--run-dir``, where it records the processes it started (pids.json)."""
+    return tmp_path / "run"
+
+
 def _wait_gone(pids: list[int], timeout: float) -> None:
     wait_until(
         lambda: not any(alive(p) for p in pids),
@@ -68,30 +74,28 @@ def _status() -> DemoStatus:
     )
 
 
-def test_plain_view_when_not_a_terminal() -> None:
-    out = io.StringIO()
-    with View(out) as view:
-        view.update(_status(), force=True)
-        view.event("SIGKILL demo-2")
-    text = out.getvalue()
-    assert "published /server/status1=10 /server/status2=12" in text
-    assert "visible topic1=9 topic2=12" in text
-    assert "demo-2[killed]:-" in text
-    assert "demo-1[ready]:0,1" in text
-    assert "SIGKILL demo-2" in text
+#: what a plain view (its output is no terminal) prints of _status()
+PLAIN = [
+    "published /server/status1=10 /server/status2=12",
+    "visible topic1=9 topic2=12",
+    "demo-2[killed]:-",
+    "demo-1[ready]:0,1",
+]
+#: what the live view's tables show of it
+TABLES = ["/server/status1 → topic1", "demo-2", "killed", "shard moves 2"]
 
 
-def test_live_view_renders_the_tables() -> None:
+@pytest.mark.parametrize(
+    ("live", "shown"), [(None, PLAIN), (True, TABLES)], ids=["plain-when-not-a-terminal", "live"]
+)
+def test_the_view_shows_the_status_and_the_events(live: bool | None, shown: list[str]) -> None:
     out = io.StringIO()
-    with View(out, live=True) as view:
-        view.update(_status())
+    with View(out, live=live) as view:
+        view.update(_status(), force=True)  # a plain view prints at once; a live one ignores it
         view.event("SIGKILL demo-2")
     text = out.getvalue()
-    assert "/server/status1 → topic1" in text
-    assert "demo-2" in text
-    assert "killed" in text
-    assert "shard moves 2" in text
-    assert "SIGKILL demo-2" in text
+    for part in [*shown, "SIGKILL demo-2"]:
+        assert part in text, part
 
 
 def test_summary_fails_with_the_reason() -> None:
@@ -133,8 +137,7 @@ def test_options_are_validated() -> None:
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_demo_duration_kill_one_exactly_once(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_demo_duration_kill_one_exactly_once(run_dir: Path) -> None:
     proc = subprocess.run(
         _demo_argv("--duration", "20", "--kill-one", "--json", "--run-dir", str(run_dir)),
         capture_output=True,
@@ -207,8 +210,7 @@ class _Lines:
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_demo_sigterm_stops_everything(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_demo_sigterm_stops_everything(run_dir: Path) -> None:
     with subprocess.Popen(
         _demo_argv("--json", "--run-dir", str(run_dir)),
         stdout=subprocess.DEVNULL,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs_harness import Block, DocFailedError, Terminal, extract_blocks, wrap_servers
+from tests.fixtures.proc import run_captured
 
 DOC = """\
 # Title
@@ -67,31 +68,26 @@ def test_a_bad_marker_or_section_is_an_error(tmp_path: Path) -> None:
 
 
 def test_only_foreground_servers_are_wrapped() -> None:
-    text = "\n".join(
-        [
+    # each line of a block, and what it becomes (None: left as it is)
+    lines = [
+        (
             "mdpeer run --config c.json   # each peer",
-            "uv run mdpeer run --peer-id a &",
+            "HELPER /readyz mdpeer run --config c.json   # each peer",
+        ),
+        ("uv run mdpeer run --peer-id a &", None),
+        (
             "X=1 uv run --locked mdpeer sim serve \\",
-            "    --port 8800",
-            "cat > f <<'EOF'",
-            "mdpeer run inside a heredoc",
-            "EOF",
-            "mdpeer run --x | tee log",
-            "mdpeer status",
-        ]
-    )
-    wrapped = wrap_servers(text, "HELPER").split("\n")
-    assert wrapped == [
-        "HELPER /readyz mdpeer run --config c.json   # each peer",
-        "uv run mdpeer run --peer-id a &",
-        "X=1 HELPER 'listening on' uv run --locked mdpeer sim serve \\",
-        "    --port 8800",
-        "cat > f <<'EOF'",
-        "mdpeer run inside a heredoc",
-        "EOF",
-        "mdpeer run --x | tee log",
-        "mdpeer status",
+            "X=1 HELPER 'listening on' uv run --locked mdpeer sim serve \\",
+        ),
+        ("    --port 8800", None),
+        ("cat > f <<'EOF'", None),
+        ("mdpeer run inside a heredoc", None),
+        ("EOF", None),
+        ("mdpeer run --x | tee log", None),
+        ("mdpeer status", None),
     ]
+    wrapped = wrap_servers("\n".join(line for line, _ in lines), "HELPER").split("\n")
+    assert wrapped == [new or line for line, new in lines]
 
 
 def _terminal(tmp_path: Path) -> Terminal:
@@ -114,6 +110,12 @@ def test_a_failing_command_is_named_with_its_document_line(tmp_path: Path) -> No
         terminal.stop()
 
 
+def until_ready(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """tests/docs_until_ready.py with ``args``: it runs a foreground command until it is up."""
+    helper = Path(__file__).with_name("docs_until_ready.py")
+    return run_captured([sys.executable, str(helper), *args], timeout)
+
+
 def test_a_foreground_server_runs_until_it_is_up_then_stops(tmp_path: Path) -> None:
     server = tmp_path / "server.py"
     server.write_text(
@@ -122,24 +124,11 @@ def test_a_foreground_server_runs_until_it_is_up_then_stops(tmp_path: Path) -> N
         "print('listening on here', flush=True)\n"
         "time.sleep(60)\n"
     )
-    helper = Path(__file__).with_name("docs_until_ready.py")
-    done = subprocess.run(
-        [sys.executable, str(helper), "listening on", sys.executable, str(server)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = until_ready("listening on", sys.executable, str(server), timeout=30)
     assert done.returncode == 0, done.stderr
     assert "listening on here" in done.stdout
     assert "stopping it with SIGTERM" in done.stderr
-    failing = subprocess.run(
-        [sys.executable, str(helper), "listening on", sys.executable, "-c", "raise SystemExit(3)"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    failing = until_ready("listening on", sys.executable, "-c", "raise SystemExit(3)", timeout=30)
     assert failing.returncode == 3
 
 
@@ -187,14 +176,7 @@ def test_a_foreground_peer_runs_until_its_readyz_says_it_works_then_stops(
 ) -> None:
     peer = tmp_path / "peer.py"
     peer.write_text(_FAKE_PEER)
-    helper = Path(__file__).with_name("docs_until_ready.py")
-    done = subprocess.run(
-        [sys.executable, str(helper), "/readyz", sys.executable, str(peer)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = until_ready("/readyz", sys.executable, str(peer), timeout=60)
     assert done.returncode == 0, done.stderr
     assert "a peer starting" in done.stdout
     assert "/readyz); stopping it with SIGTERM" in done.stderr

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from peer.testing import wait_until
-from tests.fixtures.kafka import GroupFactory, TopicFactory, read_topic, values
+from tests.fixtures.kafka import GroupFactory, TopicFactory, eager_member, read_topic, values
 
 pytestmark = pytest.mark.kafka
 
@@ -90,24 +90,7 @@ class Member:
 
 
 def group_member(bootstrap: str, group: str, name: str) -> Member:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "client.id": name,
-            # eager protocol: a rebalance revokes everything, so a new generation is certain
-            "partition.assignment.strategy": "range",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            # A member that stops polling is out of the group within seconds, not minutes
-            # (this is also the rebalance timeout the coordinator waits for it to rejoin).
-            "session.timeout.ms": 3000,
-            "heartbeat.interval.ms": 300,
-            "max.poll.interval.ms": 3000,
-        }
-    )
-    return Member(name, consumer)
+    return Member(name, eager_member(bootstrap, group, name))
 
 
 def test_stale_generation_is_fenced_by_send_offsets(

@@ -1,7 +1,8 @@
 """A secured local Kafka (`mdpeer kafka up --secure`): TLS, SCRAM logins and ACLs, for real.
 
 One 1-node secured cluster serves the module (the CLI test starts its own through the CLI).
-Self-contained on purpose: it uses no shared fixture, so it can change without them.
+The only shared fixtures it uses are that cluster's (tests/fixtures/secured.py); the ACLs it
+grants are written with peer.control.acls, and everything else it does by hand.
 """
 
 from __future__ import annotations
@@ -12,34 +13,21 @@ import logging
 import os
 import stat
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from confluent_kafka.admin import (
-    AclBinding,
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    AdminClient,
-    ResourcePatternType,
-    ResourceType,
-)
+from confluent_kafka.admin import AdminClient
 
-from peer.dev.localkafka import (
-    Cluster,
-    Security,
-    free_port_base,
-    librdkafka_config,
-    start_on_free_ports,
-)
+from peer.control.acls import Acl, any_filter
+from peer.dev.localkafka import Cluster, Security, free_port_base, librdkafka_config
 from peer.dev.localkafka.secure import DEFAULT_USERS
-from peer.testing import create_topics, wait_until
+from peer.testing import create_topics, mdpeer_argv, wait_until
+from tests.fixtures.proc import run_captured
+from tests.fixtures.secured import *  # noqa: F403 - the module's cluster: secured, security, admin
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -104,42 +92,12 @@ def first_message(config: dict[str, Any], topic: str, group: str) -> Message:
 
 
 def mdpeer(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("mdpeer")
-    argv = (
-        [str(script)]
-        if script.is_file()
-        else [sys.executable, "-c", "from peer.cli import app; app()"]
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDPEER_KAFKA_")}
-    return subprocess.run(
-        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    return run_captured([*mdpeer_argv(), *args], timeout, env)
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-# -- the module's cluster --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_on_free_ports(tmp_path_factory.mktemp("secured"), 1, secure=True)
-    try:
-        yield cluster
-    finally:
-        gc.collect()  # clients left to the collector would log errors once the broker is gone
-        cluster.stop(grace=5.0)
-
-
-@pytest.fixture(scope="module")
-def security(secured: Cluster) -> Security:
-    assert secured.security is not None
-    return secured.security
-
-
-@pytest.fixture(scope="module")
-def admin(secured: Cluster) -> AdminClient:
-    return AdminClient(secured.client_config("admin"))
 
 
 def test_the_description_names_files_and_the_helper_reads_them(
@@ -213,35 +171,13 @@ def test_a_user_without_acls_is_refused_until_the_admin_grants_them(
     assert denied is not None
     assert denied.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, denied
 
-    def allow(kind: Any, name: str, op: Any) -> AclBinding:
-        return AclBinding(
-            kind,
-            name,
-            ResourcePatternType.LITERAL,
-            "User:peer",
-            "*",
-            op,
-            AclPermissionType.ALLOW,
-        )
-
-    acls = [
-        allow(ResourceType.TOPIC, topic, AclOperation.WRITE),
-        allow(ResourceType.TOPIC, topic, AclOperation.READ),
-        allow(ResourceType.GROUP, group, AclOperation.READ),
-    ]
+    # LITERAL ALLOW bindings for User:peer on any host
+    allowed = [("Topic", topic, "Write"), ("Topic", topic, "Read"), ("Group", group, "Read")]
+    acls = [Acl(*acl).binding("User:peer") for acl in allowed]
     for future in admin.create_acls(acls, request_timeout=15).values():
         future.result(20)
     # The broker's authorizer learns them from the metadata log: wait until it shows them.
-    anything: Any = None  # a filter's wildcard (the type stubs want a str)
-    mine = AclBindingFilter(
-        ResourceType.ANY,
-        anything,
-        ResourcePatternType.ANY,
-        "User:peer",
-        anything,
-        AclOperation.ANY,
-        AclPermissionType.ANY,
-    )
+    mine = any_filter("User:peer")
     wait_until(
         lambda: set(acls) <= set(admin.describe_acls(mine, request_timeout=10).result(15)),
         20,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +33,8 @@ from peer.dev.localkafka.secure import (
     scram_arguments,
 )
 from peer.errors import ConfigError, LocalKafkaError
+from peer.testing import mdpeer_argv
+from tests.fixtures.proc import run_captured
 
 
 def secure_layout(nodes: int = 1, port: int = 19092) -> ClusterLayout:
@@ -182,18 +182,8 @@ def test_librdkafka_config_of_a_plain_cluster_is_the_bootstrap_only() -> None:
 
 
 def test_users_without_secure_are_a_usage_error(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("mdpeer")
-    argv = (
-        [str(script)]
-        if script.is_file()
-        else [sys.executable, "-c", "from peer.cli import app; app()"]
-    )
-    done = subprocess.run(
-        [*argv, "kafka", "up", "--user", "alice", "--data-dir", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_captured(
+        [*mdpeer_argv(), "kafka", "up", "--user", "alice", "--data-dir", str(tmp_path / "k")], 60
     )
     assert done.returncode == 2, done.stderr
     assert "need --secure" in done.stderr

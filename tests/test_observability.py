@@ -8,6 +8,8 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -180,68 +182,78 @@ def get(url: str) -> tuple[int, str, str]:
             return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
+@dataclass(frozen=True)
+class Served:
+    """An ObservabilityServer on a free port, and the metrics, health and clock behind it."""
+
+    server: ObservabilityServer
+    metrics: PeerMetrics
+    health: Health
+    clock: FakeClock
+
+    def get(self, path: str) -> tuple[int, str, str]:
+        return get(self.server.url + path)
+
+    def json(self, path: str) -> tuple[int, Any]:
+        """(status, the JSON body) of ``path``."""
+        status, _, body = self.get(path)
+        return status, json.loads(body)
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[ObservabilityServer, PeerMetrics, Health, FakeClock]]:
+def served() -> Iterator[Served]:
     clock = FakeClock()
     metrics = PeerMetrics()
     health = Health(heartbeat_timeout=10, clock=clock)
     with ObservabilityServer(metrics, health, "127.0.0.1", 0) as server:
-        yield server, metrics, health, clock
+        yield Served(server, metrics, health, clock)
 
 
-def test_metrics_endpoint(
-    served: tuple[ObservabilityServer, PeerMetrics, Health, FakeClock],
-) -> None:
-    server, metrics, _, _ = served
-    assert server.port > 0
-    metrics.subjects.set(12)
-    status, ctype, body = get(server.url + "/metrics")
+def test_metrics_endpoint(served: Served) -> None:
+    assert served.server.port > 0
+    served.metrics.subjects.set(12)
+    status, ctype, body = served.get("/metrics")
     assert status == 200
     assert ctype == CONTENT_TYPE
     _, _, samples = parse(body)
     assert ("mdpeer_subjects", {}, 12.0) in samples
-    assert get(server.url + "/nope")[0] == 404
+    assert served.get("/nope")[0] == 404
 
 
-def test_healthz_flips_when_the_heartbeat_is_stale(
-    served: tuple[ObservabilityServer, PeerMetrics, Health, FakeClock],
-) -> None:
-    server, _, health, clock = served
-    status, ctype, body = get(server.url + "/healthz")
+def test_healthz_flips_when_the_heartbeat_is_stale(served: Served) -> None:
+    status, ctype, body = served.get("/healthz")
     assert (status, ctype) == (200, "application/json")
     assert json.loads(body)["alive"] is True
-    clock.now += 10.5
-    status, _, body = get(server.url + "/healthz")
+    served.clock.now += 10.5
+    status, answer = served.json("/healthz")
     assert status == 503
-    assert "heartbeat" in json.loads(body)["reason"]
-    health.beat()
-    assert get(server.url + "/healthz")[0] == 200
+    assert "heartbeat" in answer["reason"]
+    served.health.beat()
+    assert served.get("/healthz")[0] == 200
 
 
-def test_readyz_follows_group_and_rebuild(
-    served: tuple[ObservabilityServer, PeerMetrics, Health, FakeClock],
-) -> None:
-    server, _, health, _ = served
-    status, _, body = get(server.url + "/readyz")
+def test_readyz_follows_group_and_rebuild(served: Served) -> None:
+    health = served.health
+    status, answer = served.json("/readyz")
     assert status == 503
-    assert "not joined" in json.loads(body)["reason"]
+    assert "not joined" in answer["reason"]
     health.joined()
-    status, _, body = get(server.url + "/readyz")
+    status, answer = served.json("/readyz")
     assert status == 200  # owning no shard is ready
-    assert json.loads(body)["owned_shards"] == []
+    assert answer["owned_shards"] == []
     health.assigned([1, 4])
     health.rebuilt(1)
-    status, _, body = get(server.url + "/readyz")
+    status, answer = served.json("/readyz")
     assert status == 503
-    assert json.loads(body)["rebuilding"] == [4]
+    assert answer["rebuilding"] == [4]
     health.rebuilt(4)
-    status, _, body = get(server.url + "/readyz")
-    assert (status, json.loads(body)["owned_shards"]) == (200, [1, 4])
+    status, answer = served.json("/readyz")
+    assert (status, answer["owned_shards"]) == (200, [1, 4])
     health.revoked([1])
-    assert json.loads(get(server.url + "/readyz")[2])["owned_shards"] == [4]
+    assert served.json("/readyz")[1]["owned_shards"] == [4]
     health.left("shutting down")
-    status, _, body = get(server.url + "/readyz")
-    assert (status, json.loads(body)["reason"]) == (503, "shutting down")
+    status, answer = served.json("/readyz")
+    assert (status, answer["reason"]) == (503, "shutting down")
 
 
 def test_stop_frees_the_port() -> None:

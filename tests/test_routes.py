@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 
@@ -23,18 +22,9 @@ from peer.routes.model import (
     validate_subject,
     validate_topic,
 )
+from tests.fixtures.config_files import ConnectorFile, assert_refused, write
 
 DATA = Path(__file__).parent / "data"
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    p = tmp_path / name
-    p.write_text(text, encoding="utf-8")
-    return p
-
-
-def connector(tmp_path: Path, config: dict[str, object]) -> Path:
-    return write(tmp_path, "connector.json", json.dumps(config))
 
 
 # --- single values ----------------------------------------------------------------------------
@@ -414,10 +404,10 @@ def test_connect_rest_body_form() -> None:
     assert loaded.source.encryption is True
 
 
-def test_connector_unknown_connect_keys_are_noted_not_fatal(tmp_path: Path) -> None:
+def test_connector_unknown_connect_keys_are_noted_not_fatal(connector_file: ConnectorFile) -> None:
     # Unknown migratorydata.* keys are errors: tests/test_connector.py
     loaded = load_routes(
-        connector(tmp_path, {"migratorydata.subject.a.b": "t", "errors.tolerance": "all"})
+        connector_file({"migratorydata.subject.a.b": "t", "errors.tolerance": "all"})
     )
     assert loaded.table.routes() == (Route("/a/b", "t"),)
     assert loaded.source is None
@@ -453,19 +443,14 @@ def test_connector_unknown_connect_keys_are_noted_not_fatal(tmp_path: Path) -> N
     ],
 )
 def test_connector_errors_name_the_connector_key(
-    tmp_path: Path, config: dict[str, object], field: str, reason: str
+    connector_file: ConnectorFile, config: dict[str, object], field: str, reason: str
 ) -> None:
-    path = connector(tmp_path, {"migratorydata.subject.ok.one": "t", **config})
-    with pytest.raises(ConfigError) as err:
-        load_routes(path)
-    assert err.value.field == field
-    assert reason in err.value.reason
-    assert err.value.hint == f"in {path}"
+    assert_refused(connector_file({"migratorydata.subject.ok.one": "t", **config}), field, reason)
 
 
-def test_connector_token_never_in_errors(tmp_path: Path) -> None:
+def test_connector_token_never_in_errors(connector_file: ConnectorFile) -> None:
     with pytest.raises(ConfigError) as err:
-        load_routes(connector(tmp_path, {"migratorydata.entitlement_token": ["s3cr3t"]}))
+        load_routes(connector_file({"migratorydata.entitlement_token": ["s3cr3t"]}))
     assert "s3cr3t" not in str(err.value)
     assert err.value.field == "migratorydata.entitlement_token"
 
@@ -485,8 +470,8 @@ def test_connector_must_be_a_json_object(tmp_path: Path) -> None:
         load_routes(write(tmp_path, "c.json", "{"))
 
 
-def test_connector_numbers_are_accepted_for_tasks_max(tmp_path: Path) -> None:
-    loaded = load_routes(connector(tmp_path, {"tasks.max": 3, "migratorydata.encryption": True}))
+def test_connector_numbers_are_accepted_for_tasks_max(connector_file: ConnectorFile) -> None:
+    loaded = load_routes(connector_file({"tasks.max": 3, "migratorydata.encryption": True}))
     assert loaded.shards == 3
     assert loaded.source is not None
     assert loaded.source.encryption is True

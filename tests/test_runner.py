@@ -11,22 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from peer.control.reader import read_control_topic
 from peer.dev.sim.server import SimServer
 from peer.model import Position, StartPolicy
 from peer.routes.model import Route
 from peer.testing import child_env, mdpeer_argv, metric, wait_until
+from tests.fixtures.deploy import Deploy, routed
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import (
-    Deployment,
-    Publisher,
-    check_exactly_once,
-    deployment,
-    read_committed,
-    read_raw,
-)
+from tests.peers import Deployment, Publisher, check_exactly_once, read_committed, read_raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -52,20 +45,10 @@ def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
 
 @pytest.fixture
 def quick(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> Iterator[tuple[Deployment, list[str]]]:
     topics = [unique_topic(2), unique_topic(3)]
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        quickstart_routes(*topics),
-    ) as dep:
+    with deploy(f"127.0.0.1:{sim.port}", quickstart_routes(*topics)) as dep:
         yield dep, topics
 
 
@@ -135,24 +118,11 @@ def test_sigkill_mid_stream_then_new_peer_resumes_exactly_once(
     ids=["cooperative", "eager-range", "kip848"],
 )
 def test_two_peers_share_then_sigterm_hands_over(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
-    group_settings: dict[str, Any],
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer, group_settings: dict[str, Any]
 ) -> None:
     topic = unique_topic(4)
-    subjects = [f"/share/s{i}" for i in range(8)]
-    routes = [Route(s, topic, start=HISTORY) for s in subjects]
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        routes,
-        **group_settings,
-    ) as dep:
+    subjects, routes = routed(topic, "/share", 8, start=HISTORY)
+    with deploy(f"127.0.0.1:{sim.port}", routes, **group_settings) as dep:
         a = dep.start_peer("a")
         b = dep.start_peer("b")
         with Publisher(sim, subjects, interval=0.01) as pub:
@@ -176,18 +146,11 @@ def test_two_peers_share_then_sigterm_hands_over(
 
 
 def test_zombie_writes_nothing_visible(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topic = unique_topic(2)
-    subjects = [f"/zombie/s{i}" for i in range(4)]
-    routes = [Route(s, topic, start=HISTORY) for s in subjects]
-    with deployment(
-        kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", routes, shards=2
-    ) as dep:
+    subjects, routes = routed(topic, "/zombie", 4, start=HISTORY)
+    with deploy(f"127.0.0.1:{sim.port}", routes, shards=2) as dep:
         z = dep.start_peer("z")
         with Publisher(sim, subjects, interval=0.01) as pub:
             wait_until(lambda: seen_count(dep, [topic]) >= 40, 60, "zombie-to-be producing")
@@ -251,22 +214,11 @@ def test_routes_added_and_removed_at_run_time(
 
 
 def test_gap_after_epoch_bump_is_counted_and_logged(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topics = [unique_topic(1), unique_topic(1)]
     audit = unique_topic(1)
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        quickstart_routes(*topics),
-        audit_topic=audit,
-    ) as dep:
+    with deploy(f"127.0.0.1:{sim.port}", quickstart_routes(*topics), audit_topic=audit) as dep:
         _gap_scenario(dep, topics, sim)
         (record,) = read_raw(dep.bootstrap, audit)
         event = json.loads(record)
@@ -347,23 +299,14 @@ def test_checkpoint_reset_command_is_applied_and_acknowledged(
 
 
 def test_oversize_skip_policy_uses_the_producers_limit(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     from peer.routes.model import Oversize
 
     topic = unique_topic(1)
     route = Route(S1, topic, on_oversize=Oversize.SKIP, start=HISTORY)
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        [route],
-        kafka_producer={"message.max.bytes": "2000"},
+    with deploy(
+        f"127.0.0.1:{sim.port}", [route], kafka_producer={"message.max.bytes": "2000"}
     ) as dep:
         peer = dep.start_peer("o")
         small1 = sim.publish(S1, "small")

@@ -9,11 +9,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from peer.config.settings import PeerSettings
@@ -28,15 +27,9 @@ from peer.model import Message, Position, StartPolicy
 from peer.routes.model import Route
 from peer.testing import PeerProcess, wait_until
 from peer.writer import TransactionalWriter
-from tests.fixtures.kafka import TopicFactory
-from tests.peers import (
-    Deployment,
-    Publisher,
-    Seen,
-    check_exactly_once,
-    deployment,
-    read_committed,
-)
+from tests.fixtures.deploy import Deploy
+from tests.fixtures.kafka import TopicFactory, polled_to_the_ends
+from tests.peers import Deployment, Publisher, Seen, check_exactly_once, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -120,24 +113,13 @@ class Fleet:
 
 
 def test_three_peers_share_then_a_fourth_joins_then_one_is_sigtermed(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, kafka_admin: AdminClient, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     shards = 6
     topic = unique_topic(4)
     subjects = covering_subjects("/fleet", shards, per_shard=2)
     routes = [Route(s, topic, start=HISTORY) for s in subjects]
-    with deployment(
-        kafka_bootstrap,
-        kafka_admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        routes,
-        shards=shards,
-    ) as dep:
+    with deploy(f"127.0.0.1:{sim.port}", routes, shards=shards) as dep:
         fleet = Fleet(dep, kafka_admin, topic)
         for peer_id in ("a", "b", "c"):
             fleet.start(peer_id)
@@ -205,21 +187,11 @@ def read_to_end(bootstrap: str, topics: list[str], timeout: float = 30.0) -> lis
         pending = {tp for tp, high in targets.items() if high > 0}
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in pending])
         out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"partitions {sorted(pending)} not read"
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
+        for msg in polled_to_the_ends(consumer, pending, timeout, step=0.1):
+            out.append(msg)
             at = (msg.topic() or "", msg.partition() or 0)
             offset = msg.offset()
             assert offset is not None
-            err = msg.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                pending.discard(at)
-                continue
-            out.append(msg)
             if offset + 1 >= targets[at]:
                 pending.discard(at)
         out.sort(key=lambda m: (m.topic(), m.partition(), m.offset()))
@@ -301,11 +273,7 @@ class I2Sampler:
 
 
 def test_checkpoints_never_run_ahead_of_committed_data_across_a_sigkill(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim: SimServer,
+    deploy: Deploy, unique_topic: TopicFactory, sim: SimServer
 ) -> None:
     topics = [unique_topic(2), unique_topic(3)]
     subjects = [f"/i2/s{i}" for i in range(6)]
@@ -313,7 +281,7 @@ def test_checkpoints_never_run_ahead_of_committed_data_across_a_sigkill(
         Route(s, topics[i % 2], key=f"k{i}" if i % 3 == 0 else None, start=HISTORY)
         for i, s in enumerate(subjects)
     ]
-    with deployment(kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", routes) as dep:
+    with deploy(f"127.0.0.1:{sim.port}", routes) as dep:
         sampler = I2Sampler(dep, topics)
         first = dep.start_peer("k1")
         with Publisher(sim, subjects, interval=0.01) as pub:

@@ -19,11 +19,9 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from peer.control import encode_checkpoint
 from peer.control.shards import shard_of
@@ -32,8 +30,9 @@ from peer.model import Message, StartPolicy
 from peer.routes.model import Route
 from peer.testing import PeerProcess, wait_until
 from peer.writer.records import java_partition, message_headers, partition_basis
+from tests.fixtures.deploy import Deploy
 from tests.fixtures.kafka import TopicFactory
-from tests.peers import Deployment, check_exactly_once, deployment, read_committed
+from tests.peers import Deployment, check_exactly_once, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
@@ -101,18 +100,9 @@ def waiting_for_the_shard(peer: PeerProcess) -> bool:
 
 
 @contextlib.contextmanager
-def stalled_owner(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    topic: str,
-    tmp_path: Path,
-    sim: SimServer,
-    subject: str,
-) -> Iterator[Scene]:
+def stalled_scene(deploy: Deploy, topic: str, sim: SimServer, subject: str) -> Iterator[Scene]:
     route = Route(subject, topic, start=StartPolicy.parse("history:1000"))
-    with deployment(
-        kafka_bootstrap, kafka_admin, tmp_path, f"127.0.0.1:{sim.port}", [route], shards=1
-    ) as dep:
+    with deploy(f"127.0.0.1:{sim.port}", [route], shards=1) as dep:
         published = [sim.publish(subject, f"a{i}") for i in range(5)]
         first = dep.start_peer("a")
         wait_until(lambda: len(read_committed(dep.bootstrap, [topic])) >= 5, 60, "a bridging")
@@ -140,17 +130,23 @@ def stalled_owner(
         yield Scene(dep, sim, subject, topic, published + stalled, stalled, zombie)
 
 
-def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_twice(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim_factory: Callable[..., SimServer],
-) -> None:
+StalledOwner = Callable[[str], contextlib.AbstractContextManager[Scene]]
+
+
+@pytest.fixture
+def stalled_owner(
+    deploy: Deploy, unique_topic: TopicFactory, sim_factory: Callable[..., SimServer]
+) -> StalledOwner:
+    """``with stalled_owner(subject) as scene:`` a one-shard deployment of ``subject`` whose
+    old owner left an open transaction (:class:`Scene`)."""
     sim = sim_factory(cache_size=10_000)
-    with stalled_owner(
-        kafka_bootstrap, kafka_admin, unique_topic(2), tmp_path, sim, "/stalled/s1"
-    ) as scene:
+    return lambda subject: stalled_scene(deploy, unique_topic(2), sim, subject)
+
+
+def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_twice(
+    stalled_owner: StalledOwner,
+) -> None:
+    with stalled_owner("/stalled/s1") as scene:
         scene.checkpoint_stalled()  # its checkpoint is in the control topic, uncommitted
         assert scene.zombie.flush(30) == 0
         second = scene.dep.start_peer("b")
@@ -161,21 +157,14 @@ def test_a_new_owner_waits_for_a_stalled_owners_transaction_and_writes_nothing_t
 
 
 def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoints(
-    kafka_bootstrap: str,
-    kafka_admin: AdminClient,
-    unique_topic: TopicFactory,
-    tmp_path: Path,
-    sim_factory: Callable[..., SimServer],
+    stalled_owner: StalledOwner,
 ) -> None:
     """Regression (chaos harness, 3 nodes, seed 112401: 7 duplicates). The old owner had
     written data and sent its offsets (its generation still current), then stopped before its
     checkpoint reached the control topic. Nothing of that transaction was in the control
     partitions, so the new owner's rebuild saw no open transaction, started from the older
     checkpoint and wrote the same messages the old owner committed when it woke up."""
-    sim = sim_factory(cache_size=10_000)
-    with stalled_owner(
-        kafka_bootstrap, kafka_admin, unique_topic(2), tmp_path, sim, "/pending/s1"
-    ) as scene:
+    with stalled_owner("/pending/s1") as scene:
         dep = scene.dep
         # The old owner was a group member: its offsets go with its data, then it stalls.
         member = Consumer(

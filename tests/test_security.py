@@ -12,7 +12,7 @@ secured broker (`mdpeer kafka up --secure`, one per module).
 
 from __future__ import annotations
 
-import gc
+import functools
 import json
 import os
 import shlex
@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 
 from peer.control.acls import Acl, admin_acls, any_filter, apply, peer_acls
 from peer.control.admin import ensure_control_topic
-from peer.dev.localkafka import Cluster, Security, start_on_free_ports
+from peer.dev.localkafka import Cluster, Security
 from peer.dev.sim.server import SimServer
 from peer.model import StartPolicy
 from peer.routes.model import Oversize, Route
@@ -40,6 +40,8 @@ from peer.testing import (
     split_evenly,
     wait_until,
 )
+from tests.fixtures.deploy import Deploy
+from tests.fixtures.secured import *  # noqa: F403 - the module's cluster: secured, security, admin
 from tests.peers import (
     FAST,
     Publisher,
@@ -56,28 +58,7 @@ HISTORY = StartPolicy.parse("history:1000")
 USERS = ("admin", "peer", "operator")
 
 
-# -- the module's cluster, and how to log in to it ----------------------------------------------
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_on_free_ports(tmp_path_factory.mktemp("secured"), 1, secure=True)
-    try:
-        yield cluster
-    finally:
-        gc.collect()  # clients left to the collector would log errors once the broker is gone
-        cluster.stop(grace=5.0)
-
-
-@pytest.fixture(scope="module")
-def security(secured: Cluster) -> Security:
-    assert secured.security is not None
-    return secured.security
-
-
-@pytest.fixture(scope="module")
-def admin(secured: Cluster) -> AdminClient:
-    return AdminClient(secured.client_config("admin"))
-
-
+# -- the module's cluster (tests/fixtures/secured.py), and how to log in to it -------------------
 @pytest.fixture
 def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
     return sim_factory(cache_size=100_000)
@@ -133,6 +114,23 @@ def assert_no_secret(texts: list[str], secrets: list[str]) -> None:
         assert len(secret) >= 8
         for text in texts:
             assert secret not in text
+
+
+@pytest.fixture
+def deploy_secured(
+    secured: Cluster, security: Security, admin: AdminClient, tmp_path: Path, sim: SimServer
+) -> Deploy:
+    """``deploy_secured(routes, **options)``: a deployment on the secured cluster, fed by
+    ``sim``, whose peers log in as ``peer`` and whose routes the ``admin`` user writes."""
+    return functools.partial(
+        deployment,
+        secured.bootstrap,
+        admin,
+        tmp_path,
+        f"127.0.0.1:{sim.port}",
+        kafka=login(security, "peer"),
+        admin_conf=secured.client_config("admin"),
+    )
 
 
 # -- a whole secured deployment ---------------------------------------------------------------
@@ -268,24 +266,11 @@ PEER_STOPS = {
 
 @pytest.mark.parametrize("missing", sorted(PEER_STOPS))
 def test_a_peer_without_one_of_its_acls_stops_naming_it(
-    secured: Cluster,
-    security: Security,
-    admin: AdminClient,
-    sim: SimServer,
-    tmp_path: Path,
-    missing: str,
+    security: Security, admin: AdminClient, sim: SimServer, deploy_secured: Deploy, missing: str
 ) -> None:
     topic = unique("sec.t")
     create_topics(admin, [topic])
-    with deployment(
-        secured.bootstrap,
-        admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        [Route(S1, topic, start=HISTORY)],
-        kafka=login(security, "peer"),
-        admin_conf=secured.client_config("admin"),
-    ) as dep:
+    with deploy_secured([Route(S1, topic, start=HISTORY)]) as dep:
         kind, name, operation = PEER_STOPS[missing]
         name = name.format(group=dep.group, control=dep.control)
         full = peer_acls(dep.group, dep.control, [topic])
@@ -311,6 +296,7 @@ def test_a_topic_without_its_acl_stops_its_routes_only(
     security: Security,
     admin: AdminClient,
     sim: SimServer,
+    deploy_secured: Deploy,
     tmp_path: Path,
     missing: str,
 ) -> None:
@@ -324,15 +310,7 @@ def test_a_topic_without_its_acl_stops_its_routes_only(
         Route(S1, small, start=HISTORY, on_oversize=Oversize.SKIP),
         Route(S2, other, start=HISTORY),
     ]
-    with deployment(
-        secured.bootstrap,
-        admin,
-        tmp_path,
-        f"127.0.0.1:{sim.port}",
-        routes,
-        kafka=login(security, "peer"),
-        admin_conf=secured.client_config("admin"),
-    ) as dep:
+    with deploy_secured(routes) as dep:
         full = peer_acls(dep.group, dep.control, [small, other])
         grant(admin, "User:peer", without(full, "Topic", small, missing))
         sim.publish(S1, "x" * 5000)  # over the topic's limit, under the producer's

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from peer.dev.localkafka import Cluster, start_on_free_ports
+from peer.dev.localkafka import Cluster
 from peer.dev.sim.server import SimServer
 from peer.model import StartPolicy
 from peer.routes.model import Route
 from peer.testing import create_topics, wait_until
+from tests.fixtures.kafka import own_cluster, skip_if_external
 from tests.peers import deployment, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
@@ -29,15 +30,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 @pytest.fixture
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A broker of this test's own, so pausing it disturbs no other test."""
-    if os.environ.get("MDPEER_BOOTSTRAP"):
-        pytest.skip("pauses a broker started here")
-    cluster = start_on_free_ports(tmp_path_factory.mktemp("kafka-paused"), 1)
-    try:
-        yield cluster
-    finally:
-        for pid in cluster.running_pids().values():
-            os.kill(pid, signal.SIGCONT)
-        cluster.stop(grace=5.0)
+    skip_if_external("pauses a broker started here")
+    with own_cluster(tmp_path_factory, "kafka-paused") as cluster:
+        try:
+            yield cluster
+        finally:
+            for pid in cluster.running_pids().values():
+                os.kill(pid, signal.SIGCONT)
 
 
 def test_a_stopping_peer_leaves_within_its_budget_when_kafka_stops_answering(

@@ -24,6 +24,13 @@ def consume_status(server: SimServer, subject: str = "/a/1") -> int:
     return http_json("GET", server.url + "/rest/consume", {"subject": subject})[0]
 
 
+def refused(server: SimServer, path: str, body: dict[str, object]) -> str:
+    """The error of a POST of ``body`` that the admin endpoint ``path`` refuses (400)."""
+    status, answer = http_json("POST", server.url + path, body=body)
+    assert status == 400, answer
+    return str(answer["error"])
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 
@@ -89,9 +96,7 @@ def test_admin_faults_refuses_bad_values_naming_them(
     sim_factory: SimFactory, body: dict[str, object], named: str
 ) -> None:
     server = sim_factory()
-    status, answer = http_json("POST", server.url + "/admin/faults", body=body)
-    assert status == 400
-    assert named in answer["error"]
+    assert named in refused(server, "/admin/faults", body)
     assert http_json("GET", server.url + "/admin/faults")[1] == {
         "latency_ms": 0,
         "fail_rate": 0.0,
@@ -198,9 +203,7 @@ def test_generator_refuses_a_bad_spec(
     sim_factory: SimFactory, body: dict[str, object], named: str
 ) -> None:
     server = sim_factory()
-    status, answer = http_json("POST", server.url + "/admin/generate", body=body)
-    assert status == 400
-    assert named in answer["error"]
+    assert named in refused(server, "/admin/generate", body)
     assert server.generator_status() is None
 
 

@@ -68,6 +68,14 @@ def make_source() -> Iterator[SourceFactory]:
         source.close()
 
 
+@pytest.fixture
+def source_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """What ``peer.source`` logs from INFO up. The level is set before any source starts: its
+    thread may log (a gap, a failing server) at any time."""
+    caplog.set_level(logging.INFO, logger="peer.source")
+    return caplog
+
+
 def collect(
     source: RestSource, done: Callable[[list[Event]], bool], deadline_s: float = DEADLINE_S
 ) -> list[Event]:
@@ -257,10 +265,8 @@ def test_resume_against_a_seq_exclusive_server_process(
 def test_epoch_bump_is_reported_then_the_new_epoch_follows(
     sim_factory: Callable[..., SimServer],
     make_source: SourceFactory,
-    caplog: pytest.LogCaptureFixture,
+    source_log: pytest.LogCaptureFixture,
 ) -> None:
-    # The level is set before the source starts: its thread may log the gap at any time.
-    caplog.set_level(logging.WARNING, logger="peer.source")
     sim = sim_factory()
     old = publish_all(sim, "/gap/epoch", 3)
     source = make_source(sim.url)
@@ -276,7 +282,7 @@ def test_epoch_bump_is_reported_then_the_new_epoch_follows(
     assert [m.position for m in messages_of(events)] == new
     assert new[0].epoch == old[-1].epoch + 1
     assert source.stats().gaps == 1
-    record = next(r for r in caplog.records if r.getMessage() == "gap in subject stream")
+    record = next(r for r in source_log.records if r.getMessage() == "gap in subject stream")
     assert vars(record)["subject"] == "/gap/epoch"
     assert vars(record)["after"] == str(old[-1])
     assert vars(record)["resumed_at"] == str(new[0])
@@ -519,9 +525,8 @@ def test_an_answer_larger_than_the_buffer_is_fetched_once(
 def test_a_flapping_server_is_logged_once_per_period_not_per_failure(
     sim_factory: Callable[..., SimServer],
     make_source: SourceFactory,
-    caplog: pytest.LogCaptureFixture,
+    source_log: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="peer.source")
     sim = sim_factory(seed=5)
     sim.set_faults(fail_rate=0.5)
     source = make_source(sim.url)
@@ -530,5 +535,5 @@ def test_a_flapping_server_is_logged_once_per_period_not_per_failure(
     collect(source, count(5), deadline_s=60)
     # idle polls go on; about every other one fails, and the next success "recovers" it
     wait_until(lambda: source.stats().request_errors >= 8, DEADLINE_S, "many failed requests")
-    lines = [r for r in caplog.records if r.getMessage() == "server failing, trying others"]
+    lines = [r for r in source_log.records if r.getMessage() == "server failing, trying others"]
     assert 1 <= len(lines) <= 2, [vars(r) for r in lines]

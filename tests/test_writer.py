@@ -37,7 +37,7 @@ from peer.routes.model import Oversize, Route
 from peer.testing import wait_until
 from peer.writer import TransactionalWriter, WriteOutcome
 from peer.writer.topics import TopicCatalog, TopicCreation, TopicPolicy
-from tests.fixtures.kafka import GroupFactory, TopicFactory, read_records
+from tests.fixtures.kafka import GroupFactory, TopicFactory, eager_member, read_records
 
 pytestmark = pytest.mark.kafka
 
@@ -204,23 +204,6 @@ def test_abort_makes_nothing_visible(env: Env, unique_topic: TopicFactory) -> No
     assert env.checkpoints("read_uncommitted") == []
 
 
-def group_member(bootstrap: str, group: str, name: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "client.id": name,
-            "partition.assignment.strategy": "range",  # eager: a rebalance means a new generation
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "session.timeout.ms": 3000,
-            "heartbeat.interval.ms": 300,
-            "max.poll.interval.ms": 3000,
-        }
-    )
-
-
 def seed_control(bootstrap: str, control: str, per_partition: int) -> None:
     seed = Producer({"bootstrap.servers": bootstrap})
     for p in range(CONTROL_PARTITIONS):
@@ -248,7 +231,7 @@ def test_offsets_commit_atomically_and_a_topic_limit_is_learned_then_applied_per
     seed_control(env.bootstrap, env.control, 2)
     # The broker refuses records over 2000 bytes on this topic; the producer would accept them.
     small = unique_topic(1, config={"max.message.bytes": "2000"})
-    member = group_member(env.bootstrap, unique_group(), "member")
+    member = eager_member(env.bootstrap, unique_group(), "member")
     try:
         member.subscribe([env.control])
         consume_all(member, 2 * CONTROL_PARTITIONS, 30)
@@ -356,8 +339,8 @@ def test_a_stale_group_generation_cannot_commit(
     seed_control(env.bootstrap, env.control, 1)
     topic = unique_topic(1)
     group = unique_group()
-    a = group_member(env.bootstrap, group, "member-a")
-    b = group_member(env.bootstrap, group, "member-b")
+    a = eager_member(env.bootstrap, group, "member-a")
+    b = eager_member(env.bootstrap, group, "member-b")
     try:
         a.subscribe([env.control])
         consume_all(a, CONTROL_PARTITIONS, 30)
