@@ -24,7 +24,7 @@ from peer.control import Command, encode_command, encode_route, encode_route_rem
 from peer.control.reader import DEFAULT_TIMEOUT, KafkaUnavailableError, kafka_unavailable
 from peer.control.shards import shard_of
 from peer.errors import MdpeerError
-from peer.kafka.clients import with_callbacks
+from peer.kafka.clients import drain, with_callbacks
 from peer.kafka.errors import PRODUCER_FENCED_CODES, kafka_error_of, not_authorized
 from peer.routes.model import Route, RouteDiff, validate_subject
 
@@ -172,7 +172,7 @@ def _write_transaction(
                     if time.monotonic() >= deadline:
                         raise
                     producer.poll(0.1)
-        remaining = producer.flush(max(deadline - time.monotonic(), 0.1))
+        remaining = drain(producer, max(deadline - time.monotonic(), 0.1))
         if failures and not remaining and all(purged):
             # The transaction failed and took the records with it; its commit names why
             # (e.g. no Write on the topic).

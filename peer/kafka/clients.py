@@ -214,9 +214,29 @@ def reader_config(base: Mapping[str, Any]) -> dict[str, Any]:
     return with_callbacks(conf, "reader")
 
 
+#: how long one ``poll`` of :func:`drain` may block
+_DRAIN_SLICE_S: Final = 0.1
+
+
+def drain(producer: Any, timeout: float) -> int:
+    """Serve ``producer``'s delivery reports until nothing is queued or ``timeout`` passed;
+    how many messages and requests are left. What ``flush`` does, by ``poll``: on a fenced
+    transactional producer ``flush`` enters the delivery callbacks with an exception already
+    set, and the first call they make into the client raises ``SystemError``
+    (docs/RELIABILITY.md, finding 12)."""
+    deadline = time.monotonic() + timeout
+    while len(producer) > 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        producer.poll(min(left, _DRAIN_SLICE_S))
+    return len(producer)
+
+
 __all__ = [
     "admin_config",
     "consumer_config",
+    "drain",
     "principal_of",
     "producer_config",
     "reader_config",

@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from peer.control import encode_checkpoint
 from peer.control.shards import shard_of
 from peer.errors import ConfigError
+from peer.kafka.clients import drain
 from peer.kafka.errors import (
     KafkaWriteError,
     OversizeError,
@@ -469,7 +470,7 @@ class TransactionalWriter:
 
     def flush(self, timeout: float) -> None:
         """Serve what the producer still has queued (after the last commit, at shutdown)."""
-        self._out.producer.flush(timeout)
+        drain(self._out.producer, timeout)
 
     def forget_metadata(self, topic: str | None = None) -> None:
         """Drop what is cached of ``topic`` (all: None), e.g. after it was deleted or created."""
