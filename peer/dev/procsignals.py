@@ -9,18 +9,28 @@ import contextlib
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 
+class StopSignal(BaseException):
+    """SIGTERM or SIGHUP asked to stop ("stopped by signal NAME").
+
+    Raised wherever the main thread happens to be, so, like KeyboardInterrupt, it is not an
+    ``Exception``: the ``except Exception`` (or ``except MdpeerError``) around the call it
+    interrupts must not take it for that call's failure and carry on (docs/RELIABILITY.md,
+    finding 13).
+    """
+
+
 @contextlib.contextmanager
-def signals_raise(error: Callable[[str], BaseException]) -> Iterator[None]:
-    """SIGTERM/SIGHUP raise ``error("stopped by signal NAME")``; SIGINT raises
-    KeyboardInterrupt even when it came in ignored (a background job)."""
+def signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise :class:`StopSignal`; SIGINT raises KeyboardInterrupt even when it
+    came in ignored (a background job)."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        raise error(f"stopped by signal {signal.Signals(signum).name}")
+        raise StopSignal(f"stopped by signal {signal.Signals(signum).name}")
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -53,4 +63,4 @@ def fresh_run_dir(base: Path, keep: int, suffix: str = "") -> Path:
     return base / time.strftime(f"run-%Y%m%d-%H%M%S{suffix}")
 
 
-__all__ = ["fresh_run_dir", "signals_ignored", "signals_raise"]
+__all__ = ["StopSignal", "fresh_run_dir", "signals_ignored", "signals_raise"]

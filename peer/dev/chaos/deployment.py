@@ -54,7 +54,3 @@ def default_run_dir(seed: int) -> Path:
     from peer.dev.localkafka import cache_dir
 
     return fresh_run_dir(cache_dir() / "chaos", KEEP_RUNS, f"-{seed}")
-
-
-class StopRequestedError(Exception):
-    pass

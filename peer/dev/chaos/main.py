@@ -31,13 +31,12 @@ from typing import Any
 from peer.dev.chaos import schedule as sch
 from peer.dev.chaos.deployment import (
     SESSION_TIMEOUT_MS,
-    StopRequestedError,
     default_run_dir,
     subjects_of,
 )
 from peer.dev.chaos.run import Run, say
 from peer.dev.chaos.verdict import ChaosVerdict, totals
-from peer.dev.procsignals import signals_ignored, signals_raise
+from peer.dev.procsignals import StopSignal, signals_ignored, signals_raise
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[ChaosVerdict] | None = None
     stack = contextlib.ExitStack()
     try:
-        with signals_raise(StopRequestedError):
+        with signals_raise():
             try:
                 verdicts = run.run(stack)
             finally:
                 with signals_ignored():
                     say("stopping everything the harness started")
                     stack.close()
-    except (KeyboardInterrupt, StopRequestedError) as exc:
+    except (KeyboardInterrupt, StopSignal) as exc:
         run.report["error"] = f"interrupted: {str(exc) or 'Ctrl-C'}"
     except Exception as exc:
         run.report["error"] = f"{type(exc).__name__}: {exc}"

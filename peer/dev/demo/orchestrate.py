@@ -24,7 +24,7 @@ from typing import IO, Any, Final
 from peer.dev.demo.check import CommittedCounter
 from peer.dev.demo.summary import DemoResult
 from peer.dev.demo.view import DemoStatus, PeerRow, View
-from peer.dev.procsignals import fresh_run_dir, signals_ignored, signals_raise
+from peer.dev.procsignals import StopSignal, fresh_run_dir, signals_ignored, signals_raise
 from peer.errors import MdpeerError
 from peer.testing import PeerProcess, WaitTimeoutError, alive, create_topics
 
@@ -42,10 +42,6 @@ STOP_BUDGET_S: Final = 100.0
 
 class DemoError(MdpeerError):
     """The demo could not run (a step failed); the message names the step."""
-
-
-class DemoInterruptedError(MdpeerError):
-    """SIGTERM (or SIGHUP) asked the demo to stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +114,7 @@ class Demo:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stack = contextlib.ExitStack()
         try:
-            with signals_raise(DemoInterruptedError):
+            with signals_raise():
                 try:
                     self._run(stack)
                 finally:
@@ -129,7 +125,7 @@ class Demo:
                         faulthandler.dump_traceback_later(STOP_BUDGET_S, exit=True)
                         stack.close()
                         faulthandler.cancel_dump_traceback_later()
-        except (KeyboardInterrupt, DemoInterruptedError) as exc:
+        except (KeyboardInterrupt, StopSignal) as exc:
             self.result.interrupted = True
             progress(f"interrupted ({exc or 'Ctrl-C'}); everything it started is stopped")
         except MdpeerError as exc:
