@@ -286,7 +286,7 @@ def test_a_peer_without_one_of_its_acls_stops_naming_it(
             f"(grant it: mdpeer acls --group {dep.group} --principal User:peer --apply)"
         )
         assert expected in peer.logs(), peer.logs()[-2000:]
-        assert took < 15, f"stopped after {took:.1f}s"  # not some 30 s timeout
+        assert took < 20, f"stopped after {took:.1f}s"  # not some 30 s timeout
         assert_no_secret([peer.logs()], secrets_of(security))
 
 
@@ -437,7 +437,7 @@ def test_a_refused_login_is_one_line_at_once_without_the_secret(
         "nowhere": tmp_path / "no-such-ca.pem",
     }
     files["wrong"].write_text(wrong + "\n")
-    if not files["other_ca"].is_file():
+    if case == "ca-that-does-not-verify" and not files["other_ca"].is_file():
         pytest.skip("no system CA bundle to stand for a CA that did not sign the brokers")
     user, changed, expected = REFUSED[case]
     names = {k: str(v) for k, v in files.items()}
@@ -445,7 +445,9 @@ def test_a_refused_login_is_one_line_at_once_without_the_secret(
     kafka["sasl.username"] = user
     path = config(tmp_path / "c.toml", secured, kafka, unique("ref"))
     started = time.monotonic()
-    done = mdpeer(*command, "--config", str(path))
+    # status's own timeout well above the bound below: a refusal must beat it, not meet it
+    timeout = ("--timeout", "30") if command[0] == "status" else ()
+    done = mdpeer(*command, *timeout, "--config", str(path))
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]

@@ -69,6 +69,6 @@ def test_a_stopping_peer_leaves_within_its_budget_when_kafka_stops_answering(
             code = peer.wait(budget_ms / 1000 + 12)
         finally:
             os.kill(broker, signal.SIGCONT)
-        assert code in (0, 2), peer.logs()[-3000:]
-        if code == 2:
-            assert "did not return within the stop budget" in peer.logs()
+        # its shutdown commit needs the paused broker: abandoned at the budget, exit 2
+        assert code == 2, peer.logs()[-3000:]
+        assert "did not return within the stop budget" in peer.logs()

@@ -39,6 +39,9 @@ def expected_errors() -> Iterator[None]:
     Kafka "not answering" while it refused the login meanwhile is reported as that refusal
     (peer.kafka.refusals); a missing ACL is named with the deployment's group and principal;
     a Kafka client that librdkafka would not create (a bad property) is one line too."""
+    # a command names its deployment anew; an earlier one's (same process) must not show
+    NAMING.group = NAMING.principal = None
+    NAMING.role = "admin"
     with watching() as refused:
         try:
             yield

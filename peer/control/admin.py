@@ -132,6 +132,10 @@ def _topic_meta(admin: AdminClient, topic: str, bootstrap: str | None, timeout: 
         raise not_authorized(err, "Describe", topic) or kafka_unavailable(
             bootstrap, timeout, exc
         ) from None
+    except TimeoutError as exc:  # the future's wait ended before the request's timeout
+        raise KafkaUnavailableError(
+            bootstrap or "the bootstrap servers", timeout, str(exc) or "no answer"
+        ) from None
     return meta
 
 

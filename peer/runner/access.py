@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from peer.config.settings import PeerSettings
-from peer.control.reader import ControlTopicMissingError, KafkaUnavailableError
+from peer.control.reader import ControlTopicMissingError, kafka_unavailable
 from peer.kafka.clients import admin_config, principal_of, with_callbacks
 from peer.kafka.errors import NotAuthorizedError, not_authorized
 from peer.kafka.refusals import list_topics
@@ -58,7 +58,7 @@ def control_partitions(producer: Producer, topics: TopicCatalog, settings: PeerS
     try:
         md = list_topics(producer, _START_TIMEOUT_S)
     except KafkaException as exc:
-        raise KafkaUnavailableError(settings.bootstrap, _START_TIMEOUT_S, str(exc)) from None
+        raise kafka_unavailable(settings.bootstrap, _START_TIMEOUT_S, exc) from None
     ops = topics.operations(topic)
     if ops is not None:
         for needed in ("READ", "WRITE"):

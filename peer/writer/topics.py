@@ -381,7 +381,8 @@ class TopicCatalog:
                 resource
             ].result(self._timeout)
             value = int(entries["max.message.bytes"].value)
-        except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        # TimeoutError: the future's own wait can end before the request's timeout does
+        except (KafkaException, TimeoutError, KeyError, ValueError, TypeError) as exc:
             log.warning(
                 "could not learn the topic's max.message.bytes",
                 extra={"topic": topic, "error": str(exc)},

@@ -46,7 +46,6 @@ class CommittedCounter(CommittedThreadReader):
         self._delivered: list[Delivered] = []
         #: subject -> the (epoch, seq) of its records, in arrival order
         self._subjects: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self._no_headers = 0
 
     def start(self, timeout: float = 10.0) -> None:
         self._assign(self.topics, timeout)
@@ -77,10 +76,8 @@ class CommittedCounter(CommittedThreadReader):
             self._per_topic[rec.topic] += 1
             self._delivered.append(rec)
             pos = rec.position
-            if rec.subject is None or pos is None:
-                self._no_headers += 1
-                return
-            self._subjects[rec.subject].append(pos)
+            if rec.subject is not None and pos is not None:  # the verdict judges the others
+                self._subjects[rec.subject].append(pos)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -91,10 +88,6 @@ class CommittedCounter(CommittedThreadReader):
     def per_subject(self) -> dict[str, int]:
         with self._lock:
             return {s: len(positions) for s, positions in self._subjects.items()}
-
-    def records_without_headers(self) -> int:
-        with self._lock:
-            return self._no_headers
 
     def errors(self) -> list[str]:
         with self._lock:
