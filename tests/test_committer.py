@@ -86,12 +86,12 @@ def test_a_producer_that_cannot_abort_is_replaced_and_the_work_redone_once(
         settings=settings,
         writer=writer,
         new_producer=new_producer,
-        owned=owned,
-        source=source,
-        containment=containment,
         watch=SourceWatch(
             source, peer_id=settings.peer_id, health=Health(), metrics=metrics, unready_after=60
         ),
+        owned=owned,
+        source=source,
+        containment=containment,
         metrics=metrics,
         context={},
     )

@@ -71,10 +71,9 @@ def test_store_matches_the_reference_model(
     probe_history: int,
 ) -> None:
     clock = Clock()
-    expire = 10.0
     store = Store(
         cache_size=cache_size,
-        cache_expire_s=expire,
+        cache_expire_s=10.0,
         seq_inclusive=inclusive,
         max_per_response=limit,
         clock=clock,
@@ -111,7 +110,7 @@ def test_store_matches_the_reference_model(
             r.epoch, r.head, r.log = r.epoch + 1, 0, []
 
     for subject, r in ref.items():
-        cached = r.cached(clock.now, cache_size, expire)
+        cached = r.cached(clock.now, cache_size, store.cache_expire_s)
         capped = cached[:limit] if limit else cached
         expected_cache = [(r.epoch, s, text) for s, text in cached]
         # history: the last N, then capped from its start
