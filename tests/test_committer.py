@@ -102,7 +102,7 @@ def test_a_producer_that_cannot_abort_is_replaced_and_the_work_redone_once(
     writer.write(message, route)
     committer.abort_and_redo()  # the abort is refused: a new producer takes over
     assert len(made) == 1
-    assert metrics.producer_replacements.get() == 1
+    assert metrics.value("mdpeer_producer_replacements_total") == 1
     assert not writer.transaction_open
     # The new producer works: its init_transactions fenced the old one and aborted what it
     # had open, so only the redone record becomes visible.

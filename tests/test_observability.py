@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -12,114 +11,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from peer.ops.health import Health, ObservabilityServer
-from peer.ops.metrics import CONTENT_TYPE, PeerMetrics, Registry, format_value
-
-Sample = tuple[str, dict[str, str], float]
-
-_SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|\})')
+from peer.ops.metrics import PeerMetrics, cause_label
 
 
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\":
-            nxt = text[i + 1]
-            out.append({"n": "\n", "\\": "\\", '"': '"'}[nxt])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+def families(text: str) -> dict[str, Metric]:
+    """The metric families of a text-format page, parsed by the client's own parser."""
+    return {f.name: f for f in text_string_to_metric_families(text)}
 
 
-def parse(text: str) -> tuple[dict[str, str], dict[str, str], list[Sample]]:
-    """A strict little parser of the 0.0.4 text format: (help, type, samples) by name."""
-    helps: dict[str, str] = {}
-    types: dict[str, str] = {}
-    samples: list[Sample] = []
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _, doc = line[7:].partition(" ")
-            assert name not in helps, f"second HELP for {name}"
-            helps[name] = doc
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert kind in ("counter", "gauge", "histogram"), line
-            types[name] = kind
-        else:
-            m = _SAMPLE_RE.fullmatch(line)
-            assert m, f"bad sample line {line!r}"
-            labels: dict[str, str] = {}
-            body = m.group(2)
-            if body:
-                rest = body[1:]
-                while rest:
-                    lm = _LABEL_RE.match(rest)
-                    assert lm, f"bad labels in {line!r}"
-                    labels[lm.group(1)] = _unescape(lm.group(2))
-                    rest = rest[lm.end() :]
-                    if lm.group(3) == "}":
-                        assert not rest, line
-            value = m.group(3)
-            num = float("inf") if value == "+Inf" else float(value)
-            family = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
-            family = family if family in types else m.group(1)
-            assert family in types, f"sample {m.group(1)} before its TYPE"
-            samples.append((m.group(1), labels, num))
-    return helps, types, samples
+def sample(fams: dict[str, Metric], name: str, labels: dict[str, str] | None = None) -> float:
+    for fam in fams.values():
+        for s in fam.samples:
+            if s.name == name and s.labels == (labels or {}):
+                return float(s.value)
+    raise AssertionError(f"no sample {name}{labels or ''}")
 
 
-def test_counters_gauges_and_label_escaping_round_trip() -> None:
-    registry = Registry()
-    c = registry.counter("x_events_total", 'Events; "quoted" \\ and\nnewline.', ["topic"])
-    g = registry.gauge("x_level", "A level.")
-    tricky = 'a"b\\c\nd'
-    c.labels(tricky).inc()
-    c.labels(topic="plain").inc(2.5)
-    g.set(7)
-    g.dec(2)
-    helps, types, samples = parse(registry.render())
-    assert types == {"x_events_total": "counter", "x_level": "gauge"}
-    assert helps["x_events_total"] == 'Events; "quoted" \\\\ and\\nnewline.'
-    assert ("x_events_total", {"topic": tricky}, 1.0) in samples
-    assert ("x_events_total", {"topic": "plain"}, 2.5) in samples
-    assert ("x_level", {}, 5.0) in samples
-    with pytest.raises(ValueError, match="only goes up"):
-        c.labels("plain").inc(-1)
-    with pytest.raises(TypeError):
-        c.inc()  # labelled family needs labels
-    with pytest.raises(ValueError, match="already registered"):
-        registry.gauge("x_level", "again")
-
-
-def test_histogram_buckets_are_cumulative_with_inf_sum_and_count() -> None:
-    registry = Registry()
-    h = registry.histogram("x_latency_seconds", "Latency.", ["op"], buckets=[0.1, 1, 0.01])
-    for v in (0.005, 0.01, 0.05, 0.5, 3.0):
-        h.labels("commit").observe(v)
-    _, types, samples = parse(registry.render())
-    assert types["x_latency_seconds"] == "histogram"
-    buckets = [(s[1]["le"], s[2]) for s in samples if s[0] == "x_latency_seconds_bucket"]
-    assert buckets == [("0.01", 2), ("0.1", 3), ("1", 4), ("+Inf", 5)]
-    assert all(s[1]["op"] == "commit" for s in samples)
-    counts = [s[2] for s in samples if s[0] == "x_latency_seconds_count"]
-    sums = [s[2] for s in samples if s[0] == "x_latency_seconds_sum"]
-    assert counts == [5]
-    assert sums == [pytest.approx(3.565)]
-
-
-def test_values_format() -> None:
-    assert format_value(3.0) == "3"
-    assert format_value(0.25) == "0.25"
-    assert format_value(float("inf")) == "+Inf"
-    assert format_value(float("nan")) == "NaN"
-
-
-def test_peer_metrics_render_every_declared_family() -> None:
+def test_peer_metrics_expose_every_family_with_the_process_collector() -> None:
     m = PeerMetrics()
     m.messages_in.labels("topic1").inc(3)
     m.messages_out.labels("topic1").inc(3)
@@ -129,22 +44,52 @@ def test_peer_metrics_render_every_declared_family() -> None:
     m.checkpoint_lag.labels("2").set(10)
     m.gaps.labels("seq").inc()
     m.errors.labels("kafka_retriable").inc()
-    helps, types, samples = parse(m.render())
-    assert set(helps) == set(types)
-    for name in (
-        "mdpeer_messages_in_total",
-        "mdpeer_messages_out_total",
-        "mdpeer_commits_total",
-        "mdpeer_commit_latency_seconds",
-        "mdpeer_owned_shards",
-        "mdpeer_subjects",
-        "mdpeer_checkpoint_lag_messages",
-        "mdpeer_gaps_total",
-        "mdpeer_errors_total",
+    body, content_type = m.exposition()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    fams = families(body.decode())
+    types = {name: fam.type for name, fam in fams.items()}
+    # the parser names a counter's family without _total
+    for name, kind in (
+        ("mdpeer_messages_in", "counter"),
+        ("mdpeer_messages_out", "counter"),
+        ("mdpeer_commits", "counter"),
+        ("mdpeer_aborts", "counter"),
+        ("mdpeer_commit_latency_seconds", "histogram"),
+        ("mdpeer_owned_shards", "gauge"),
+        ("mdpeer_subjects", "gauge"),
+        ("mdpeer_checkpoint_lag_messages", "gauge"),
+        ("mdpeer_route_lag_messages", "gauge"),
+        ("mdpeer_gaps", "counter"),
+        ("mdpeer_errors", "counter"),
+        ("mdpeer_source_requests", "counter"),
+        ("mdpeer_source_request_errors", "counter"),
+        ("process_cpu_seconds", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("python_info", "gauge"),
     ):
-        assert name in types
-    assert ("mdpeer_owned_shards", {}, 4.0) in samples
-    assert ("mdpeer_messages_out_total", {"topic": "topic1"}, 3.0) in samples
+        assert types.get(name) == kind, name
+    assert sample(fams, "mdpeer_owned_shards") == 4
+    assert sample(fams, "mdpeer_messages_out_total", {"topic": "topic1"}) == 3
+    assert sample(fams, "mdpeer_commit_latency_seconds_count") == 1
+    assert sample(fams, "process_resident_memory_bytes") > 0
+    assert not any(s.name.endswith("_created") for f in fams.values() for s in f.samples)
+
+
+def test_each_peer_metrics_has_its_own_registry() -> None:
+    a, b = PeerMetrics(), PeerMetrics()
+    a.subjects.set(5)
+    assert a.value("mdpeer_subjects") == 5
+    assert b.value("mdpeer_subjects") == 0
+    assert a.value("mdpeer_gaps_total", {"kind": "seq_jump"}) == 0  # no such sample yet
+
+
+def test_causes_are_snake_case_without_error() -> None:
+    class GroupFencedError(Exception):
+        pass
+
+    assert cause_label(GroupFencedError("x")) == "group_fenced"
+    assert cause_label(ValueError("x")) == "value"
+    assert cause_label("lost") == "lost"
 
 
 def test_updates_from_many_threads_are_not_lost() -> None:
@@ -160,9 +105,8 @@ def test_updates_from_many_threads_are_not_lost() -> None:
         t.start()
     for t in threads:
         t.join(30)
-    assert m.messages_in.get("t") == 8000
-    _, _, samples = parse(m.render())
-    assert ("mdpeer_commit_latency_seconds_count", {}, 8000.0) in samples
+    assert m.value("mdpeer_messages_in_total", {"topic": "t"}) == 8000
+    assert m.value("mdpeer_commit_latency_seconds_count") == 8000
 
 
 class FakeClock:
@@ -173,9 +117,10 @@ class FakeClock:
         return self.now
 
 
-def get(url: str) -> tuple[int, str, str]:
+def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.status, resp.headers["Content-Type"], resp.read().decode()
     except urllib.error.HTTPError as exc:
         with exc:
@@ -191,8 +136,8 @@ class Served:
     health: Health
     clock: FakeClock
 
-    def get(self, path: str) -> tuple[int, str, str]:
-        return get(self.server.url + path)
+    def get(self, path: str, accept: str | None = None) -> tuple[int, str, str]:
+        return get(self.server.url + path, accept)
 
     def json(self, path: str) -> tuple[int, Any]:
         """(status, the JSON body) of ``path``."""
@@ -209,14 +154,26 @@ def served() -> Iterator[Served]:
         yield Served(server, metrics, health, clock)
 
 
-def test_metrics_endpoint(served: Served) -> None:
+def test_metrics_endpoint_speaks_text_and_openmetrics(served: Served) -> None:
     assert served.server.port > 0
     served.metrics.subjects.set(12)
+    served.metrics.messages_out.labels("t1").inc(2)
     status, ctype, body = served.get("/metrics")
     assert status == 200
-    assert ctype == CONTENT_TYPE
-    _, _, samples = parse(body)
-    assert ("mdpeer_subjects", {}, 12.0) in samples
+    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+    assert sample(families(body), "mdpeer_subjects") == 12
+    # what Prometheus sends: OpenMetrics preferred, the text format as a fallback
+    accept = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    status, ctype, body = served.get("/metrics", accept)
+    assert status == 200
+    assert ctype.startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith("# EOF\n")
+    fams = {f.name: f for f in openmetrics_families(body)}  # type: ignore[no-untyped-call]
+    assert fams["mdpeer_messages_out"].type == "counter"
+    assert sample(fams, "mdpeer_messages_out_total", {"topic": "t1"}) == 2
     assert served.get("/nope")[0] == 404
 
 
@@ -257,7 +214,7 @@ def test_readyz_follows_group_and_rebuild(served: Served) -> None:
 
 
 def test_stop_frees_the_port() -> None:
-    server = ObservabilityServer(Registry(), Health(), "127.0.0.1", 0).start()
+    server = ObservabilityServer(CollectorRegistry(), Health(), "127.0.0.1", 0).start()
     url = server.url
     assert get(url + "/healthz")[0] == 200
     server.stop()

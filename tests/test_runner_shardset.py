@@ -75,3 +75,17 @@ def test_lag_counts_same_epoch_distance_per_shard() -> None:
     assert owned.lag({"/a": Position(1, 12)}) == {p: 7}
     assert owned.lag({"/a": Position(2, 1)}) == {p: 0}  # epoch changed: unknown, not guessed
     assert owned.lag({}) == {p: 0}
+
+
+def test_lag_per_route_topic_sums_its_subjects() -> None:
+    owned = owned_with("/a")
+    for subject, topic in (("/b", "topic1"), ("/c", "topic2")):
+        p = shard_of(subject, 4)
+        owned.shards.setdefault(p, OwnedShard(ShardState(p, 4), 0))
+        owned.shards[p].state.routes[subject] = Route(subject, topic)
+        owned.subjects[subject] = SubjectTrack(p, Position(1, 5), StartPolicy())
+    heads = {"/a": Position(1, 12), "/b": Position(1, 8), "/c": Position(2, 1)}
+    by_shard, by_topic = owned.lags(heads)
+    assert by_topic == {"topic1": 10, "topic2": 0}  # a route with no known distance shows 0
+    assert sum(by_shard.values()) == 10
+    assert by_shard == owned.lag(heads)

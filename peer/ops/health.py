@@ -3,8 +3,9 @@
 * :class:`Health`: liveness (the main loop's heartbeat is fresh) and readiness (joined the
   group, every owned shard rebuilt, MigratoryData in reach), with an injectable clock so tests
   need not sleep.
-* :class:`ObservabilityServer`: ``/metrics``, ``/healthz``, ``/readyz`` over HTTP from a
-  daemon thread (``ThreadingHTTPServer``); port 0 picks a free port.
+* :class:`ObservabilityServer`: ``/metrics`` (Prometheus text, or OpenMetrics when the
+  scraper's ``Accept`` asks for it), ``/healthz``, ``/readyz`` over HTTP from a daemon thread
+  (``ThreadingHTTPServer``); port 0 picks a free port.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from peer.ops.metrics import CONTENT_TYPE, PeerMetrics, Registry
+from prometheus_client import CollectorRegistry
+
+from peer.ops.metrics import PeerMetrics, exposition
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE, self.server.render().encode("utf-8"))
+            page, content_type = exposition(self.server.registry, self.headers.get("Accept", ""))
+            self._send(HTTPStatus.OK, content_type, page)
         elif path in ("/healthz", "/readyz"):
             check = (
                 self.server.health.liveness if path == "/healthz" else self.server.health.readiness
@@ -180,8 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], render: Callable[[], str], health: Health) -> None:
-        self.render = render
+    def __init__(
+        self, address: tuple[str, int], registry: CollectorRegistry, health: Health
+    ) -> None:
+        self.registry = registry
         self.health = health
         super().__init__(address, _Handler)
 
@@ -192,12 +198,12 @@ class ObservabilityServer:
 
     def __init__(
         self,
-        metrics: PeerMetrics | Registry,
+        metrics: PeerMetrics | CollectorRegistry,
         health: Health,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._render = metrics.render
+        self._registry = metrics.registry if isinstance(metrics, PeerMetrics) else metrics
         self._health = health
         self._address = (host, port)
         self._server: _Server | None = None
@@ -206,7 +212,7 @@ class ObservabilityServer:
     def start(self) -> ObservabilityServer:
         if self._server is not None:
             raise RuntimeError("already started")
-        self._server = _Server(self._address, self._render, self._health)
+        self._server = _Server(self._address, self._registry, self._health)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},

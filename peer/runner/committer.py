@@ -33,7 +33,7 @@ from peer.kafka.errors import (
     NotAuthorizedError,
     RecordsRefusedError,
 )
-from peer.ops.metrics import PeerMetrics
+from peer.ops.metrics import PeerMetrics, cause_label
 from peer.runner.containment import Containment
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch
@@ -224,13 +224,16 @@ class Committer:
         """After an abortable failure: stop the subjects it names (if any), abort, redo."""
         if isinstance(exc, RecordsRefusedError):
             self._containment.refused(exc)
-        self.abort_and_redo(exclude)
+        self.abort_and_redo(exclude, cause=exc)
 
-    def abort_and_redo(self, exclude: set[int] | None = None) -> None:
+    def abort_and_redo(
+        self, exclude: set[int] | None = None, *, cause: BaseException | str = "other"
+    ) -> None:
         """Abort; every subject (but stopped ones and those of ``exclude`` shards) restarts
         from its commit. A producer that cannot abort is replaced."""
         if self.writer.transaction_open:
             self._metrics.commits.labels("aborted").inc()
+            self._metrics.aborts.labels(cause_label(cause)).inc()
             try:
                 self.writer.abort()
             except (FencedError, NotAuthorizedError):

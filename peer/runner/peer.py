@@ -165,6 +165,7 @@ class Peer:
         producer = self._new_producer()
         topics = access.topic_catalog(producer, s)
         shards = access.control_partitions(producer, topics, s)
+        self.metrics.shards.set(shards)
         writer = TransactionalWriter(
             producer,
             control_topic=s.control_topic,

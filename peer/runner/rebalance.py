@@ -210,7 +210,7 @@ class Rebalancer:
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = self._stop_fetching(partitions, "lost")
         # Never commit: someone else may own these shards already.
-        self._committer.abort_and_redo(exclude=set(gone))
+        self._committer.abort_and_redo(exclude=set(gone), cause="lost")
         self._release(consumer, partitions, gone)
         log.warning("shards lost", extra={**self._ctx, "shards": gone})
 

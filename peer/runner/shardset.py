@@ -105,12 +105,23 @@ class ShardSet:
     def lag(self, heads: Mapping[str, Position]) -> dict[int, int]:
         """Per owned shard: messages the server has beyond what we wrote (same epoch only;
         across an epoch change the distance is unknown and counts 0)."""
-        out = dict.fromkeys(self.shards, 0)
+        return self.lags(heads)[0]
+
+    def lags(self, heads: Mapping[str, Position]) -> tuple[dict[int, int], dict[str, int]]:
+        """:meth:`lag` per owned shard, and the same per route target topic (one pass)."""
+        by_shard = dict.fromkeys(self.shards, 0)
+        by_topic: dict[str, int] = {}
         for subject, track in self.subjects.items():
+            route = self.route(subject)
+            if route is not None:
+                by_topic.setdefault(route.topic, 0)
             head, done = heads.get(subject), track.last()
             if head is not None and done is not None and head.epoch == done.epoch:
-                out[track.shard] = out.get(track.shard, 0) + max(0, head.seq - done.seq)
-        return out
+                behind = max(0, head.seq - done.seq)
+                by_shard[track.shard] = by_shard.get(track.shard, 0) + behind
+                if route is not None:
+                    by_topic[route.topic] += behind
+        return by_shard, by_topic
 
     def forget(self, shard: int) -> None:
         """The shard is no longer ours: drop everything known about it."""

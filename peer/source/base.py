@@ -87,6 +87,9 @@ class SourceStats:
     malformed: int = 0
     requests: int = 0
     request_errors: int = 0
+    #: server (host:port) -> requests sent to it, and those that failed (for metrics)
+    server_requests: dict[str, int] = field(default_factory=dict)
+    server_errors: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     paused: bool = False
     #: subject -> newest position the server is known to have (for checkpoint lag)

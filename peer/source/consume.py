@@ -92,6 +92,9 @@ class ConsumeClient:
         #: counters, read by the source's stats (loop thread writes, ints: no lock needed)
         self.requests = 0
         self.request_errors = 0
+        #: the same per server (every server from the start: the keys never change)
+        self.server_requests = {s.netloc: 0 for s in config.servers}
+        self.server_errors = {s.netloc: 0 for s in config.servers}
         #: since when (monotonic) no server has answered at all, and the last such error;
         #: read from the peer's thread (plain attribute reads)
         self.failing_since: float | None = None
@@ -179,6 +182,7 @@ class ConsumeClient:
         server = self._pool.choose()
         async with self._sem:
             self.requests += 1
+            self.server_requests[server.netloc] += 1
             try:
                 async with self._session.get(self._urls[server], params=params) as resp:
                     status = resp.status
@@ -208,6 +212,7 @@ class ConsumeClient:
 
     def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
         self.request_errors += 1
+        self.server_errors[server.netloc] += 1
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         self.last_error = f"{server.netloc}: {reason}"

@@ -234,6 +234,8 @@ class RestSource:
                 malformed=self._malformed,
                 requests=self._client.requests,
                 request_errors=self._client.request_errors,
+                server_requests=dict(self._client.server_requests),
+                server_errors=dict(self._client.server_errors),
                 buffered=self._buffer.nevents,
                 paused=self._paused,
                 server_head={

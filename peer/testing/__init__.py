@@ -10,7 +10,9 @@
 * :mod:`~peer.testing.kafka`: :func:`create_topics` that returns once every partition leads;
 * :mod:`~peer.testing.reader`: :class:`CommittedThreadReader`, a read_committed consumer of
   whole topics on a thread of its own, what a downstream application sees;
-* :mod:`~peer.testing.verdict`: :func:`judge`, the exactly-once verdict.
+* :mod:`~peer.testing.verdict`: :func:`judge`, the exactly-once verdict;
+* :mod:`~peer.testing.prometheus`: :class:`PrometheusProcess`, a real Prometheus scraping
+  peers, read through its HTTP API.
 
 Part of the package so that scripts and tests import it without path tricks; it sits with
 ``peer.dev`` (tests/test_architecture.py): it may use the peer's inner layers, never the CLI.
@@ -30,6 +32,7 @@ from peer.testing.process import (
     memory_mb,
     run_mdpeer,
 )
+from peer.testing.prometheus import PrometheusNotInstalledError, PrometheusProcess
 from peer.testing.sim import SimAdminError, SimProcess, SimStartError
 from peer.testing.verdict import Delivered, Gap, SubjectVerdict, judge, totals
 from peer.testing.wait import WaitTimeoutError, wait_until
@@ -41,6 +44,8 @@ __all__ = [
     "Gap",
     "ManagedProcess",
     "PeerProcess",
+    "PrometheusNotInstalledError",
+    "PrometheusProcess",
     "Readiness",
     "SimAdminError",
     "SimProcess",

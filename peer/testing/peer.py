@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from peer.testing.net import free_port, http_get
 from peer.testing.process import ManagedProcess, mdpeer_argv
 
@@ -66,10 +68,15 @@ def read_readiness(port: int, host: str = "127.0.0.1") -> Readiness | None:
 
 
 def metric(text: str, name_and_labels: str) -> float:
-    """The value of one sample line (``name{labels}``) of a Prometheus text page, or 0."""
-    for line in text.splitlines():
-        if line.startswith(name_and_labels + " "):
-            return float(line.rsplit(" ", 1)[1])
+    """The value of one sample (``name{labels}``, labels in any order) of a Prometheus text
+    page, or 0 when the page lacks it; both are read by the client library's parser."""
+    (wanted,) = (
+        s for f in text_string_to_metric_families(name_and_labels + " 0\n") for s in f.samples
+    )
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == wanted.name and sample.labels == wanted.labels:
+                return float(sample.value)
     return 0.0
 
 
