@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from peer.dev.bench.connect import file_record, logged_producer
 from peer.dev.bench.deploy import peer_config_text, toml_value
 from peer.dev.bench.plots import write_plots
+from peer.dev.bench.producers import generator_content, parse_perf_summary, same_records
 from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
-from peer.dev.bench.throughput import (
-    generator_content,
-    parse_perf_summary,
-    ratios,
-    same_records,
-)
+from peer.dev.bench.throughput import ratios
+from peer.dev.bench.visible import Sample, window
+from peer.dev.localkafka.connect import worker_properties
 from peer.dev.sim.generator import Generator, GeneratorSpec
 from peer.dev.sim.model import Store
 from peer.writer.records import java_partition
@@ -62,11 +61,18 @@ def _doc() -> dict[str, object]:
             "sizes": [
                 {
                     "size": 1024,
-                    "peer1": {"msgs_per_s": 30_000, "mb_per_s": 30.7},
-                    "peer3": {"msgs_per_s": 45_000, "mb_per_s": 46.1},
-                    "bare": {"msgs_per_s": 100_000, "mb_per_s": 102.4},
-                    "java": {"msgs_per_s": 80_000, "mb_per_s": 81.9},
-                    "ratios": {"peer1_vs_bare": 0.3},
+                    "peer1": {"msgs_per_s": 30_000, "mb_per_s": 30.7, "cpu_us_per_msg": 20.0},
+                    "peer3": {"msgs_per_s": 45_000, "mb_per_s": 46.1, "cpu_us_per_msg": 22.0},
+                    "bare": {"msgs_per_s": 100_000, "mb_per_s": 102.4, "cpu_us_per_msg": 6.0},
+                    "java": {"msgs_per_s": 80_000, "mb_per_s": 81.9, "cpu_us_per_msg": 60.0},
+                    "connect_eos": {"msgs_per_s": 18_000, "cpu_us_per_msg": 90.0},
+                    "connect": {"msgs_per_s": 25_000, "cpu_us_per_msg": 55.0},
+                    "ratios": {
+                        "peer1_vs_bare": 0.3,
+                        "peer1_cpu_per_msg_vs_bare": 3.333,
+                        "peer1_vs_connect_eos": 1.667,
+                        "peer1_cpu_per_msg_vs_connect_eos": 0.222,
+                    },
                 }
             ]
         },
@@ -120,6 +126,9 @@ def test_evaluate_targets_reports_every_target_including_missed_and_unmeasured()
     status = {t.name: t.status for t in evaluate_targets(_doc())}
     assert status == {
         "throughput ratio peer/bare, 1 KB, one peer": "missed",
+        "CPU per message peer/bare, 1 KB, one peer": "missed",
+        "throughput peer/Kafka Connect exactly once, 1 KB": "met",
+        "CPU per message peer/Kafka Connect exactly once, 1 KB": "met",
         "failover after SIGKILL": "not measured",  # it never flowed within the bound
         "failover after SIGTERM": "met",
         "p99 latency at 1,000 msg/s, commit 100 ms": "missed",  # the default; 50 ms not judged
@@ -131,13 +140,28 @@ def test_evaluate_targets_reports_every_target_including_missed_and_unmeasured()
 
 def test_evaluate_targets_of_an_empty_run_lists_them_all_unmeasured() -> None:
     targets = evaluate_targets({})
-    assert len(targets) == 7
+    assert len(targets) == 10
     assert {t.status for t in targets} == {"not measured"}
 
 
-def test_ratios_against_bare_and_java() -> None:
-    entry = {"peer1": {"msgs_per_s": 30}, "bare": {"msgs_per_s": 100}, "java": {"error": "x"}}
-    assert ratios(entry, [1]) == {"peer1_vs_bare": 0.3, "peer1_vs_java": None, "bare_vs_java": None}
+def test_ratios_against_bare_java_and_connect() -> None:
+    entry = {
+        "peer1": {"msgs_per_s": 30, "cpu_us_per_msg": 20.0},
+        "bare": {"msgs_per_s": 100, "cpu_us_per_msg": 5.0},
+        "java": {"error": "x"},
+        "connect_eos": {"msgs_per_s": 20, "cpu_us_per_msg": 80.0},
+    }
+    assert ratios(entry, [1]) == {
+        "peer1_vs_bare": 0.3,
+        "peer1_vs_java": None,
+        "bare_vs_java": None,
+        "peer1_vs_connect_eos": 1.5,
+        "peer1_vs_connect": None,  # not run
+        "connect_eos_vs_bare": 0.2,
+        "peer1_cpu_per_msg_vs_bare": 4.0,
+        "peer1_cpu_per_msg_vs_connect_eos": 0.25,
+        "peer1_cpu_per_msg_vs_connect": None,
+    }
 
 
 def test_parse_perf_summary_takes_the_last_line() -> None:
@@ -220,3 +244,71 @@ def test_write_plots_writes_one_png_per_part(tmp_path: Path) -> None:
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert write_plots({}, tmp_path / "none") == []
+
+
+def test_window_is_the_first_sample_past_the_first_and_past_every_last_record() -> None:
+    samples = [
+        Sample(0.0, (0, 0), (1.0,)),
+        Sample(0.1, (0, 3), (1.5,)),  # partition 1's first record (offset 0) is visible
+        Sample(0.2, (5, 9), (2.0,)),  # partition 1's last record (8) too, not partition 0's
+        Sample(0.3, (7, 9), (2.5,)),  # partition 0's last (6): everything
+        Sample(0.4, (7, 9), (2.6,)),
+    ]
+    win = window(samples, {0: 0, 1: 0}, {0: 6, 1: 8})
+    assert (win.first.mono, win.last.mono) == (0.1, 0.3)
+    assert win.seconds == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no sample"):
+        window(samples, {0: 0}, {0: 7})
+
+
+class _Msg:
+    def __init__(self, value: bytes, partition: int = 2, offset: int = 9) -> None:
+        self._value, self._partition, self._offset = value, partition, offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "t"
+
+
+def test_a_file_record_is_the_generators_value_at_its_position() -> None:
+    got = file_record(16, _Msg(generator_content(41, 16)))
+    assert (got.subject, got.position, got.partition, got.offset) == ("file", (1, 42), 2, 9)
+    assert file_record(16, _Msg(b"41:not-the-value")).position is None
+    assert file_record(16, _Msg(b"no number")).position is None
+
+
+def test_the_task_producers_settings_are_read_from_the_worker_log() -> None:
+    log = (
+        "[t] INFO ProducerConfig values: \n\tacks = -1\n\tclient.id = other\n[t] INFO x\n"
+        "[t] INFO ProducerConfig values: \n\tacks = -1\n\tbatch.size = 16384\n"
+        "\tclient.id = connector-producer-f-0\n\tenable.idempotence = true\n"
+        "\tlinger.ms = 5\n\tsend.buffer.bytes = 131072\n[t] INFO next\n\tlinger.ms = 0\n"
+    )
+    assert logged_producer(log, "connector-producer-f-0") == {
+        "acks": "-1",
+        "batch.size": "16384",
+        "enable.idempotence": "true",
+        "linger.ms": "5",
+    }
+    assert logged_producer(log, "connector-producer-g-0") == {}
+
+
+def test_worker_properties_set_exactly_once_and_the_groups_topics() -> None:
+    text = worker_properties("h:1", "g", 8083, exactly_once=True)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["exactly.once.source.support"] == "enabled"
+    assert (props["config.storage.topic"], props["offset.storage.topic"]) == (
+        "g.configs",
+        "g.offsets",
+    )
+    assert props["listeners"] == "http://127.0.0.1:8083"
+    plain = worker_properties("h:1", "g", 8083, exactly_once=False)
+    assert "exactly.once.source.support=disabled" in plain.splitlines()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from peer.dev.localkafka import free_port_base, resolve_jars
+from peer.dev.localkafka import KAFKA_VERSION, free_port_base, resolve_jars
 from peer.dev.localkafka.layout import ClusterLayout, State, save_state
 from peer.dev.localkafka.process import cmdline
 from peer.testing import mdpeer_argv
@@ -154,6 +154,19 @@ def test_install_when_cached_needs_no_maven(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["libs"] == str(jars.libs)
     assert time.monotonic() - started < 30
+
+
+def test_install_connect_adds_the_connect_runtime_beside_the_broker_jars() -> None:
+    env = clean_env(KAFKA_HOME=None, MDPEER_KAFKA_CDS="0")
+    plain = run("install", "--json", env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["connect_libs"] is None  # not unless asked
+    done = run("install", "--connect", "--json", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    connect = Path(json.loads(done.stdout)["connect_libs"])
+    assert connect != Path(json.loads(done.stdout)["libs"])
+    for name in ("connect-runtime", "connect-file", "kafka-clients"):
+        assert list(connect.glob(f"{name}-{KAFKA_VERSION}.jar")), name
 
 
 def test_down_never_signals_a_process_that_is_not_our_broker(data_dir: Path) -> None:

@@ -227,6 +227,16 @@ def test_duplicates_order_and_a_second_partition_are_violations() -> None:
     assert totals(split)["split_subjects"] == 1
 
 
+def test_a_stream_spread_over_partitions_is_judged_in_each_partition() -> None:
+    expected = {"/s": [(1, 1), (1, 2), (1, 3), (1, 4)]}
+    spread = [rec((1, 1), 0), rec((1, 2), 0, partition=1), rec((1, 3), 1), rec((1, 4), 1, 1)]
+    (v,) = judge(expected, spread, one_partition=False)
+    assert (v.ok, v.partitions, v.order_violations) == (True, 2, 0)
+    behind = [rec((1, 2), 0), rec((1, 1), 1), rec((1, 3), 0, partition=1), rec((1, 4), 1, 1)]
+    (late,) = judge(expected, behind, one_partition=False)
+    assert (late.ok, late.order_violations) == (False, 1)
+
+
 def test_corrupt_records_and_what_is_unexpected_depends_on_an_exhaustive_expectation() -> None:
     expected = {"/s": [(1, 1)]}
 

@@ -39,7 +39,18 @@ def _err(line: str) -> None:
 
 
 @app.command()
-def install(*, json_out: Json = False) -> None:
+def install(
+    *,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Also resolve Kafka Connect of the same release (connect-runtime and "
+            "connect-file, ~36 MB): scripts/bench.py runs a worker beside mdpeer.",
+        ),
+    ] = False,
+    json_out: Json = False,
+) -> None:
     """Resolve the pinned Apache Kafka jars (Maven, or KAFKA_HOME) and check Java.
 
     Downloads only the first time; later runs return at once. The first run also starts a
@@ -50,10 +61,12 @@ def install(*, json_out: Json = False) -> None:
     """
     from peer.dev.localkafka import find_java, resolve_jars
     from peer.dev.localkafka.cds import build_cds_archive
+    from peer.dev.localkafka.connect import resolve_connect_jars
 
     with expected_errors():
         jars = resolve_jars()
         java = find_java()
+        connect_libs = resolve_connect_jars().libs if connect else None
     archive: Path | None = None
     try:
         archive = build_cds_archive()
@@ -70,12 +83,15 @@ def install(*, json_out: Json = False) -> None:
                     "java": java.path,
                     "java_version": java.major,
                     "cds_archive": str(archive) if archive else None,
+                    "connect_libs": str(connect_libs) if connect_libs else None,
                 }
             )
         )
     else:
         _err(f"Apache Kafka {jars.version} ({jars.source}), Java {java.major} at {java.path}")
         typer.echo(str(jars.libs))
+        if connect_libs is not None:
+            _err(f"Kafka Connect {jars.version}: {connect_libs}")
 
 
 @app.command()

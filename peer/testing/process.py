@@ -28,7 +28,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from peer.testing.wait import WaitTimeoutError
 
@@ -281,7 +281,7 @@ class ManagedProcess:
     def _after_close(self) -> None:
         """For subclasses: release what they hold once the process is gone."""
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -204,6 +204,7 @@ def judge(
     *,
     value_of: Callable[[str, Pos], bytes | None] | None = None,
     exhaustive: bool = True,
+    one_partition: bool = True,
 ) -> list[SubjectVerdict]:
     """Per-subject verdicts, for every subject expected or delivered (natural order).
 
@@ -211,6 +212,9 @@ def judge(
     ``exhaustive``: ``expected`` is everything that was published, so a record of any other
     position is corrupt; with False (a test that expects only some of what it published)
     such a record is only counted as unexpected.
+    ``one_partition``: a subject's records belong in one partition (I5); False for a writer
+    that spreads one stream over partitions (a keyless Kafka producer, as Kafka Connect's
+    file source), whose order is judged within each partition only.
     """
     want = {s: set(positions) for s, positions in expected.items()}
     seen: dict[str, _Seen] = defaultdict(_Seen)
@@ -252,7 +256,7 @@ def judge(
         unreported = tuple(p for p in missing if not any(g.covers(p) for g in covering))
         # records outside the partition that holds most of the subject's: no order across
         home = max(state.placements.values(), default=0)
-        misplaced = sum(state.placements.values()) - home
+        misplaced = sum(state.placements.values()) - home if one_partition else 0
         out.append(
             SubjectVerdict(
                 subject=subject,

@@ -7,8 +7,10 @@
 Parts (``--only``, comma separated):
 
 * throughput: for each size, mdpeer exactly-once with 1 and 3 peers, a bare confluent-kafka
-  idempotent producer sending the same records (values, key, partition, md.* headers), and
-  Kafka's Java ``org.apache.kafka.tools.ProducerPerformance`` of the broker's release;
+  idempotent producer sending the same records (values, key, partition, md.* headers),
+  Kafka's Java ``org.apache.kafka.tools.ProducerPerformance`` of the broker's release, and a
+  Kafka Connect worker of that release running ``FileStreamSourceConnector`` over the same
+  values, exactly once and not; msg/s and CPU per message (/proc) of each;
 * latency: publish on the reference server to visible for a read_committed consumer, p50 /
   p99 / p99.9, at each rate for each commit interval;
 * failover: SIGTERM, then SIGKILL, of one of two peers; time until every subject of the moved
@@ -17,7 +19,7 @@ Parts (``--only``, comma separated):
 
 Writes a JSON document (``--json``), PNG plots (``--plots``) and prints a table with every
 target of the issue: measured, target, met / missed. Every process it starts (the broker, the
-reference servers, peers, the Java tool) is stopped on every exit path.
+reference servers, peers, the Java tool, the Connect workers) is stopped on every exit path.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from peer.dev.bench.stats import evaluate_targets
 from peer.dev.bench.throughput import Backlog, throughput_for_size
 
 PARTS = ("throughput", "latency", "failover", "scale")
+#: the Kafka Connect contenders of a throughput size, exactly once first
+CONNECT = ("connect_eos", "connect")
 
 
 def int_list(text: str) -> list[int]:
@@ -82,6 +86,12 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
     p.add_argument("--sizes", type=int_list, default=[100, 1024, 10240], help="value bytes")
     p.add_argument("--peers", type=int_list, default=[1, 3], help="throughput peer counts")
     p.add_argument("--subjects", type=int, default=30, help="throughput and latency subjects")
+    p.add_argument(
+        "--no-connect",
+        dest="connect",
+        action="store_false",
+        help="throughput without the Kafka Connect worker (it is run by default)",
+    )
     add_failover_arguments(p)
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
     for flag, (kind, full, small, text) in SCALED.items():
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
             n = messages_for(size, args.messages_mb, args.max_messages)
             log(f"throughput: {size} B x {n}")
             load = Backlog(n, size, args.subjects)
-            sizes.append(throughput_for_size(broker, load, args.peers))
+            sizes.append(throughput_for_size(broker, load, args.peers, connect=args.connect))
         doc["throughput"] = {"sizes": sizes}
     if "latency" in args.only:
         doc["latency"] = []
@@ -140,14 +150,16 @@ def table(doc: dict[str, Any]) -> str:
 
     for entry in doc.get("throughput", {}).get("sizes", []):
         size = entry["size"]
-        for name in [k for k in entry if k.startswith("peer")] + ["bare", "java"]:
-            res = entry.get(name, {})
+        names = [k for k in entry if k.startswith("peer")] + ["bare", "java", *CONNECT]
+        for name in [n for n in names if n in entry]:
+            res = entry[name]
             value = (
                 f"{res['msgs_per_s']} msg/s {res['mb_per_s']} MB/s"
                 if "msgs_per_s" in res
                 else res.get("skipped") or res.get("error", "-")[:26]
             )
-            row(f"throughput {size} B: {name}", value)
+            cpu = res.get("cpu_us_per_msg")
+            row(f"throughput {size} B: {name}", value, f"{cpu} µs CPU/msg" if cpu else "")
         for name, ratio in entry.get("ratios", {}).items():
             row(f"  {size} B ratio {name}", ratio)
     for r in doc.get("latency", []):

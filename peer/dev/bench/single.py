@@ -25,15 +25,9 @@ from typing import Any
 from peer.dev.bench import log
 from peer.dev.bench.failover import add_failover_arguments, failover_of
 from peer.dev.bench.latency import latency_sweep
+from peer.dev.bench.producers import PARTITIONS, bare_producer, bare_producer_config, same_records
 from peer.dev.bench.session import Broker, local_broker, recorded, write_json
-from peer.dev.bench.throughput import (
-    PARTITIONS,
-    Backlog,
-    bare_producer,
-    bare_producer_config,
-    peer_throughput,
-    same_records,
-)
+from peer.dev.bench.throughput import Backlog, peer_throughput
 
 
 def throughput(broker: Broker, load: Backlog, *, max_per_response: int) -> dict[str, Any]:
@@ -124,7 +118,11 @@ def table(doc: dict[str, Any]) -> str:
         row("  peer / bare", t["ratio"], ">= 0.6")
         row(
             "  peer cpu / server cpu (cores)",
-            f"{t['peer']['peer_cpu_cores']} / {t['peer']['server_cpu_cores']}",
+            f"{t['peer']['cpu_cores']} / {t['peer']['server_cpu_cores']}",
+        )
+        row(
+            "  CPU per message, peer / bare (µs)",
+            f"{t['peer']['cpu_us_per_msg']} / {t['bare_producer']['cpu_us_per_msg']}",
         )
         row("  duplicates seen", t["peer"]["duplicates"], "0")
         once = t["peer"].get("exactly_once")

@@ -74,12 +74,32 @@ def _get(node: Any, *path: object) -> Any:
 
 
 def evaluate_targets(doc: dict[str, Any]) -> list[Target]:
-    """Every benchmark target of issue 6, in its order; unmeasured ones say so."""
-    ratio = None
+    """Every benchmark target of issues 6 and 14, in their order; unmeasured ones say so."""
+    kb: dict[str, Any] = {}
     for entry in doc.get("throughput", {}).get("sizes", []):
         if entry.get("size") == 1024:
-            ratio = _get(entry, "ratios", "peer1_vs_bare")
-    targets = [Target("throughput ratio peer/bare, 1 KB, one peer", ratio, ">=", 0.6)]
+            kb = entry.get("ratios", {})
+    targets = [
+        Target("throughput ratio peer/bare, 1 KB, one peer", kb.get("peer1_vs_bare"), ">=", 0.6),
+        Target(
+            "CPU per message peer/bare, 1 KB, one peer",
+            kb.get("peer1_cpu_per_msg_vs_bare"),
+            "<=",
+            1.6,
+        ),
+        Target(
+            "throughput peer/Kafka Connect exactly once, 1 KB",
+            kb.get("peer1_vs_connect_eos"),
+            ">=",
+            1.5,
+        ),
+        Target(
+            "CPU per message peer/Kafka Connect exactly once, 1 KB",
+            kb.get("peer1_cpu_per_msg_vs_connect_eos"),
+            "<=",
+            1.0,
+        ),
+    ]
     targets.append(
         Target(
             "failover after SIGKILL",

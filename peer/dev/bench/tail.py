@@ -21,11 +21,8 @@ class Tail:
     publish time in ms) as a latency sample.
     """
 
-    def __init__(self, bootstrap: str, topic: str, keep: bool = True, sample: bool = False) -> None:
+    def __init__(self, bootstrap: str, topic: str, keep: bool = True) -> None:
         self.keep = keep
-        #: the headers of the first record read (when ``sample``): what the peer writes
-        self.sample_headers: list[tuple[str, bytes]] | None = None
-        self._sample = sample
         self.count = 0
         self.bytes = 0
         self.first_mono: float | None = None
@@ -68,8 +65,6 @@ class Tail:
                 for pair in msg.headers() or []:
                     name, raw = pair[0], pair[1]
                     headers[str(name)] = raw if isinstance(raw, bytes) else str(raw or "").encode()
-                if self._sample and self.sample_headers is None:
-                    self.sample_headers = list(headers.items())
                 rec = Delivered.from_kafka(
                     str(msg.topic()),
                     int(msg.partition() or 0),
