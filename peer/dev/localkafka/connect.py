@@ -23,6 +23,7 @@ from peer.dev.localkafka.runtime import (
     JarSet,
     KafkaJars,
     Progress,
+    maven_dependency,
     maven_pom,
     resolve_jar_set,
     resolve_jars,
@@ -36,18 +37,11 @@ WORKER_CLASS: Final = "org.apache.kafka.connect.cli.ConnectDistributed"
 FILE_SOURCE: Final = "org.apache.kafka.connect.file.FileStreamSourceConnector"
 STRING_CONVERTER: Final = "org.apache.kafka.connect.storage.StringConverter"
 
-_CONNECT_DEPENDENCIES: Final = """    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>connect-runtime</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <dependency>
-      <!-- FileStreamSourceConnector / FileStreamSinkConnector -->
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>connect-file</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-"""
+_CONNECT_DEPENDENCIES: Final = (
+    maven_dependency("connect-runtime")
+    # FileStreamSourceConnector / FileStreamSinkConnector
+    + maven_dependency("connect-file")
+)
 
 #: the Connect runtime: not part of ``mdpeer kafka install`` unless ``--connect`` asks
 CONNECT_JARS: Final = JarSet(
@@ -55,7 +49,7 @@ CONNECT_JARS: Final = JarSet(
     pom=maven_pom(
         "connect-runtime",
         "the class path of a Kafka Connect worker of the broker's release",
-        _CONNECT_DEPENDENCIES.format(kafka=KAFKA_VERSION),
+        _CONNECT_DEPENDENCIES,
     ),
     what=f"org.apache.kafka:connect-runtime:{KAFKA_VERSION} and connect-file",
 )

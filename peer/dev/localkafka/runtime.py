@@ -230,57 +230,60 @@ _POM_HEAD: Final = """<?xml version="1.0" encoding="UTF-8"?>
   <dependencies>
 """
 
-_LOG4J_AND_TAIL: Final = """    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-core</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-    <dependency>
-      <!-- Kafka logs through slf4j 1.x; this binds it to log4j2 -->
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
+
+def maven_dependency(
+    artifact: str,
+    *,
+    group: str = "org.apache.kafka",
+    version: str = KAFKA_VERSION,
+    exclude: tuple[str, ...] = (),
+) -> str:
+    """One ``<dependency>`` element of a generated pom; ``exclude``: Kafka artifacts left out
+    of its transitive class path."""
+    exclusions = "".join(
+        "        <exclusion>\n"
+        "          <groupId>org.apache.kafka</groupId>\n"
+        f"          <artifactId>{name}</artifactId>\n"
+        "        </exclusion>\n"
+        for name in exclude
+    )
+    if exclusions:
+        exclusions = f"      <exclusions>\n{exclusions}      </exclusions>\n"
+    return (
+        "    <dependency>\n"
+        f"      <groupId>{group}</groupId>\n"
+        f"      <artifactId>{artifact}</artifactId>\n"
+        f"      <version>{version}</version>\n"
+        f"{exclusions}"
+        "    </dependency>\n"
+    )
 
 
 def maven_pom(artifact: str, purpose: str, dependencies: str) -> str:
     """A pom.xml whose runtime class path is ``dependencies`` (``<dependency>`` elements)
     of the pinned release, with log4j2 as Kafka's logging."""
     head = _POM_HEAD.format(purpose=purpose, artifact=artifact, kafka=KAFKA_VERSION)
-    return head + dependencies + _LOG4J_AND_TAIL.format(log4j=LOG4J_VERSION)
+    log4j = "org.apache.logging.log4j"
+    return (
+        head
+        + dependencies
+        + maven_dependency("log4j-core", group=log4j, version=LOG4J_VERSION)
+        # Kafka logs through slf4j 1.x; this binds it to log4j2
+        + maven_dependency("log4j-slf4j-impl", group=log4j, version=LOG4J_VERSION)
+        + "  </dependencies>\n</project>\n"
+    )
 
 
-_BROKER_DEPENDENCIES: Final = """    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{scala}</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <dependency>
-      <!-- Kafka's command-line tools (`mdpeer kafka tool`, and ProducerPerformance for
-           scripts/bench.py); Kafka's own release ships them in libs/ too -->
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-tools</artifactId>
-      <version>{kafka}</version>
-      <exclusions>
-        <!-- the Connect runtime (Jetty, Jersey, ...): only Kafka Connect's own tools use it,
-             and mdpeer replaces a connector rather than running one -->
-        <exclusion>
-          <groupId>org.apache.kafka</groupId>
-          <artifactId>connect-runtime</artifactId>
-        </exclusion>
-      </exclusions>
-    </dependency>
-    <dependency>
-      <!-- org.apache.kafka.shell.MetadataShell, for `mdpeer kafka tool kafka-metadata-shell`
-           (adds jline) -->
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-shell</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-"""
+_BROKER_DEPENDENCIES: Final = (
+    maven_dependency(f"kafka_{SCALA_VERSION}")
+    # Kafka's command-line tools (`mdpeer kafka tool`, and ProducerPerformance for
+    # scripts/bench.py); Kafka's own release ships them in libs/ too. Without the Connect
+    # runtime (Jetty, Jersey, ...): only Kafka Connect's own tools use it, and mdpeer replaces
+    # a connector rather than running one (peer.dev.localkafka.connect adds it on demand).
+    + maven_dependency("kafka-tools", exclude=("connect-runtime",))
+    # org.apache.kafka.shell.MetadataShell, for `mdpeer kafka tool kafka-metadata-shell`
+    + maven_dependency("kafka-shell")
+)
 
 
 #: the broker's jars (and Kafka's tools): what ``mdpeer kafka install`` resolves
@@ -289,7 +292,7 @@ BROKER_JARS: Final = JarSet(
     pom=maven_pom(
         "kafka-runtime",
         "the runtime class path of a local Apache Kafka broker",
-        _BROKER_DEPENDENCIES.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION),
+        _BROKER_DEPENDENCIES,
     ),
     what=f"org.apache.kafka:kafka_{SCALA_VERSION}:{KAFKA_VERSION}",
 )
