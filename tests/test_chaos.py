@@ -115,6 +115,9 @@ def _check_valid(schedule: sch.Schedule) -> None:
         elif a.op is op.KAFKA_RESTART:
             assert a.target in kafka_down
             kafka_down.discard(a.target)
+        elif a.op is op.SERVER_RESTART:
+            assert a.target == "server"
+            assert 0 < a.value <= 3.0, a  # down, then up again within the one action
         # never more peers than allowed, and at least one kept (not counting outages)
         assert len(running) <= p.max_peers
         assert len(running) >= max(1, p.peers - 1)
@@ -175,8 +178,22 @@ def test_parse_faults() -> None:
         sch.Fault.SCALE_DOWN,
         sch.Fault.FAIL,
     }
+    assert sch.parse_faults("server_kill") == {sch.Fault.SERVER_KILL}
     with pytest.raises(sch.ScheduleError, match="'kil'"):
         sch.parse_faults("kil")
+
+
+def test_the_server_restart_lane_leaves_the_older_lanes_in_place() -> None:
+    full = sch.build(20261123, plan())
+    without = sch.build(20261123, plan(faults=frozenset(sch.ALL_FAULTS) - {sch.Fault.SERVER_KILL}))
+
+    def shape(actions: tuple[sch.Action, ...]) -> list[tuple[float, sch.Op, str, float]]:
+        return [(a.at, a.op, a.target, a.value) for a in actions]  # episodes are renumbered
+
+    restarts = [a for a in full.actions if a.op is sch.Op.SERVER_RESTART]
+    assert len(restarts) == 2  # the CI run's seed restarts the server twice in 3 minutes
+    others = tuple(a for a in full.actions if a.op is not sch.Op.SERVER_RESTART)
+    assert shape(others) == shape(without.actions)
 
 
 # --- verdict ----------------------------------------------------------------------------------

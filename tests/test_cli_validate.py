@@ -82,6 +82,31 @@ def test_validate_a_peer_config_and_its_routes_file(tmp_path: Path) -> None:
     assert "secret-token" not in out
 
 
+def test_validate_says_which_source_mode_a_peer_will_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "peer.toml"
+    base = '[source]\nservers = "md1:8800"\n'
+    config.write_text(base)
+    code, out, err = _run("validate", str(config), "--json")
+    assert code == 0, err
+    mode = json.loads(out)["source_mode"]
+    assert (mode["mode"], mode["setting"]) == ("polling", "auto")
+    assert "'migratorydata_client_python' is not importable" in mode["reason"]
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "standin"))
+    config.write_text(base + 'doorbell = "on"\ndoorbell_module = "mdclient_standin"\n')
+    code, out, err = _run("validate", str(config))
+    assert code == 0, err
+    assert "  source_mode: doorbell (mdclient_standin from " in out
+
+    config.write_text(base + 'doorbell = "on"\ndoorbell_module = "no_such_client_xyz"\n')
+    code, out, err = _run("validate", str(config))
+    assert code == 1
+    assert err.startswith("error: source.doorbell='on': module 'no_such_client_xyz' is not")
+    assert 'set doorbell = "auto"' in err
+
+
 @pytest.mark.parametrize(
     ("name", "text", "field"),
     [

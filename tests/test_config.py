@@ -118,6 +118,15 @@ def test_validation_names_field_and_value(
         ({"request_timeout_ms": 10}, "source.request_timeout_ms", "100 to"),
         ({"max_concurrency": 0}, "source.max_concurrency", "1 to 1024"),
         ({"max_buffered_messages": 0}, "source.max_buffered_messages", "1 to"),
+        ({"doorbell": "yes"}, "source.doorbell", "auto, on, off"),
+        ({"doorbell_module": "not a module"}, "source.doorbell_module", "module name"),
+        ({"doorbell_module": "a..b"}, "source.doorbell_module", "module name"),
+        ({"poll_safety_interval_ms": 999}, "source.poll_safety_interval_ms", "1000 to"),
+        (
+            {"poll_safety_interval_ms": 2000, "poll_idle_max_ms": 5000},
+            "source.poll_safety_interval_ms",
+            "at least poll_idle_max_ms (5000)",
+        ),
     ],
 )
 def test_source_validation(kwargs: dict[str, object], field: str, reason: str) -> None:
@@ -125,6 +134,26 @@ def test_source_validation(kwargs: dict[str, object], field: str, reason: str) -
         SourceSettings(**kwargs)  # type: ignore[arg-type]
     assert err.value.field == field
     assert reason in err.value.reason
+
+
+def test_doorbell_settings_from_file_and_environment_name_the_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "p.toml",
+        'bootstrap = "k:1"\n[source]\ndoorbell = "off"\ndoorbell_module = "my.client"\n'
+        "poll_safety_interval_ms = 60000\n",
+    )
+    source = load_settings(path, {}, {}).source
+    assert (source.doorbell, source.doorbell_module) == ("off", "my.client")
+    assert source.poll_safety_interval_ms == 60000
+    assert "doorbell" not in source.rest_settings()  # the REST source takes none of them
+    default = load_settings(None, {"MDPEER_BOOTSTRAP": "k:1"}, {}).source
+    assert (default.doorbell, default.doorbell_module) == ("auto", "migratorydata_client_python")
+    assert default.poll_safety_interval_ms == 30000
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, {"MDPEER_DOORBELL": "sometimes"}, {})
+    assert err.value.field == "MDPEER_DOORBELL"
+    assert err.value.hint == "from the environment"
 
 
 def test_log_level_is_case_insensitive() -> None:

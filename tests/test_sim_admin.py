@@ -19,6 +19,14 @@ pytestmark = pytest.mark.sim
 
 SimFactory = Callable[..., SimServer]
 
+NO_FAULTS = {
+    "latency_ms": 0,
+    "fail_rate": 0.0,
+    "drop_rate": 0.0,
+    "notify_drop_rate": 0.0,
+    "notify_delay_ms": 0,
+}
+
 
 def consume_status(server: SimServer, subject: str = "/a/1") -> int:
     return http_json("GET", server.url + "/rest/consume", {"subject": subject})[0]
@@ -44,7 +52,7 @@ def test_fail_rate_one_answers_503_and_admin_stays_reachable(sim_factory: SimFac
     assert server.state()["subjects"] == {}  # the failed produce did not publish
     # turn it off through the admin endpoint, which faults never touch
     status, faults = http_json("POST", server.url + "/admin/faults", body={"fail_rate": 0})
-    assert (status, faults) == (200, {"latency_ms": 0, "fail_rate": 0, "drop_rate": 0.0})
+    assert (status, faults) == (200, {**NO_FAULTS, "fail_rate": 0})
     assert consume_status(server) == 200
     assert server.state()["requests"]["failed_injected"] == 2
 
@@ -89,6 +97,8 @@ def test_drop_rate_one_closes_connections_without_an_answer(sim_factory: SimFact
         ({"fail_rate": 2}, "fail_rate"),
         ({"drop_rate": -0.1}, "drop_rate"),
         ({"latency_ms": "slow"}, "latency_ms"),
+        ({"notify_drop_rate": 1.5}, "notify_drop_rate"),
+        ({"notify_delay_ms": -1}, "notify_delay_ms"),
         ({"bogus": 1}, "bogus"),
     ],
 )
@@ -97,11 +107,7 @@ def test_admin_faults_refuses_bad_values_naming_them(
 ) -> None:
     server = sim_factory()
     assert named in refused(server, "/admin/faults", body)
-    assert http_json("GET", server.url + "/admin/faults")[1] == {
-        "latency_ms": 0,
-        "fail_rate": 0.0,
-        "drop_rate": 0.0,
-    }
+    assert http_json("GET", server.url + "/admin/faults")[1] == NO_FAULTS
 
 
 def test_admin_token_protects_the_admin_endpoints(sim_factory: SimFactory) -> None:

@@ -96,11 +96,27 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serve_refuses_a_bad_setting_naming_it() -> None:
-    result = _serve("--port", "0", "--fail-rate", "2")
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--fail-rate", "2", "fail_rate=2.0"),
+        ("--notify-drop-rate", "-1", "notify_drop_rate=-1.0"),
+        ("--first-epoch", "0", "first_epoch=0"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_naming_it(option: str, value: str, named: str) -> None:
+    result = _serve("--port", "0", option, value)
     assert result.returncode == 1
-    assert "fail_rate=2.0" in result.stderr
+    assert named in result.stderr
     assert result.stdout == ""
+
+
+def test_a_first_epoch_numbers_every_new_subject(
+    sim_process_factory: Callable[..., SimProcess],
+) -> None:
+    proc = sim_process_factory("--first-epoch", "7")
+    http_json("POST", proc.url + "/rest/produce", {"subject": "/e/1"}, b"m")
+    assert proc.state("/e/1")["subjects"]["/e/1"]["epoch"] == 7
 
 
 def test_serve_reports_a_port_in_use() -> None:

@@ -163,3 +163,20 @@ def test_invalid_subjects_name_the_problem(subject: str, fragment: str) -> None:
     problem = subject_problem(subject)
     assert problem is not None
     assert fragment in problem
+
+
+def test_the_publish_hook_hears_every_publish_after_it_is_stored() -> None:
+    store = Store(first_epoch=4)
+    heard: list[list[str]] = []
+
+    def hook(subjects: Any) -> None:
+        # called once the messages can be read: the hook's listeners may fetch at once
+        assert all(json.loads(store.snapshot(s))["messages"] for s in subjects)
+        heard.append(list(subjects))
+
+    assert store.publish("/a/1", "x", closure=None) == (4, 1)  # nobody listens yet
+    store.on_publish = hook
+    store.publish("/a/1", "y", closure=None)
+    store.publish_many([("/a/2", "z"), ("/a/1", "w")], closure=None)
+    assert heard == [["/a/1"], ["/a/2", "/a/1"]]
+    assert json.loads(store.snapshot("/a/2"))["messages"][0]["epoch"] == 4

@@ -26,7 +26,7 @@ from peer.cli.topic_check import CreateTopics, missing_topics
 from peer.config.load import load_settings
 from peer.config.routesfile import load_routes, read_text
 from peer.config.servers import parse_servers, resolve_encryption
-from peer.config.settings import PeerSettings
+from peer.config.settings import PeerSettings, SourceSettings
 from peer.control.admin import admin_client, ensure_control_topic
 from peer.errors import ConfigError
 from peer.routes.model import RoutesFile, RouteTable
@@ -226,6 +226,8 @@ def validate(
     for name, value in report.items():
         if name not in ("kind", "notes", "file", "missing_topics") and value is not None:
             shown = json.dumps(value) if isinstance(value, bool) else value  # true, as in TOML
+            if name == "source_mode":
+                shown = f"{value['mode']} ({value['reason']})"
             typer.echo(f"  {name}: {shown}")
     routes_cmd.print_notes(report["notes"])
     for missing in report.get("missing_topics") or []:
@@ -282,6 +284,7 @@ def _validate(file: Path, *, lenient: bool) -> dict[str, Any]:
         "control_topic": settings.control_topic,
         "servers": ", ".join(settings.source.servers) if settings.source.servers else None,
         "encryption": settings.source.effective_encryption if settings.source.servers else None,
+        "source_mode": _doorbell(settings.source),
         "routes_file": str(settings.routes_file) if settings.routes_file else None,
         "notes": list(settings.notes),
     }
@@ -294,6 +297,16 @@ def _validate(file: Path, *, lenient: bool) -> dict[str, Any]:
     return report
 
 
+def _doorbell(source: SourceSettings) -> dict[str, str]:
+    """Which mode the peer will use and why: it imports the client module, as ``run`` will.
+    ``doorbell = "on"`` without a usable client is an error, since ``run`` refuses it."""
+    from peer.source.doorbell import plan_for
+
+    plan = plan_for(source)
+    plan.require()
+    return plan.as_dict()
+
+
 def _routes_report(routes: RoutesFile, kind: str) -> dict[str, Any]:
     report: dict[str, Any] = {
         "kind": kind,
@@ -304,6 +317,7 @@ def _routes_report(routes: RoutesFile, kind: str) -> dict[str, Any]:
         "suggested_shards_reason": None,
         "servers": None,
         "encryption": None,
+        "source_mode": _doorbell(SourceSettings()) if kind == "connector config" else None,
         "topic_partitions": routes.topic_partitions,
         "topic_replication_factor": routes.topic_replication_factor,
         "notes": list(routes.notes),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -37,6 +37,11 @@ def _token(value: str | None, path: Path | None, option: str) -> str | None:
 
 def _env(name: str) -> str:
     return f"MDPEER_SIM_{name}"
+
+
+def _opt(name: str, help_text: str, *flags: str) -> Any:
+    """An option that falls back to ``MDPEER_SIM_<NAME>``."""
+    return typer.Option(*flags, envvar=_env(name), help=help_text)
 
 
 @app.command()
@@ -106,6 +111,21 @@ def serve(  # noqa: PLR0917 - typer maps parameters to options
     seed: Annotated[
         int | None, typer.Option(envvar=_env("SEED"), help="Seed of the fault randomness.")
     ] = None,
+    notify: Annotated[
+        bool,
+        _opt(
+            "NOTIFY", "Serve /x-mdpeer/notify (ours, not MigratoryData's).", "--notify/--no-notify"
+        ),
+    ] = True,
+    notify_drop_rate: Annotated[
+        float, _opt("NOTIFY_DROP_RATE", "Fraction of doorbells never sent.")
+    ] = 0.0,
+    notify_delay_ms: Annotated[
+        int, _opt("NOTIFY_DELAY_MS", "Hold each doorbell back 0..N ms.")
+    ] = 0,
+    first_epoch: Annotated[
+        int, _opt("FIRST_EPOCH", "Epoch of every new subject (a restart: a new one).")
+    ] = 1,
     generate_prefix: Annotated[
         str | None,
         typer.Option(
@@ -152,6 +172,10 @@ def serve(  # noqa: PLR0917 - typer maps parameters to options
             fail_rate=fail_rate,
             drop_rate=drop_rate,
             seed=seed,
+            notify=notify,
+            notify_drop_rate=notify_drop_rate,
+            notify_delay_ms=notify_delay_ms,
+            first_epoch=first_epoch,
         )
         spec = None
         if generate_prefix is not None:
@@ -176,6 +200,7 @@ def serve(  # noqa: PLR0917 - typer maps parameters to options
             f"reference server: {entitlement}; cache {config.cache_size} msgs / "
             f"{config.cache_expire_s:g} s per subject; seq "
             f"{'inclusive' if config.seq_inclusive else 'exclusive'}"
+            + ("; notification channel on" if config.notify else "")
             + (f"; generator on {generate_prefix}/1..{generate_count}" if spec else ""),
             err=True,
         )

@@ -66,6 +66,9 @@ SETTINGS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "request_timeout_ms": ("source", "int"),
         "max_concurrency": ("source", "int"),
         "max_buffered_messages": ("source", "int"),
+        "doorbell": ("source", "str"),
+        "doorbell_module": ("source", "str"),
+        "poll_safety_interval_ms": ("source", "int"),
     }
 )
 

@@ -38,6 +38,11 @@ _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: what a peer does about a target, dead-letter or audit topic that does not exist
 TOPIC_CREATION_MODES: Final = ("cluster", "create", "never")
 KAFKA_SECTIONS: Final = ("kafka", "kafka_producer", "kafka_consumer")
+#: whether a peer uses MigratoryData's Python client as a doorbell (peer/source/doorbell.py)
+DOORBELL_MODES: Final = ("auto", "on", "off")
+#: the module name the vendor's Python client is downloaded as
+DEFAULT_DOORBELL_MODULE: Final = "migratorydata_client_python"
+_MODULE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 #: librdkafka properties mdpeer sets itself; overriding them would break exactly-once or
 #: the shard protocol, so the passthrough tables refuse them and say what to use instead.
@@ -113,6 +118,12 @@ class SourceSettings:
     max_concurrency: int = 16
     #: messages the source buffers before it stops fetching (backpressure)
     max_buffered_messages: int = 10_000
+    #: MigratoryData's client as a doorbell: "auto" (when it imports), "on" (required), "off"
+    doorbell: str = "auto"
+    #: the module the client is imported from
+    doorbell_module: str = DEFAULT_DOORBELL_MODULE
+    #: with the doorbell working, an idle subject is still fetched this often
+    poll_safety_interval_ms: int = 30_000
 
     def __post_init__(self) -> None:
         if self.servers:
@@ -137,6 +148,25 @@ class SourceSettings:
         _check_int("source.request_timeout_ms", self.request_timeout_ms, 100, 300_000)
         _check_int("source.max_concurrency", self.max_concurrency, 1, 1024)
         _check_int("source.max_buffered_messages", self.max_buffered_messages, 1, 10_000_000)
+        _check_choice("source.doorbell", self.doorbell, DOORBELL_MODES)
+        if (
+            not isinstance(self.doorbell_module, str)
+            or len(self.doorbell_module) > 200
+            or not _MODULE_RE.fullmatch(self.doorbell_module)
+        ):
+            raise ConfigError(
+                "source.doorbell_module",
+                self.doorbell_module,
+                "expected a Python module name, e.g. migratorydata_client_python",
+            )
+        _check_int("source.poll_safety_interval_ms", self.poll_safety_interval_ms, 1000, 3_600_000)
+        if self.poll_safety_interval_ms < self.poll_idle_max_ms:
+            raise ConfigError(
+                "source.poll_safety_interval_ms",
+                self.poll_safety_interval_ms,
+                f"must be at least poll_idle_max_ms ({self.poll_idle_max_ms}): the doorbell "
+                "may only make idle polling rarer",
+            )
 
     @property
     def effective_encryption(self) -> bool:

@@ -34,18 +34,22 @@ class SimAdminError(OSError):
 
 
 class SimProcess(ManagedProcess):
-    """``mdpeer sim serve --port 0 *args``; ``env`` adds settings (``MDPEER_SIM_*``)."""
+    """``mdpeer sim serve --port PORT *args``; ``env`` adds settings (``MDPEER_SIM_*``).
+
+    ``port`` 0 picks a free one; a restart after a kill passes the port the killed one had.
+    """
 
     def __init__(
         self,
         *args: str,
+        port: int = 0,
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
         start_timeout: float = 30.0,
         grace: float = 15.0,
     ) -> None:
         super().__init__(
-            [*mdpeer_argv(), "sim", "serve", "--port", "0", *args],
+            [*mdpeer_argv(), "sim", "serve", "--port", str(port), *args],
             name="sim",
             log=log,
             env=env,

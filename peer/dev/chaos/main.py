@@ -53,7 +53,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--faults",
         default="all",
-        help="all, none or a list: kill,term,zombie,scale,kafka,epoch,5xx,latency (all)",
+        help="all, none or a list: kill,term,zombie,scale,kafka,epoch,5xx,latency,server_kill "
+        "(all)",
     )
     p.add_argument("--tail", type=float, default=5.0, help="calm publishing after the faults (5)")
     p.add_argument("--drain-timeout", type=float, default=120.0, help="bound on the drain (120)")
@@ -120,7 +121,11 @@ def print_table(verdicts: list[ChaosVerdict]) -> None:
     for v in verdicts:
         for first, last, reported, bumped in v.missing_ranges:
             tag = "reported gap" if reported else "UNREPORTED LOSS"
-            why = "lost to an epoch bump" if bumped else "AVOIDABLE: the server still had them"
+            why = (
+                "lost to an epoch bump or server restart"
+                if bumped
+                else "AVOIDABLE: the server still had them"
+            )
             print(f"  {v.common.subject}: counters {first}..{last} missing ({tag}; {why})")
 
 

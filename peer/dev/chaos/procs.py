@@ -47,11 +47,15 @@ def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
     return done.stdout
 
 
-def start_sim(run_dir: Path, seed: int) -> SimProcess:
-    """``mdpeer sim serve`` with a cache big enough that only epoch bumps lose data."""
+def start_sim(run_dir: Path, seed: int, *, port: int = 0, first_epoch: int = 1) -> SimProcess:
+    """``mdpeer sim serve`` with a cache big enough that only epoch bumps (and restarts, which
+    are new epochs) lose data. A restart passes the killed one's port, and a first epoch above
+    every epoch that one handed out."""
     try:
         return SimProcess(
             *("--cache-size", "10000000", "--cache-expire", "86400", "--seed", str(seed)),
+            *("--first-epoch", str(first_epoch)),
+            port=port,
             log=run_dir / "sim.log",
         )
     except RuntimeError as exc:
@@ -244,7 +248,8 @@ class Publisher(threading.Thread):
     It keeps the ledger: how many messages the server accepted and in which epoch each one
     is. An injected 503 is a definite "not published" (retried); a transport error or a
     timeout is settled by asking the server's admin state, which is exact because nothing
-    else publishes on this subject and epoch bumps take the same lock.
+    else publishes on this subject and epoch bumps take the same lock. ``sim`` is replaced
+    (with ``lock`` held) when the server is restarted.
     """
 
     def __init__(self, sim: SimProcess, subject: str, rate: float, size: int) -> None:

@@ -66,6 +66,9 @@ class Run:
         }
         self.executed: Counter[str] = Counter()
         self.cluster: Any = None
+        #: the reference server now (a restart replaces it) and the faults set on it
+        self.sim: SimProcess | None = None
+        self.sim_faults: dict[str, float] = {}
         self.kafka_down: set[int] = set()
         self.t0 = 0.0
 
@@ -136,10 +139,10 @@ class Run:
     def run(self, stack: contextlib.ExitStack) -> list[ChaosVerdict]:
         self._clients_log()
         bootstrap = self.start_kafka(stack)
-        sim = start_sim(self.run_dir, self.a.seed)
+        sim = self.sim = start_sim(self.run_dir, self.a.seed)
         say(f"reference server at {sim.url} (log {sim.log})")
-        stack.callback(quietly(sim.close))
-        stack.callback(quietly(sim.stop))
+        stack.callback(quietly(lambda: self._sim().close()))
+        stack.callback(quietly(lambda: self._sim().stop()))
         config = self.setup_topics(bootstrap, sim)
 
         reader = CommittedReader(
@@ -178,8 +181,8 @@ class Run:
         say(f"every subject flows; fault schedule of {self.schedule.end():.0f}s starts")
 
         self.t0 = time.monotonic()
-        self.execute(fleet, sim, pubs)
-        self.restore(fleet, sim)
+        self.execute(fleet, pubs)
+        self.restore(fleet)
         self.event(f"faults over; {self.a.tail:g}s of calm publishing")
         time.sleep(self.a.tail)
         stop_pubs()
@@ -243,17 +246,24 @@ class Run:
             self.warn(f"gaps other than epoch changes were reported: {odd}")
         return judge_run(records, ledgers, [*audit_gaps, *log_gaps], self.a.size)
 
-    def execute(self, fleet: Fleet, sim: SimProcess, pubs: dict[str, Publisher]) -> None:
+    def _sim(self) -> SimProcess:
+        assert self.sim is not None
+        return self.sim
+
+    def execute(self, fleet: Fleet, pubs: dict[str, Publisher]) -> None:
         for action in self.schedule.actions:
             while (wait := self.t0 + action.at - time.monotonic()) > 0:
                 self.supervise(fleet)
                 time.sleep(min(wait, 0.25))
             try:
-                self.act(action, fleet, sim, pubs)
+                self.act(action, fleet, pubs)
+            except ServerRestartError:
+                raise  # without a server there is nothing left to judge
             except Exception as exc:  # a fault not injected is the harness's problem: go on
                 self.warn(f"action {action.describe()} failed: {type(exc).__name__}: {exc}")
 
-    def act(self, a: sch.Action, fleet: Fleet, sim: SimProcess, pubs: dict[str, Publisher]) -> None:
+    def act(self, a: sch.Action, fleet: Fleet, pubs: dict[str, Publisher]) -> None:
+        sim = self._sim()
         op = sch.Op
         what = a.label()
         if a.op in (op.SIGKILL, op.SIGTERM, op.SIGSTOP, op.SIGCONT, op.RETIRE):
@@ -277,13 +287,58 @@ class Run:
             what += f" -> epoch {max(epochs.values())}"
         elif a.op is op.FAULTS:
             sim.set_fault(a.target, a.value)
+            self.sim_faults[a.target] = a.value
+        elif a.op is op.SERVER_RESTART:
+            what += f" -> epoch {self.restart_server(a.value, pubs)} for every subject"
         self.executed[a.op.value] += 1
         self.event(what)
 
-    def restore(self, fleet: Fleet, sim: SimProcess) -> None:
+    def restart_server(self, down: float, pubs: dict[str, Publisher]) -> int:
+        """SIGKILL the reference server, wait ``down`` s, start a new one on the same port.
+
+        Its store was in memory: the new one starts every subject in a new epoch, above every
+        epoch the old one handed out, as a cluster restart does; what the peers had not
+        fetched is lost to it and must be reported as an epoch-change gap (the verdict
+        excuses only such a reported tail of an ended epoch). The publishers are held still
+        throughout, so no publish is in flight when the server dies, and each ledger starts
+        the new epoch where it stopped. Returns that epoch.
+        """
+        with contextlib.ExitStack() as held:
+            for pub in pubs.values():
+                held.enter_context(pub.lock)
+                pub.check_position()
+            first = max(pub.epoch for pub in pubs.values()) + 1
+            old = self._sim()
+            old.kill()
+            old.close()
+            time.sleep(down)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self.sim = start_sim(
+                        self.run_dir, self.a.seed, port=old.port, first_epoch=first
+                    )
+                    break
+                except HarnessError as exc:  # the port may linger a moment
+                    if time.monotonic() > deadline:
+                        raise ServerRestartError(
+                            f"the reference server did not restart: {exc}"
+                        ) from exc
+                    time.sleep(0.5)
+            for name, value in self.sim_faults.items():
+                if value:
+                    self.sim.set_fault(name, value)
+            for pub in pubs.values():
+                pub.sim = self.sim
+                pub.bumped(first)
+        return first
+
+    def restore(self, fleet: Fleet) -> None:
         """Whatever the schedule left broken is mended before the drain."""
-        sim.set_fault("fail_rate", 0.0)
-        sim.set_fault("latency_ms", 0.0)
+        sim = self._sim()
+        for name in ("fail_rate", "latency_ms"):
+            sim.set_fault(name, 0.0)
+            self.sim_faults[name] = 0.0
         for node in sorted(self.kafka_down):
             self.cluster.restart(node, wait=False)
         self.kafka_down.clear()
@@ -295,6 +350,10 @@ class Run:
                 fleet.signal(slot, signal.SIGCONT)
             if peer is None or not peer.alive():
                 fleet.start(slot)
+
+
+class ServerRestartError(HarnessError):
+    """The reference server could not be started again after its kill."""
 
 
 def _cpus() -> int:

@@ -9,7 +9,9 @@ make no sense (one peer fault at a time, one broker down at a time):
   zombie, which must be fenced), scale up (a new peer id), scale down (SIGTERM, gone);
 * **kafka lane** (3 nodes only): SIGKILL a broker, restart it later;
 * **server lane**: 5xx (``fail_rate``) or latency injection for a while, then off;
-* **epoch lane**: bump one subject's epoch, or every subject's (a cluster restart).
+* **epoch lane**: bump one subject's epoch, or every subject's (a cluster restart);
+* **server-restart lane**: SIGKILL the reference server and start a new one on the same port
+  a little later; its store is in memory, so every subject starts a new epoch there.
 
 The planner simulates which peer slots exist, so every action is valid when it runs and the
 same seed always gives the same actions. Nothing here does I/O.
@@ -39,6 +41,7 @@ class Fault(enum.Enum):
     EPOCH = "epoch"
     FAIL = "5xx"
     LATENCY = "latency"
+    SERVER_KILL = "server_kill"
 
 
 class Op(enum.Enum):
@@ -54,6 +57,7 @@ class Op(enum.Enum):
     KAFKA_RESTART = "kafka_restart"  # target: node id
     EPOCH = "epoch"  # target: subject, or "*" for all
     FAULTS = "faults"  # target: "fail_rate" or "latency_ms"; value: the setting
+    SERVER_RESTART = "server_restart"  # target: "server"; value: seconds it stays down
 
 
 PEER_FAULTS: Final = (Fault.KILL, Fault.TERM, Fault.ZOMBIE, Fault.SCALE_UP, Fault.SCALE_DOWN)
@@ -77,7 +81,9 @@ class Action:
     episode: int = 0
 
     def label(self) -> str:
-        value = "" if self.op is not Op.FAULTS else f"={self.value:g}"
+        value = {Op.FAULTS: f"={self.value:g}", Op.SERVER_RESTART: f" down {self.value:g}s"}.get(
+            self.op, ""
+        )
         return f"#{self.episode:<3} {self.op.value} {self.target}{value}"
 
     def describe(self) -> str:
@@ -294,15 +300,26 @@ class _Planner:
             self.act(t, Op.EPOCH, target, ep)
             t += rng.uniform(10.0, 30.0)
 
+    def restart_lane(self, rng: random.Random) -> None:
+        t = rng.uniform(20.0, 45.0)
+        while Fault.SERVER_KILL in self.plan.faults and t < self.plan.duration:
+            down = round(rng.uniform(0.5, 3.0), 1)
+            ep = self.episode(Fault.SERVER_KILL, t, t + down, "server", f"down {down:g}s")
+            # one action: the executor kills, waits and restarts, the publishers held still
+            self.act(t, Op.SERVER_RESTART, "server", ep, down)
+            t += down + rng.uniform(40.0, 80.0)
+
 
 def build(seed: int, plan: Plan) -> Schedule:
     """The schedule of ``seed`` for ``plan``; the same inputs give the same schedule."""
     planner = _Planner(seed, plan)
-    lanes = [planner.lane_rng() for _ in range(4)]
+    # a new lane's generator is drawn after the older ones: it leaves their faults in place
+    lanes = [planner.lane_rng() for _ in range(5)]
     planner.peer_lane(lanes[0])
     planner.kafka_lane(lanes[1])
     planner.server_lane(lanes[2])
     planner.epoch_lane(lanes[3])
+    planner.restart_lane(lanes[4])
     # numbered in time order; stable sorts keep the planning order of simultaneous ones
     order = sorted(planner.episodes, key=lambda e: e.start)
     renumber = {e.index: i for i, e in enumerate(order, start=1)}

@@ -35,8 +35,9 @@ class Ledger:
     epochs: tuple[tuple[int, int], ...] = ((1, 1),)
 
     def lost_to_bump(self, counter: int, missing: set[int]) -> bool:
-        """Whether ``counter`` (missing) may have been lost to an epoch bump: its epoch was
-        ended by a bump, and nothing of that epoch after it was delivered either."""
+        """Whether ``counter`` (missing) may have been lost to an epoch bump or a server
+        restart: its epoch was ended by one, and nothing of that epoch after it was delivered
+        either."""
         firsts = [first for _, first in self.epochs]
         i = bisect.bisect_right(firsts, counter) - 1
         if i + 1 >= len(self.epochs):
@@ -74,7 +75,7 @@ class ChaosVerdict:
     #: missing messages the server could still serve (not the unfetched tail of an ended
     #: epoch): the harness's server never expires its cache
     missing_avoidable: int
-    #: (first, last counter, reported by a gap, lost to an epoch bump)
+    #: (first, last counter, reported by a gap, lost to an epoch bump or restart)
     missing_ranges: tuple[tuple[int, int, bool, bool], ...] = ()
 
     @property

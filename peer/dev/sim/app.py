@@ -20,6 +20,7 @@ from aiohttp import web
 
 from peer.dev.sim.generator import Generator, GeneratorSpec
 from peer.dev.sim.model import Store, encode_json, now_closure, subject_problem
+from peer.dev.sim.notify import NotifyChannel, NotifyHub
 
 _JSON: Final = "application/json"
 
@@ -28,22 +29,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class Faults:
-    """Injected faults, applied to /rest/ requests only (admin stays reachable)."""
+    """Injected faults: latency, fail and drop apply to /rest/ requests only (admin stays
+    reachable); the notify_* ones to the doorbells of the notification channel."""
 
     latency_ms: int = 0
     #: fraction of requests answered 503
     fail_rate: float = 0.0
     #: fraction of connections closed without any response
     drop_rate: float = 0.0
+    #: fraction of doorbells (news events) never sent
+    notify_drop_rate: float = 0.0
+    #: each doorbell is held back a random 0..notify_delay_ms
+    notify_delay_ms: int = 0
 
     def __post_init__(self) -> None:
-        check_faults(self.latency_ms, self.fail_rate, self.drop_rate)
+        check_faults(**self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "latency_ms": self.latency_ms,
             "fail_rate": self.fail_rate,
             "drop_rate": self.drop_rate,
+            "notify_drop_rate": self.notify_drop_rate,
+            "notify_delay_ms": self.notify_delay_ms,
         }
 
 
@@ -53,14 +61,20 @@ class FaultChanges(TypedDict, total=False):
     latency_ms: int | None
     fail_rate: float | None
     drop_rate: float | None
+    notify_drop_rate: float | None
+    notify_delay_ms: int | None
 
 
-def check_faults(latency_ms: object, fail_rate: object, drop_rate: object) -> None:
-    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
-        raise ValueError(f"latency_ms={latency_ms!r} must be an integer >= 0")
-    for name, rate in (("fail_rate", fail_rate), ("drop_rate", drop_rate)):
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{name}={rate!r} must be a number between 0 and 1")
+def check_faults(**faults: object) -> None:
+    """Raises ValueError naming the first fault out of range."""
+    for name, value in faults.items():
+        if name.endswith("_ms"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an integer >= 0")
+        elif (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0
+        ):
+            raise ValueError(f"{name}={value!r} must be a number between 0 and 1")
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -121,6 +135,7 @@ class SimApp:
         faults: Faults,
         seed: int | None,
         describe_config: Callable[[], dict[str, Any]],
+        notify: bool = True,
     ) -> None:
         self.store = store
         self._token_sub = token_sub
@@ -153,7 +168,16 @@ class SimApp:
                 web.delete("/admin/generate", self.admin_generate),
             ]
         )
+        #: the notification channel (docs/REFERENCE-SERVER.md), None when it is turned off
+        self.notify: NotifyHub | None = None
+        if notify:
+            self.notify = NotifyHub(store, self._notify_faults, seed)
+            self.app.add_routes(NotifyChannel(self.notify, self.subscribe_denial).routes())
         self.app.on_shutdown.append(self._on_shutdown)
+
+    def _notify_faults(self) -> tuple[float, int]:
+        faults = self.faults
+        return faults.notify_drop_rate, faults.notify_delay_ms
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -247,19 +271,10 @@ class SimApp:
                 raise _BadParamError(f"parameter {given!r} needs {missing!r} as well")
         except _BadParamError as exc:
             return _bad(query.get("subject"), exc.error)
-        if not self._allowed(self._token_sub, query.get("token")):
+        denial = self.subscribe_denial(subject, query.get("token"))
+        if denial is not None:
             self.counters["consume_denied"] += 1
-            error = "missing" if query.get("token") is None else "not entitled"
-            return _bad(
-                subject, f"subscribe denied on {subject!r}: the token is {error}", status=403
-            )
-        if subject in self.denied_sub:
-            self.counters["consume_denied"] += 1
-            return _bad(
-                subject,
-                f"subscribe denied on {subject!r}: the token is not entitled to this subject",
-                status=403,
-            )
+            return _bad(subject, denial, status=403)
         store = self.store
         if epoch is not None and seq is not None:
             body = store.recover(subject, epoch, seq)
@@ -268,6 +283,15 @@ class SimApp:
         else:
             body = store.snapshot(subject)
         return web.Response(body=body, content_type=_JSON)
+
+    def subscribe_denial(self, subject: str, token: str | None) -> str | None:
+        """Why ``token`` may not consume (or be notified of) ``subject``; None if it may."""
+        if not self._allowed(self._token_sub, token):
+            error = "missing" if token is None else "not entitled"
+            return f"subscribe denied on {subject!r}: the token is {error}"
+        if subject in self.denied_sub:
+            return f"subscribe denied on {subject!r}: the token is not entitled to this subject"
+        return None
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -322,6 +346,7 @@ class SimApp:
             "faults": self.faults.as_dict(),
             "generator": None if gen is None else gen.describe(),
             "requests": dict(self.counters),
+            "notify": {"enabled": False} if self.notify is None else self.notify.describe(),
             "config": self._describe_config(),
             "process_cpu_s": round(time.process_time(), 3),
         }
@@ -357,4 +382,6 @@ class SimApp:
         return gen.describe()
 
     async def _on_shutdown(self, _app: web.Application) -> None:
+        if self.notify is not None:
+            self.notify.shutdown()
         await self.stop_generator()

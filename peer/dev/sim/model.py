@@ -196,23 +196,31 @@ class Store:
         cache_expire_s: float = 180.0,
         seq_inclusive: bool = True,
         max_per_response: int = 0,
+        first_epoch: int = FIRST_EPOCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache_size = cache_size
         self.cache_expire_s = cache_expire_s
         self.seq_inclusive = seq_inclusive
         self.max_per_response = max_per_response
+        #: the epoch every subject starts in: above 1 after a restart that lost the store, so
+        #: that the restart is a new epoch for every subject, as after a cluster restart
+        self.first_epoch = first_epoch
         self._clock = clock
         self._lock = threading.Lock()
         self._subjects: dict[str, SubjectState] = {}
         self.published = 0
+        #: called with the subjects of each publish, after the store lock is released (so
+        #: the messages can be fetched by then), from the publishing thread; None = nobody
+        #: listens, and publishing does not even collect the subjects
+        self.on_publish: Callable[[Sequence[str]], None] | None = None
 
     # -- publishing ------------------------------------------------------------------------
 
     def _get(self, subject: str) -> SubjectState:
         state = self._subjects.get(subject)
         if state is None:
-            state = self._subjects[subject] = SubjectState(subject)
+            state = self._subjects[subject] = SubjectState(subject, self.first_epoch)
         return state
 
     def publish(
@@ -231,7 +239,11 @@ class Store:
                 state.snapshot = (state.epoch, seq, frag)
             state.evict(self.cache_size, now - self.cache_expire_s)
             self.published += 1
-            return state.epoch, seq
+            position = state.epoch, seq
+        hook = self.on_publish
+        if hook is not None:
+            hook((subject,))
+        return position
 
     def publish_many(
         self, items: Iterable[tuple[str, str]], *, closure: str | None, retained: bool = True
@@ -242,6 +254,9 @@ class Store:
         cache_size = self.cache_size
         count = 0
         closure_json = "null" if closure is None else _encode_closure(closure)
+        hook = self.on_publish
+        touched: list[str] | None = None if hook is None else []
+        first_epoch = self.first_epoch
         tail = (
             ',"retained":true,"compressed":false,'
             if retained
@@ -252,7 +267,9 @@ class Store:
             for subject, content in items:
                 state = subjects.get(subject)
                 if state is None:
-                    state = subjects[subject] = SubjectState(subject)
+                    state = subjects[subject] = SubjectState(subject, first_epoch)
+                if touched is not None:
+                    touched.append(subject)
                 seq = state.head + 1
                 frag = (
                     f'"content":{_encode_content(content)},"closure":{closure_json}'
@@ -276,6 +293,8 @@ class Store:
                     state.evict(cache_size, not_before)
                 count += 1
             self.published += count
+        if hook is not None and touched:
+            hook(touched)
         return count
 
     def bump_epoch(self, subject: str | None = None) -> dict[str, int]:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from peer.dev.sim.app import FaultChanges, Faults, SimApp
 from peer.dev.sim.generator import GeneratorSpec
-from peer.dev.sim.model import Store, check_subject, now_closure
+from peer.dev.sim.model import FIRST_EPOCH, Store, check_subject, now_closure
 
 __all__ = ["GeneratorSpec", "SimConfig", "SimServer", "serve"]
 
@@ -53,6 +53,13 @@ class SimConfig:
     seed: int | None = None
     #: the token the /admin/ endpoints require (None = open)
     admin_token: str | None = field(default=None, repr=False)
+    #: the notification channel (/x-mdpeer/notify, our own design) is served
+    notify: bool = True
+    #: fraction of doorbells dropped, and the longest random delay of one (ms)
+    notify_drop_rate: float = 0.0
+    notify_delay_ms: int = 0
+    #: the epoch every subject starts in (above 1: a restart that lost the store)
+    first_epoch: int = FIRST_EPOCH
 
     def __post_init__(self) -> None:
         def bad(name: str, reason: str) -> ValueError:
@@ -75,7 +82,20 @@ class SimConfig:
             raise bad("cache_expire_s", "must be > 0 seconds")
         if self.max_per_response < 0:
             raise bad("max_per_response", "must be >= 0 (0 = unlimited)")
-        Faults(self.latency_ms, self.fail_rate, self.drop_rate)  # raises naming the field
+        if isinstance(self.first_epoch, bool) or not isinstance(self.first_epoch, int):
+            raise bad("first_epoch", "must be an integer")
+        if self.first_epoch < 1:
+            raise bad("first_epoch", "must be >= 1")
+        self.faults()  # raises naming the field
+
+    def faults(self) -> Faults:
+        return Faults(
+            self.latency_ms,
+            self.fail_rate,
+            self.drop_rate,
+            self.notify_drop_rate,
+            self.notify_delay_ms,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The settings, safe to show: tokens only say whether they are set."""
@@ -90,6 +110,8 @@ class SimConfig:
             "cache_expire_s": self.cache_expire_s,
             "seq_inclusive": self.seq_inclusive,
             "max_per_response": self.max_per_response,
+            "notify": self.notify,
+            "first_epoch": self.first_epoch,
         }
 
 
@@ -100,6 +122,7 @@ def _build(config: SimConfig, store: Store | None = None, faults: Faults | None 
             cache_expire_s=config.cache_expire_s,
             seq_inclusive=config.seq_inclusive,
             max_per_response=config.max_per_response,
+            first_epoch=config.first_epoch,
         )
     return SimApp(
         store,
@@ -107,9 +130,10 @@ def _build(config: SimConfig, store: Store | None = None, faults: Faults | None 
         token_pub=config.token_pub,
         admin_token=config.admin_token,
         max_message_size=config.max_message_size,
-        faults=faults or Faults(config.latency_ms, config.fail_rate, config.drop_rate),
+        faults=faults or config.faults(),
         seed=config.seed,
         describe_config=config.describe,
+        notify=config.notify,
     )
 
 
@@ -135,8 +159,9 @@ class SimServer:
 
     ``publish``, ``bump_epoch``, ``set_faults`` and ``state`` may be called from any thread,
     also before ``start`` (the store exists from construction). After ``stop`` the server
-    may be started again: it keeps its subjects and faults and listens on the same port (a
-    restart, e.g. to test failover back to it).
+    may be started again: it keeps its subjects, faults and denied subjects and listens on
+    the same port (a restart, e.g. to test failover back to it); notification sessions end
+    with the stop.
     """
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -158,7 +183,9 @@ class SimServer:
         if self._last_port is not None:
             # an aiohttp application belongs to one loop: a restart needs a fresh one
             config = replace(config, port=self._last_port)
+            denied = self._sim.denied_sub
             self._sim = _build(config, self._sim.store, self._sim.faults)
+            self._sim.denied_sub = denied
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="sim-server", daemon=True)
         thread.start()

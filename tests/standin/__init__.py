@@ -1,0 +1,1 @@
+"""Stand-ins for products the tests cannot have (MigratoryData's Python client)."""
