@@ -4,6 +4,7 @@ connected, with the stand-in client against the reference server."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import textwrap
@@ -134,15 +135,8 @@ def bell(source: SourceSettings, events: Events) -> Doorbell:
 
 @pytest.fixture
 def doorbells() -> Iterator[Callable[[SourceSettings, Events], Doorbell]]:
-    made: list[Doorbell] = []
-
-    def make(source: SourceSettings, events: Events) -> Doorbell:
-        made.append(bell(source, events))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.close()
+    with contextlib.ExitStack() as made:
+        yield lambda source, events: made.enter_context(contextlib.closing(bell(source, events)))
 
 
 # -- finding the client ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final, TypedDict, Unpack
 
 from aiohttp import web
@@ -46,13 +46,7 @@ class Faults:
         check_faults(**self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "latency_ms": self.latency_ms,
-            "fail_rate": self.fail_rate,
-            "drop_rate": self.drop_rate,
-            "notify_drop_rate": self.notify_drop_rate,
-            "notify_delay_ms": self.notify_delay_ms,
-        }
+        return asdict(self)
 
 
 class FaultChanges(TypedDict, total=False):
