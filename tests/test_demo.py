@@ -22,7 +22,7 @@ from peer.dev.demo.orchestrate import DemoError, DemoOptions
 from peer.dev.demo.summary import DemoResult
 from peer.dev.demo.view import DemoStatus, PeerRow, View
 from peer.testing import alive, wait_until
-from peer.testing.verdict import SubjectVerdict
+from peer.testing.verdict import Delivered, judge
 
 _APP = (
     "import typer\n"
@@ -99,22 +99,15 @@ def test_the_view_shows_the_status_and_the_events(live: bool | None, shown: list
 
 
 def test_summary_fails_with_the_reason() -> None:
-    def verdict(subject: str, delivered: int, duplicates: int) -> SubjectVerdict:
-        return SubjectVerdict(
-            subject,
-            expected=10,
-            delivered=delivered,
-            duplicates=duplicates,
-            order_violations=0,
-            corrupt=0,
-            unexpected=0,
-            partitions=1,
-            missing_reported=0,
-            missing_unreported=0,
-        )
+    def records(subject: str, seqs: list[int]) -> list[Delivered]:
+        return [Delivered(subject, 1, seq, partition=0, offset=i) for i, seq in enumerate(seqs)]
 
-    bad = verdict("/server/status1", 11, 1)
-    good = verdict("/server/status2", 10, 0)
+    published = {s: [(1, n) for n in range(1, 11)] for s in ("/server/status1", "/server/status2")}
+    tenth_twice = [*range(1, 11), 10]
+    bad, good = judge(
+        published,
+        [*records("/server/status1", tenth_twice), *records("/server/status2", [*range(1, 11)])],
+    )
     result = DemoResult(checks=[bad, good], caught_up=True)
     assert not result.ok
     lines = result.lines()
