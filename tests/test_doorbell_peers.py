@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from peer.dev.sim.server import SimServer
 from peer.model import StartPolicy
 from peer.routes.model import Route
-from peer.testing import PeerProcess, SimProcess, split_evenly, wait_until
+from peer.testing import PeerProcess, SimProcess, doorbell_env, split_evenly, wait_until
 from peer.testing.net import http_json
 from tests.fixtures.deploy import Deploy, routed
 from tests.fixtures.kafka import TopicFactory
@@ -23,19 +22,7 @@ from tests.peers import check_exactly_once, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sim, pytest.mark.slow]
 
-STANDIN_DIR = Path(__file__).parent / "standin"
 HISTORY = StartPolicy.parse("history:100000")
-
-
-def doorbell_env(**settings: int) -> dict[str, str]:
-    """A peer's environment in doorbell mode with the stand-in client."""
-    env = {
-        "PYTHONPATH": str(STANDIN_DIR),
-        "MDPEER_DOORBELL": "on",
-        "MDPEER_DOORBELL_MODULE": "mdclient_standin",
-    }
-    env.update({f"MDPEER_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
 
 
 def consumes(sim: SimServer) -> int:

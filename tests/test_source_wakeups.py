@@ -17,11 +17,10 @@ from peer.model import Message
 from peer.source.base import Event, SubjectFault
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.source.wakeups import DoorbellSource, Wakeups
-from peer.testing import run_mdpeer, wait_until
+from peer.testing import STANDIN_DIR, run_mdpeer, wait_until
 
 pytestmark = pytest.mark.sim
 
-STANDIN_DIR = Path(__file__).parent / "standin"
 SUBJECTS = [f"/idle/s{i}" for i in range(20)]
 
 

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 from peer.dev.bench import log
-from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.deploy import bench_server, deployment, subscribed
 from peer.dev.bench.session import Broker
 from peer.dev.bench.stats import percentiles
 from peer.dev.bench.tail import Tail
-from peer.testing import cpu_seconds, wait_until
+from peer.testing import cpu_seconds, doorbell_env, wait_until
 
 SHARDS = 4
 WARMUP_S = 2.0
@@ -26,9 +26,11 @@ def latency_sweep(
     subjects: int,
     seconds: float,
     size: int = 1024,
+    doorbell: bool = False,
 ) -> list[dict[str, Any]]:
     """One peer with ``commit_interval_ms = commit_ms``; the generator runs at each rate in
-    turn; samples are the records arriving in a ``seconds`` window after a warm-up."""
+    turn; samples are the records arriving in a ``seconds`` window after a warm-up.
+    ``doorbell``: the peer uses the stand-in client, measured once it is subscribed."""
     prefix = f"/lat{commit_ms}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
     out: list[dict[str, Any]] = []
@@ -40,8 +42,10 @@ def latency_sweep(
         ) as dep,
         Tail(broker.bootstrap, dep.topic, keep=False) as tail,
     ):
-        peer = dep.start_peer(f"lat-{commit_ms}")
+        peer = dep.start_peer(f"lat-{commit_ms}", env=doorbell_env() if doorbell else None)
         wait_until(lambda: len(peer.owned()) == SHARDS, 120, "the peer working every shard")
+        if doorbell:
+            wait_until(lambda: subscribed(sim) >= subjects, 120, "every subject subscribed")
         for rate in rates:
             sim.generate(prefix, subjects, rate, size, None)
             time.sleep(WARMUP_S)
@@ -58,6 +62,7 @@ def latency_sweep(
             if not lat:
                 raise RuntimeError(f"no latency samples at {rate} msg/s")
             res = {
+                "mode": "doorbell" if doorbell else "polling",
                 "commit_interval_ms": commit_ms,
                 "rate_target": rate,
                 "rate_achieved": round((g1 - g0) / (t1 - t0)),

@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
         help="throughput without the Kafka Connect worker (it is run by default)",
     )
     add_failover_arguments(p)
+    p.add_argument(
+        "--doorbell",
+        action="store_true",
+        help="latency and scale peers in doorbell mode with the stand-in client (tests/standin)",
+    )
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
     for flag, (kind, full, small, text) in SCALED.items():
         more = f"default {shown(full)}; quick {shown(small)}"
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
                 rates=[float(r) for r in args.rates],
                 subjects=args.subjects,
                 seconds=args.latency_seconds,
+                doorbell=args.doorbell,
             )
     if "failover" in args.only:
         log("failover: SIGTERM then SIGKILL")
@@ -139,7 +145,9 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
         doc["scale"] = []
         for n in args.scale:
             log(f"scale: {n} subjects")
-            doc["scale"].append(scale_point(broker, subjects=n, settle_s=args.scale_settle))
+            doc["scale"].append(
+                scale_point(broker, subjects=n, settle_s=args.scale_settle, doorbell=args.doorbell)
+            )
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -164,7 +172,8 @@ def table(doc: dict[str, Any]) -> str:
             row(f"  {size} B ratio {name}", ratio)
     for r in doc.get("latency", []):
         row(
-            f"latency commit {r['commit_interval_ms']} ms @ {r['rate_target']:g} msg/s",
+            f"latency commit {r['commit_interval_ms']} ms @ {r['rate_target']:g} msg/s"
+            + (" (doorbell)" if r.get("mode") == "doorbell" else ""),
             f"{r['p50_ms']} / {r['p99_ms']} / {r['p999_ms']} ms",
             "p50 / p99 / p99.9",
         )
@@ -186,6 +195,10 @@ def table(doc: dict[str, Any]) -> str:
         row(
             f"scale {pnt['subjects']} subjects: rebuild s / RSS MB",
             f"{pnt['peer_rebuild_s']} / {pnt['rss_mb']}",
+        )
+        row(
+            f"scale {pnt['subjects']} settled ({pnt.get('mode', 'polling')}): cores / req/s",
+            f"{pnt['peer_cpu_cores_while_owning']} / {pnt.get('requests_per_s')}",
         )
     rows += ["", f"{'target':52} {'measured':>26}  target       status"]
     for t in doc["targets"]:

@@ -20,11 +20,13 @@ from peer.control import encode_checkpoint
 from peer.control.reader import read_shards
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment
+from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment, subscribed
 from peer.dev.bench.session import Broker
-from peer.testing import cpu_seconds, memory_mb, wait_until
+from peer.testing import SimProcess, cpu_seconds, doorbell_env, memory_mb, wait_until
 
 SHARDS = 12
+#: doorbell mode: how long after every subscription the peer settles before it is measured
+SETTLE_S = 10.0
 
 
 def find_epoch(state: object) -> int | None:
@@ -69,7 +71,16 @@ def write_checkpoints(bootstrap: str, topic: str, subjects: list[str], epoch: in
         raise RuntimeError(f"{left} checkpoint records not delivered to {topic}")
 
 
-def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, Any]:
+def consumes(sim: SimProcess) -> int:
+    """Consume requests the server has answered so far."""
+    return int(sim.state("/none")["requests"].get("consume", 0))
+
+
+def scale_point(
+    broker: Broker, *, subjects: int, settle_s: float, doorbell: bool = False
+) -> dict[str, Any]:
+    """``doorbell``: the peer uses the stand-in client; CPU and requests are measured once
+    every subject is subscribed and armed (the first fetches and rings are over)."""
     prefix = f"/sc{uuid.uuid4().hex[:4]}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
     with bench_server("--cache-size", "10", "--cache-expire", "3600") as sim:
@@ -92,7 +103,7 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
             if routes != subjects:
                 raise RuntimeError(f"read_shards rebuilt {routes} routes, {subjects} written")
             log(f"  {subjects} subjects: read_shards {read_s:.2f} s (control fill {fill_s:.1f} s)")
-            peer = dep.start_peer(f"scale-{subjects}")
+            peer = dep.start_peer(f"scale-{subjects}", env=doorbell_env() if doorbell else None)
 
             def owns_all() -> bool:
                 peer.check_alive()
@@ -105,14 +116,22 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
             assigned_after = time.monotonic() - t_start
             # the peer's own measure of its rebuilds (a new peer: every one of them)
             rebuild = round(peer.metric(f"{REBUILD_METRIC}_sum"), 3)
+            if doorbell:
+                wait_until(lambda: subscribed(sim) >= subjects, 600, "every subject subscribed")
+                t_sub = time.monotonic()  # the ALLOW rings fetch every subject once more
+                wait_until(lambda: time.monotonic() - t_sub > SETTLE_S, SETTLE_S + 5, "settling")
             cpu0, t_owned = cpu_seconds(peer.pid), time.monotonic()
+            req0 = consumes(sim)
             samples: list[float] = []
             while time.monotonic() - t_owned < settle_s:  # sampling RSS, not waiting on it
                 peer.check_alive()
                 samples.append(memory_mb(peer.pid).get("rss_mb", 0.0))
                 time.sleep(0.5)
             mem = memory_mb(peer.pid)
+            window = max(time.monotonic() - t_owned, 1e-3)
             result = {
+                "mode": "doorbell" if doorbell else "polling",
+                "requests_per_s": round((consumes(sim) - req0) / window, 1),
                 "subjects": subjects,
                 "shards": SHARDS,
                 "control_records": 2 * subjects,
@@ -123,9 +142,7 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
                 "rss_max_sampled_mb": max(samples) if samples else None,
                 "hwm_mb": mem.get("hwm_mb"),
                 "rss_after_owned_s": settle_s,
-                "peer_cpu_cores_while_owning": round(
-                    (cpu_seconds(peer.pid) - cpu0) / max(time.monotonic() - t_owned, 1e-3), 2
-                ),
+                "peer_cpu_cores_while_owning": round((cpu_seconds(peer.pid) - cpu0) / window, 3),
             }
             log(
                 f"  {subjects} subjects: peer rebuild {rebuild} s, RSS {result['rss_mb']} MB "
