@@ -37,6 +37,7 @@ from peer.dev.bench.scale import scale_point
 from peer.dev.bench.session import Broker, local_broker, recorded, write_json
 from peer.dev.bench.stats import evaluate_targets
 from peer.dev.bench.throughput import Backlog, throughput_for_size
+from peer.testing import doorbell_env
 
 PARTS = ("throughput", "latency", "failover", "scale")
 #: the Kafka Connect contenders of a throughput size, exactly once first
@@ -98,6 +99,12 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
         action="store_true",
         help="latency and scale peers in doorbell mode with the stand-in client (tests/standin)",
     )
+    p.add_argument(
+        "--safety-interval-ms",
+        type=int,
+        default=None,
+        help="with --doorbell: the peers' poll_safety_interval_ms (default: the peer's, 30 s)",
+    )
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
     for flag, (kind, full, small, text) in SCALED.items():
         more = f"default {shown(full)}; quick {shown(small)}"
@@ -115,6 +122,14 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
 def messages_for(size: int, mb: float, cap: int) -> int:
     """N for a size: ``mb`` of values, at least 20,000 and at most ``cap`` messages."""
     return max(20_000, min(cap, int(mb * 1e6 / size)))
+
+
+def bell_env(args: argparse.Namespace) -> dict[str, str] | None:
+    """The peers' environment in doorbell mode (None: polling)."""
+    if not args.doorbell:
+        return None
+    safety = args.safety_interval_ms
+    return doorbell_env(**({} if safety is None else {"poll_safety_interval_ms": safety}))
 
 
 def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
@@ -136,7 +151,7 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
                 rates=[float(r) for r in args.rates],
                 subjects=args.subjects,
                 seconds=args.latency_seconds,
-                doorbell=args.doorbell,
+                doorbell=bell_env(args),
             )
     if "failover" in args.only:
         log("failover: SIGTERM then SIGKILL")
@@ -146,7 +161,7 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
         for n in args.scale:
             log(f"scale: {n} subjects")
             doc["scale"].append(
-                scale_point(broker, subjects=n, settle_s=args.scale_settle, doorbell=args.doorbell)
+                scale_point(broker, subjects=n, settle_s=args.scale_settle, doorbell=bell_env(args))
             )
 
 

@@ -22,7 +22,7 @@ from peer.control.shards import shard_of
 from peer.dev.bench import log
 from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment, subscribed
 from peer.dev.bench.session import Broker
-from peer.testing import SimProcess, cpu_seconds, doorbell_env, memory_mb, wait_until
+from peer.testing import SimProcess, cpu_seconds, memory_mb, wait_until
 
 SHARDS = 12
 #: doorbell mode: how long after every subscription the peer settles before it is measured
@@ -77,10 +77,11 @@ def consumes(sim: SimProcess) -> int:
 
 
 def scale_point(
-    broker: Broker, *, subjects: int, settle_s: float, doorbell: bool = False
+    broker: Broker, *, subjects: int, settle_s: float, doorbell: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """``doorbell``: the peer uses the stand-in client; CPU and requests are measured once
-    every subject is subscribed and armed (the first fetches and rings are over)."""
+    """``doorbell``: a doorbell-mode peer's environment (``doorbell_env``; None: polling); CPU
+    and requests are then measured once every subject is subscribed and armed (the first
+    fetches and rings are over)."""
     prefix = f"/sc{uuid.uuid4().hex[:4]}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
     with bench_server("--cache-size", "10", "--cache-expire", "3600") as sim:
@@ -103,7 +104,7 @@ def scale_point(
             if routes != subjects:
                 raise RuntimeError(f"read_shards rebuilt {routes} routes, {subjects} written")
             log(f"  {subjects} subjects: read_shards {read_s:.2f} s (control fill {fill_s:.1f} s)")
-            peer = dep.start_peer(f"scale-{subjects}", env=doorbell_env() if doorbell else None)
+            peer = dep.start_peer(f"scale-{subjects}", env=doorbell)
 
             def owns_all() -> bool:
                 peer.check_alive()
@@ -131,6 +132,7 @@ def scale_point(
             window = max(time.monotonic() - t_owned, 1e-3)
             result = {
                 "mode": "doorbell" if doorbell else "polling",
+                "safety_interval_ms": (doorbell or {}).get("MDPEER_POLL_SAFETY_INTERVAL_MS"),
                 "requests_per_s": round((consumes(sim) - req0) / window, 1),
                 "subjects": subjects,
                 "shards": SHARDS,
