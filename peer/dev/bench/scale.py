@@ -25,7 +25,7 @@ from peer.dev.bench.session import Broker
 from peer.testing import SimProcess, cpu_seconds, memory_mb, wait_until
 
 SHARDS = 12
-#: doorbell mode: how long after every subscription the peer settles before it is measured
+#: doorbell mode: the window in which the request rate must have settled before measuring
 SETTLE_S = 10.0
 
 
@@ -76,6 +76,23 @@ def consumes(sim: SimProcess) -> int:
     return int(sim.state("/none")["requests"].get("consume", 0))
 
 
+def settle(sim: SimProcess, *, ceiling: float) -> None:
+    """Wait until the server sees at most ``ceiling`` consume requests/s over
+    ``SETTLE_S``: the first fetches and the fetches the subscriptions' allowances ring
+    (one per subject, thousands a second at 100k) are over."""
+    state = {"at": time.monotonic(), "n": consumes(sim)}
+
+    def calm() -> bool:
+        now, n = time.monotonic(), consumes(sim)
+        if now - state["at"] < SETTLE_S:
+            return False
+        rate = (n - state["n"]) / (now - state["at"])
+        state.update(at=now, n=n)
+        return rate <= ceiling
+
+    wait_until(calm, 900, f"consume requests settling below {ceiling:.0f}/s", step=1.0)
+
+
 def scale_point(
     broker: Broker, *, subjects: int, settle_s: float, doorbell: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -119,8 +136,8 @@ def scale_point(
             rebuild = round(peer.metric(f"{REBUILD_METRIC}_sum"), 3)
             if doorbell:
                 wait_until(lambda: subscribed(sim) >= subjects, 600, "every subject subscribed")
-                t_sub = time.monotonic()  # the ALLOW rings fetch every subject once more
-                wait_until(lambda: time.monotonic() - t_sub > SETTLE_S, SETTLE_S + 5, "settling")
+                safety_s = int(doorbell.get("MDPEER_POLL_SAFETY_INTERVAL_MS", 30_000)) / 1000
+                settle(sim, ceiling=1.5 * subjects / safety_s + 20)
             cpu0, t_owned = cpu_seconds(peer.pid), time.monotonic()
             req0 = consumes(sim)
             samples: list[float] = []
