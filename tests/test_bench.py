@@ -8,6 +8,7 @@ import pytest
 
 from peer.dev.bench.connect import file_record, logged_producer
 from peer.dev.bench.deploy import peer_config_text, toml_value
+from peer.dev.bench.main import parse_args
 from peer.dev.bench.plots import write_plots
 from peer.dev.bench.producers import generator_content, parse_perf_summary, same_records
 from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
@@ -312,3 +313,8 @@ def test_worker_properties_set_exactly_once_and_the_groups_topics() -> None:
     assert props["listeners"] == "http://127.0.0.1:8083"
     plain = worker_properties("h:1", "g", 8083, exactly_once=False)
     assert "exactly.once.source.support=disabled" in plain.splitlines()
+
+
+def test_doorbell_option_reaches_latency_and_scale() -> None:
+    assert parse_args(["--doorbell", "--only", "scale,latency"]).doorbell
+    assert not parse_args([]).doorbell

@@ -25,12 +25,15 @@ import pytest
 
 from peer.dev.chaos import schedule as sch
 from peer.dev.chaos.content import content, parse
+from peer.dev.chaos.deployment import peer_toml
+from peer.dev.chaos.main import _replay_args, options
 from peer.dev.chaos.reader import CommittedReader
 from peer.dev.chaos.verdict import ChaosVerdict, Ledger, gaps_from_log_lines, judge_run, totals
 from peer.dev.sim.server import SimServer
 from peer.model import Message
 from peer.ops.logs import JsonFormatter
 from peer.routes.model import Route
+from peer.testing.peer import STANDIN_DIR, STANDIN_MODULE
 from peer.testing.verdict import Delivered, Gap, gap_from_fields
 from peer.writer.records import message_headers
 
@@ -522,3 +525,15 @@ def test_regression_sigterm_is_acted_on_while_a_commit_waits_for_kafka(
     finally:
         stop.set()
         cluster.stop(grace=1.0)
+
+
+def test_doorbell_mode_configures_the_stand_in_and_replays() -> None:
+    args = options(["--duration", "90s", "--seed", "5", "--doorbell"])
+    assert args.doorbell
+    assert "--doorbell" in _replay_args(args)
+    assert "--doorbell" not in _replay_args(options(["--duration", "90s", "--seed", "5"]))
+    toml = peer_toml("127.0.0.1:9092", 8800, doorbell=True)
+    assert f'doorbell_module = "{STANDIN_MODULE}"' in toml
+    assert 'doorbell = "on"' in toml
+    assert "doorbell" not in peer_toml("127.0.0.1:9092", 8800)
+    assert (STANDIN_DIR / f"{STANDIN_MODULE}.py").is_file()

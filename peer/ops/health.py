@@ -59,6 +59,7 @@ class Health:
         self._blocked: dict[str, Any] = {"count": 0, "by_reason": {}, "subjects": []}
         self._source: dict[str, Any] | None = None
         self._source_unready = False
+        self._source_mode: dict[str, str] = {}
 
     def beat(self) -> None:
         with self._lock:
@@ -109,6 +110,11 @@ class Health:
             )
             self._source_unready = unready
 
+    def source_mode(self, plan: dict[str, str]) -> None:
+        """How the source learns of news: doorbell or polling, and why (issue #16)."""
+        with self._lock:
+            self._source_mode = dict(plan)
+
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             age = self._clock() - self._last_beat
@@ -125,6 +131,7 @@ class Health:
             joined, owned, rebuilding = self._joined, sorted(self._owned), sorted(self._rebuilding)
             left_reason = self._not_ready
             blocked, source, source_unready = self._blocked, self._source, self._source_unready
+            source_mode = self._source_mode
         reason = None
         if not joined:
             reason = left_reason or "not joined the consumer group yet"
@@ -141,6 +148,7 @@ class Health:
             "rebuilding": rebuilding,
             "blocked": blocked,
             "source": source or {"reachable": True},
+            "source_mode": source_mode,
         }
         if reason is not None:
             body["reason"] = reason

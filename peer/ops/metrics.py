@@ -163,6 +163,14 @@ class PeerMetrics:
             "by server; each is retried, on another server when there is one.",
             ["server"],
         )
+        self.source_doorbell_connected = gauge(
+            "mdpeer_source_doorbell_connected",
+            "1 while MigratoryData's client (doorbell mode) is connected, else 0.",
+        )
+        self.source_doorbells = counter(
+            "mdpeer_source_doorbells_total",
+            "Doorbells: a subject's fetch woken by MigratoryData's client (doorbell mode).",
+        )
         self.producer_replacements = counter(
             "mdpeer_producer_replacements_total",
             "Transactional producers replaced in-process after a failure they could not "

@@ -12,8 +12,10 @@ from peer.errors import PeerFatalError
 from peer.ops.health import Health, ObservabilityServer
 from peer.ops.metrics import PeerMetrics
 from peer.runner.peer import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Peer
+from peer.source.doorbell import DOORBELL, plan_for
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig
+from peer.source.wakeups import DoorbellSource, Wakeups
 
 log = logging.getLogger("peer.runner")
 
@@ -32,10 +34,23 @@ def run_peer(settings: PeerSettings) -> int:
     before anything joins the group.
     """
     settings.require_source()
-    source = RestSource(RestSourceConfig.from_settings(settings.source.rest_settings()))
-    # a shard rebuild may wait up to transaction.timeout.ms for a dead peer's transaction
+    plan = plan_for(settings.source)
+    plan.require()  # doorbell = "on" without a usable client: exit 1 before joining
+    log.info("source mode: %s", plan.describe(), extra={"source_mode": plan.mode})
     metrics = PeerMetrics()
+    wakeups = None
+    if plan.mode == DOORBELL:
+        wakeups = Wakeups(
+            settings.source,
+            plan=plan,
+            on_ring=metrics.source_doorbells.inc,
+            on_connected=metrics.source_doorbell_connected.set,
+        )
+    config = RestSourceConfig.from_settings(settings.source.rest_settings())
+    source = RestSource(config) if wakeups is None else DoorbellSource(config, wakeups)
+    # a shard rebuild may wait up to transaction.timeout.ms for a dead peer's transaction
     health = Health(heartbeat_timeout=max(30.0, settings.transaction_timeout_ms / 1000 + 45))
+    health.source_mode(plan.as_dict())
     server: ObservabilityServer | None = None
     if settings.metrics_port:
         server = ObservabilityServer(

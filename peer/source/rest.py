@@ -359,7 +359,8 @@ class RestSource:
             with contextlib.suppress(RuntimeError):  # closing
                 loop.call_soon_threadsafe(wake.set)
 
-    async def _until_fetchable(self) -> None:
+    async def _until_fetchable(self, subject: str = "") -> None:
+        """Also the hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
         assert self._wake is not None
         while True:
             self._wake.clear()
@@ -393,7 +394,7 @@ class RestSource:
         carry_bytes = 0
         try:
             while True:
-                await self._until_fetchable()
+                await self._until_fetchable(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
                 self._carried_bytes -= carry_bytes
@@ -423,9 +424,13 @@ class RestSource:
                 if outcome.progressed:
                     idle.reset()
                 else:
-                    await asyncio.sleep(idle.next_delay())
+                    await self._idle(subject, idle.next_delay())
         finally:
             self._carried_bytes -= carry_bytes
+
+    async def _idle(self, subject: str, delay: float) -> None:
+        """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
+        await asyncio.sleep(delay)
 
     async def _malformed_pause(
         self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int

@@ -20,7 +20,15 @@ Part of the package so that scripts and tests import it without path tricks; it 
 
 from peer.testing.kafka import create_topics
 from peer.testing.net import free_port, http_get, http_json
-from peer.testing.peer import PeerProcess, Readiness, metric, read_readiness, split_evenly
+from peer.testing.peer import (
+    STANDIN_DIR,
+    PeerProcess,
+    Readiness,
+    doorbell_env,
+    metric,
+    read_readiness,
+    split_evenly,
+)
 from peer.testing.process import (
     KEEP_LOGS_ENV,
     ChildExitedError,
@@ -39,6 +47,7 @@ from peer.testing.wait import WaitTimeoutError, wait_until
 
 __all__ = [
     "KEEP_LOGS_ENV",
+    "STANDIN_DIR",
     "ChildExitedError",
     "Delivered",
     "Gap",
@@ -56,6 +65,7 @@ __all__ = [
     "child_env",
     "cpu_seconds",
     "create_topics",
+    "doorbell_env",
     "free_port",
     "http_get",
     "http_json",

@@ -13,12 +13,29 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from peer.testing.net import free_port, http_get
 from peer.testing.process import ManagedProcess, mdpeer_argv
+
+#: the stand-in of MigratoryData's client (issue #16; our own notification channel, not the
+#: vendor's protocol): in a source checkout only, as the tests, chaos runs and benchmarks use it
+STANDIN_DIR: Final = Path(__file__).resolve().parents[2] / "tests" / "standin"
+STANDIN_MODULE: Final = "mdclient_standin"
+
+
+def doorbell_env(**settings: object) -> dict[str, str]:
+    """A peer's environment for doorbell mode with the stand-in client; ``settings`` add
+    ``MDPEER_<NAME>`` values (``poll_safety_interval_ms=2000``)."""
+    env = {
+        "PYTHONPATH": str(STANDIN_DIR),
+        "MDPEER_DOORBELL": "on",
+        "MDPEER_DOORBELL_MODULE": STANDIN_MODULE,
+    }
+    env.update({f"MDPEER_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
 
 
 @dataclass(frozen=True, slots=True)

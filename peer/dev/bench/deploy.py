@@ -59,6 +59,12 @@ def bench_server(*args: str) -> Iterator[SimProcess]:
         sim.close()
 
 
+def subscribed(sim: SimProcess) -> int:
+    """Subscriptions on the server's notification channel (doorbell mode's clients)."""
+    notify = sim.state("/none")["notify"]
+    return int(notify.get("subscriptions", 0))
+
+
 @dataclass
 class BenchDeployment(Deployment):
     """A group whose routes all lead to one target topic."""

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from peer.dev.bench import log
-from peer.dev.bench.deploy import bench_server, deployment
+from peer.dev.bench.deploy import bench_server, deployment, subscribed
 from peer.dev.bench.session import Broker
 from peer.dev.bench.stats import percentiles
 from peer.dev.bench.tail import Tail
@@ -26,9 +26,12 @@ def latency_sweep(
     subjects: int,
     seconds: float,
     size: int = 1024,
+    doorbell: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One peer with ``commit_interval_ms = commit_ms``; the generator runs at each rate in
-    turn; samples are the records arriving in a ``seconds`` window after a warm-up."""
+    turn; samples are the records arriving in a ``seconds`` window after a warm-up.
+    ``doorbell``: a doorbell-mode peer's environment (``doorbell_env``), measured once it is
+    subscribed; None: polling."""
     prefix = f"/lat{commit_ms}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
     out: list[dict[str, Any]] = []
@@ -40,8 +43,10 @@ def latency_sweep(
         ) as dep,
         Tail(broker.bootstrap, dep.topic, keep=False) as tail,
     ):
-        peer = dep.start_peer(f"lat-{commit_ms}")
+        peer = dep.start_peer(f"lat-{commit_ms}", env=doorbell)
         wait_until(lambda: len(peer.owned()) == SHARDS, 120, "the peer working every shard")
+        if doorbell:
+            wait_until(lambda: subscribed(sim) >= subjects, 120, "every subject subscribed")
         for rate in rates:
             sim.generate(prefix, subjects, rate, size, None)
             time.sleep(WARMUP_S)
@@ -58,6 +63,8 @@ def latency_sweep(
             if not lat:
                 raise RuntimeError(f"no latency samples at {rate} msg/s")
             res = {
+                "mode": "doorbell" if doorbell else "polling",
+                "safety_interval_ms": (doorbell or {}).get("MDPEER_POLL_SAFETY_INTERVAL_MS"),
                 "commit_interval_ms": commit_ms,
                 "rate_target": rate,
                 "rate_achieved": round((g1 - g0) / (t1 - t0)),

@@ -37,6 +37,7 @@ from peer.dev.bench.scale import scale_point
 from peer.dev.bench.session import Broker, local_broker, recorded, write_json
 from peer.dev.bench.stats import evaluate_targets
 from peer.dev.bench.throughput import Backlog, throughput_for_size
+from peer.testing import doorbell_env
 
 PARTS = ("throughput", "latency", "failover", "scale")
 #: the Kafka Connect contenders of a throughput size, exactly once first
@@ -93,6 +94,17 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
         help="throughput without the Kafka Connect worker (it is run by default)",
     )
     add_failover_arguments(p)
+    p.add_argument(
+        "--doorbell",
+        action="store_true",
+        help="latency and scale peers in doorbell mode with the stand-in client (tests/standin)",
+    )
+    p.add_argument(
+        "--safety-interval-ms",
+        type=int,
+        default=None,
+        help="with --doorbell: the peers' poll_safety_interval_ms (default: the peer's, 30 s)",
+    )
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
     for flag, (kind, full, small, text) in SCALED.items():
         more = f"default {shown(full)}; quick {shown(small)}"
@@ -110,6 +122,14 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
 def messages_for(size: int, mb: float, cap: int) -> int:
     """N for a size: ``mb`` of values, at least 20,000 and at most ``cap`` messages."""
     return max(20_000, min(cap, int(mb * 1e6 / size)))
+
+
+def bell_env(args: argparse.Namespace) -> dict[str, str] | None:
+    """The peers' environment in doorbell mode (None: polling)."""
+    if not args.doorbell:
+        return None
+    safety = args.safety_interval_ms
+    return doorbell_env(**({} if safety is None else {"poll_safety_interval_ms": safety}))
 
 
 def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
@@ -131,6 +151,7 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
                 rates=[float(r) for r in args.rates],
                 subjects=args.subjects,
                 seconds=args.latency_seconds,
+                doorbell=bell_env(args),
             )
     if "failover" in args.only:
         log("failover: SIGTERM then SIGKILL")
@@ -139,7 +160,9 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
         doc["scale"] = []
         for n in args.scale:
             log(f"scale: {n} subjects")
-            doc["scale"].append(scale_point(broker, subjects=n, settle_s=args.scale_settle))
+            doc["scale"].append(
+                scale_point(broker, subjects=n, settle_s=args.scale_settle, doorbell=bell_env(args))
+            )
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -164,7 +187,8 @@ def table(doc: dict[str, Any]) -> str:
             row(f"  {size} B ratio {name}", ratio)
     for r in doc.get("latency", []):
         row(
-            f"latency commit {r['commit_interval_ms']} ms @ {r['rate_target']:g} msg/s",
+            f"latency commit {r['commit_interval_ms']} ms @ {r['rate_target']:g} msg/s"
+            + (" (doorbell)" if r.get("mode") == "doorbell" else ""),
             f"{r['p50_ms']} / {r['p99_ms']} / {r['p999_ms']} ms",
             "p50 / p99 / p99.9",
         )
@@ -186,6 +210,10 @@ def table(doc: dict[str, Any]) -> str:
         row(
             f"scale {pnt['subjects']} subjects: rebuild s / RSS MB",
             f"{pnt['peer_rebuild_s']} / {pnt['rss_mb']}",
+        )
+        row(
+            f"scale {pnt['subjects']} settled ({pnt.get('mode', 'polling')}): cores / req/s",
+            f"{pnt['peer_cpu_cores_while_owning']} / {pnt.get('requests_per_s')}",
         )
     rows += ["", f"{'target':52} {'measured':>26}  target       status"]
     for t in doc["targets"]:

@@ -20,11 +20,13 @@ from peer.control import encode_checkpoint
 from peer.control.reader import read_shards
 from peer.control.shards import shard_of
 from peer.dev.bench import log
-from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment
+from peer.dev.bench.deploy import REBUILD_METRIC, bench_server, deployment, subscribed
 from peer.dev.bench.session import Broker
-from peer.testing import cpu_seconds, memory_mb, wait_until
+from peer.testing import SimProcess, cpu_seconds, memory_mb, wait_until
 
 SHARDS = 12
+#: doorbell mode: the window in which the request rate must have settled before measuring
+SETTLE_S = 10.0
 
 
 def find_epoch(state: object) -> int | None:
@@ -69,7 +71,34 @@ def write_checkpoints(bootstrap: str, topic: str, subjects: list[str], epoch: in
         raise RuntimeError(f"{left} checkpoint records not delivered to {topic}")
 
 
-def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, Any]:
+def consumes(sim: SimProcess) -> int:
+    """Consume requests the server has answered so far."""
+    return int(sim.state("/none")["requests"].get("consume", 0))
+
+
+def settle(sim: SimProcess, *, ceiling: float) -> None:
+    """Wait until the server sees at most ``ceiling`` consume requests/s over
+    ``SETTLE_S``: the first fetches and the fetches the subscriptions' allowances ring
+    (one per subject, thousands a second at 100k) are over."""
+    state = {"at": time.monotonic(), "n": consumes(sim)}
+
+    def calm() -> bool:
+        now, n = time.monotonic(), consumes(sim)
+        if now - state["at"] < SETTLE_S:
+            return False
+        rate = (n - state["n"]) / (now - state["at"])
+        state.update(at=now, n=n)
+        return rate <= ceiling
+
+    wait_until(calm, 900, f"consume requests settling below {ceiling:.0f}/s", step=1.0)
+
+
+def scale_point(
+    broker: Broker, *, subjects: int, settle_s: float, doorbell: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``doorbell``: a doorbell-mode peer's environment (``doorbell_env``; None: polling); CPU
+    and requests are then measured once every subject is subscribed and armed (the first
+    fetches and rings are over)."""
     prefix = f"/sc{uuid.uuid4().hex[:4]}"
     names = [f"{prefix}/{i}" for i in range(1, subjects + 1)]
     with bench_server("--cache-size", "10", "--cache-expire", "3600") as sim:
@@ -92,7 +121,7 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
             if routes != subjects:
                 raise RuntimeError(f"read_shards rebuilt {routes} routes, {subjects} written")
             log(f"  {subjects} subjects: read_shards {read_s:.2f} s (control fill {fill_s:.1f} s)")
-            peer = dep.start_peer(f"scale-{subjects}")
+            peer = dep.start_peer(f"scale-{subjects}", env=doorbell)
 
             def owns_all() -> bool:
                 peer.check_alive()
@@ -105,14 +134,23 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
             assigned_after = time.monotonic() - t_start
             # the peer's own measure of its rebuilds (a new peer: every one of them)
             rebuild = round(peer.metric(f"{REBUILD_METRIC}_sum"), 3)
+            if doorbell:
+                wait_until(lambda: subscribed(sim) >= subjects, 600, "every subject subscribed")
+                safety_s = int(doorbell.get("MDPEER_POLL_SAFETY_INTERVAL_MS", 30_000)) / 1000
+                settle(sim, ceiling=1.5 * subjects / safety_s + 20)
             cpu0, t_owned = cpu_seconds(peer.pid), time.monotonic()
+            req0 = consumes(sim)
             samples: list[float] = []
             while time.monotonic() - t_owned < settle_s:  # sampling RSS, not waiting on it
                 peer.check_alive()
                 samples.append(memory_mb(peer.pid).get("rss_mb", 0.0))
                 time.sleep(0.5)
             mem = memory_mb(peer.pid)
+            window = max(time.monotonic() - t_owned, 1e-3)
             result = {
+                "mode": "doorbell" if doorbell else "polling",
+                "safety_interval_ms": (doorbell or {}).get("MDPEER_POLL_SAFETY_INTERVAL_MS"),
+                "requests_per_s": round((consumes(sim) - req0) / window, 1),
                 "subjects": subjects,
                 "shards": SHARDS,
                 "control_records": 2 * subjects,
@@ -123,9 +161,7 @@ def scale_point(broker: Broker, *, subjects: int, settle_s: float) -> dict[str, 
                 "rss_max_sampled_mb": max(samples) if samples else None,
                 "hwm_mb": mem.get("hwm_mb"),
                 "rss_after_owned_s": settle_s,
-                "peer_cpu_cores_while_owning": round(
-                    (cpu_seconds(peer.pid) - cpu0) / max(time.monotonic() - t_owned, 1e-3), 2
-                ),
+                "peer_cpu_cores_while_owning": round((cpu_seconds(peer.pid) - cpu0) / window, 3),
             }
             log(
                 f"  {subjects} subjects: peer rebuild {rebuild} s, RSS {result['rss_mb']} MB "

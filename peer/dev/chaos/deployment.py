@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peer.dev.procsignals import fresh_run_dir
+from peer.testing.peer import STANDIN_MODULE
 
 GROUP = "chaos"
 AUDIT_TOPIC = "chaos.audit"
@@ -31,7 +32,15 @@ def routes_toml(subjects: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def peer_toml(bootstrap: str, sim_port: int) -> str:
+#: doorbell mode (--doorbell): the fraction of doorbells the reference server drops
+NOTIFY_DROP_RATE = 0.5
+SAFETY_INTERVAL = "poll_safety_interval_ms = 5000"
+
+
+def peer_toml(bootstrap: str, sim_port: int, *, doorbell: bool = False) -> str:
+    """``doorbell``: the stand-in client (``PYTHONPATH``: the peers' environment) must ring,
+    and an idle subject whose ring was dropped is fetched within 5 s."""
+    bell = ['doorbell = "on"', f'doorbell_module = "{STANDIN_MODULE}"', SAFETY_INTERVAL]
     return "\n".join(
         [
             "# written by scripts/chaos.py",
@@ -45,6 +54,7 @@ def peer_toml(bootstrap: str, sim_port: int) -> str:
             f'servers = "127.0.0.1:{sim_port}"',
             "poll_idle_max_ms = 200",
             "request_timeout_ms = 5000",
+            *(bell if doorbell else []),
             "",
         ]
     )

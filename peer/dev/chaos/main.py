@@ -61,6 +61,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=None, help="logs and Kafka data go here")
     p.add_argument("--json", type=Path, default=None, dest="json_path", help="write the report")
     p.add_argument("--dry-run", action="store_true", help="print the schedule and exit")
+    p.add_argument(
+        "--doorbell",
+        action="store_true",
+        help="doorbell mode: peers use the stand-in client (tests/standin), the server drops "
+        "half of the doorbells",
+    )
     args = p.parse_args(argv)
     try:
         args.duration_s = sch.parse_duration(args.duration)
@@ -216,6 +222,8 @@ def _replay_args(args: argparse.Namespace) -> list[str]:
             out += [f"--{name}", str(value)]
     if args.max_peers != args.peers + 1:
         out += ["--max-peers", str(args.max_peers)]
+    if args.doorbell:
+        out.append("--doorbell")
     return out
 
 

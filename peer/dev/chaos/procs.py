@@ -47,7 +47,9 @@ def run_cli(args: list[str], log: Path, timeout: float = 60.0) -> str:
     return done.stdout
 
 
-def start_sim(run_dir: Path, seed: int, *, port: int = 0, first_epoch: int = 1) -> SimProcess:
+def start_sim(
+    run_dir: Path, seed: int, *, port: int = 0, first_epoch: int = 1, notify_drop: float = 0.0
+) -> SimProcess:
     """``mdpeer sim serve`` with a cache big enough that only epoch bumps (and restarts, which
     are new epochs) lose data. A restart passes the killed one's port, and a first epoch above
     every epoch that one handed out."""
@@ -55,6 +57,7 @@ def start_sim(run_dir: Path, seed: int, *, port: int = 0, first_epoch: int = 1) 
         return SimProcess(
             *("--cache-size", "10000000", "--cache-expire", "86400", "--seed", str(seed)),
             *("--first-epoch", str(first_epoch)),
+            *(("--notify-drop-rate", str(notify_drop)) if notify_drop else ()),
             port=port,
             log=run_dir / "sim.log",
         )
@@ -99,9 +102,11 @@ class Fleet:
     the slot is still shutting down is deferred (the slot keeps its identity, so two
     processes must not overlap), and :meth:`supervise` carries it out."""
 
-    def __init__(self, run_dir: Path, config: Path) -> None:
+    def __init__(self, run_dir: Path, config: Path, env: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.config = config
+        #: the peers' environment (doorbell mode: where the stand-in client is)
+        self.env = env
         self.slots: dict[int, PeerSlot] = {}
         self.crashes: list[str] = []
 
@@ -120,7 +125,9 @@ class Fleet:
             out.write(f'{{"chaos":"start","slot":{slot},"t":{time.time():.3f}}}\n'.encode())
         # a peer that hangs is sent SIGABRT before SIGKILL: its Python stacks land in its log,
         # even when its main thread is blocked inside librdkafka
-        peer.proc = PeerProcess(self.config, peer.peer_id, log=peer.log, grace=PEER_STOP_GRACE_S)
+        peer.proc = PeerProcess(
+            self.config, peer.peer_id, env=self.env, log=peer.log, grace=PEER_STOP_GRACE_S
+        )
         peer.wanted, peer.paused, peer.signalled, peer.exit_noted = True, False, None, False
         peer.was_paused = peer.pending_start = False
         peer.starts += 1

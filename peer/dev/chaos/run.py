@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from peer.dev.chaos import schedule as sch
-from peer.dev.chaos.deployment import AUDIT_TOPIC, GROUP, TOPICS, peer_toml, routes_toml
+from peer.dev.chaos.deployment import (
+    AUDIT_TOPIC,
+    GROUP,
+    NOTIFY_DROP_RATE,
+    TOPICS,
+    peer_toml,
+    routes_toml,
+)
 from peer.dev.chaos.procs import Fleet, HarnessError, Publisher, bump_epochs, run_cli, start_sim
 from peer.dev.chaos.reader import CommittedReader
 from peer.dev.chaos.verdict import ChaosVerdict, gaps_from_log_lines, judge_run
-from peer.testing import SimProcess, WaitTimeoutError, create_topics, wait_until
+from peer.testing import STANDIN_DIR, SimProcess, WaitTimeoutError, create_topics, wait_until
 from peer.testing.verdict import Gap
 
 
@@ -69,6 +76,8 @@ class Run:
         #: the reference server now (a restart replaces it) and the faults set on it
         self.sim: SimProcess | None = None
         self.sim_faults: dict[str, float] = {}
+        #: doorbell mode: the fraction of doorbells the server drops (they may only delay)
+        self.notify_drop = NOTIFY_DROP_RATE if args.doorbell else 0.0
         self.kafka_down: set[int] = set()
         self.t0 = 0.0
 
@@ -106,7 +115,7 @@ class Run:
 
         rf = 3 if self.a.nodes == 3 else 1
         config = self.run_dir / "peer.toml"
-        config.write_text(peer_toml(bootstrap, sim.port))
+        config.write_text(peer_toml(bootstrap, sim.port, doorbell=self.a.doorbell))
         routes = self.run_dir / "routes.toml"
         routes.write_text(routes_toml(self.subjects))
         admin_log = self.run_dir / "admin.log"
@@ -139,7 +148,7 @@ class Run:
     def run(self, stack: contextlib.ExitStack) -> list[ChaosVerdict]:
         self._clients_log()
         bootstrap = self.start_kafka(stack)
-        sim = self.sim = start_sim(self.run_dir, self.a.seed)
+        sim = self.sim = start_sim(self.run_dir, self.a.seed, notify_drop=self.notify_drop)
         say(f"reference server at {sim.url} (log {sim.log})")
         stack.callback(quietly(lambda: self._sim().close()))
         stack.callback(quietly(lambda: self._sim().stop()))
@@ -151,7 +160,8 @@ class Run:
         reader.start()
         stack.callback(quietly(reader.stop))
 
-        fleet = Fleet(self.run_dir, config)
+        env = {"PYTHONPATH": str(STANDIN_DIR)} if self.a.doorbell else None
+        fleet = Fleet(self.run_dir, config, env)
         stack.callback(quietly(fleet.close))
         stack.callback(quietly(fleet.stop_all))
         for slot in range(1, self.a.peers + 1):
@@ -316,7 +326,11 @@ class Run:
             while True:
                 try:
                     self.sim = start_sim(
-                        self.run_dir, self.a.seed, port=old.port, first_epoch=first
+                        self.run_dir,
+                        self.a.seed,
+                        port=old.port,
+                        first_epoch=first,
+                        notify_drop=self.notify_drop,
                     )
                     break
                 except HarnessError as exc:  # the port may linger a moment

@@ -1,0 +1,241 @@
+"""The REST source's side of the doorbell (issue #16): turn :class:`Doorbell` callbacks into
+per-subject wake-ups of the source's asyncio loop, and say how long an idle subject may wait.
+:class:`DoorbellSource` is the REST source with them: its subscriptions are the doorbell's.
+
+Threads: the doorbell's callbacks come from the client's threads and only hand over to the
+loop (``call_soon_threadsafe``); the per-subject state (:class:`_Bell`) lives on the loop
+thread. Denials are a set under a lock, read before each fetch.
+
+The rules, and why each keeps exactly-once and latency safe:
+
+* :meth:`Wakeups.fetching` clears the subject's ring *before* its fetch, so a doorbell that
+  comes during the fetch is not lost: the following idle wait returns at once and fetches
+  again.
+* An idle subject waits the safety interval only while :meth:`Doorbell.armed` says a message
+  would ring; otherwise the ordinary idle back-off. A new subscription's first fetch never
+  waits: the source's task fetches before its first idle wait.
+* ``connected(True)`` rings every subject (doorbells may have been missed while down);
+  ``connected(False)`` rings every subject too, so the ones sleeping the safety interval fetch
+  once and fall back to the idle back-off (no longer armed).
+* ``denied(S)`` makes S's next :meth:`fetching` raise :class:`EntitlementDeniedError`: the
+  source stops S exactly as for a 403 of consume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from peer.config.settings import SourceSettings
+from peer.errors import EntitlementDeniedError
+from peer.source.base import SubjectStart
+from peer.source.doorbell import Doorbell, DoorbellPlan
+from peer.source.rest import RestSource
+from peer.source.rest_config import RestSourceConfig
+
+log = logging.getLogger("peer.source")
+
+
+class _Bell:
+    """(loop thread) One subject's wake-up state."""
+
+    __slots__ = ("rung", "waiter")
+
+    def __init__(self) -> None:
+        self.rung = False
+        self.waiter: asyncio.Future[None] | None = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Wakeups:
+    """Doorbell-driven wake-ups for a :class:`peer.source.rest.RestSource`.
+
+    ``on_ring()`` and ``on_connected(up)`` (optional) are told of every doorbell and every
+    connection change, from the client's threads (metrics)."""
+
+    def __init__(
+        self,
+        source: SourceSettings,
+        *,
+        plan: DoorbellPlan | None = None,
+        rng: random.Random | None = None,
+        on_ring: Callable[[], None] | None = None,
+        on_connected: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.safety_interval = source.poll_safety_interval_ms / 1000
+        self._rng = rng or random.Random()
+        self._on_ring, self._on_connected = on_ring, on_connected
+        self._lock = threading.Lock()
+        self._denied: dict[str, str] = {}
+        self._doorbells = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bells: dict[str, _Bell] = {}
+        door = Doorbell.from_settings(
+            source, wake=self._wake, denied=self._deny, connected=self._connected, plan=plan
+        )
+        if door is None:
+            raise ValueError("Wakeups need doorbell mode (plan_for(...).mode == 'doorbell')")
+        self.door = door
+
+    # -- the source's side (peer thread) ---------------------------------------------------
+
+    def subscribe(self, subjects: Iterable[str]) -> None:
+        subjects = list(subjects)
+        with self._lock:
+            for subject in subjects:
+                self._denied.pop(subject, None)
+        self.door.subscribe(subjects)
+
+    def unsubscribe(self, subjects: Iterable[str]) -> None:
+        subjects = list(subjects)
+        self.door.unsubscribe(subjects)
+        with self._lock:
+            for subject in subjects:
+                self._denied.pop(subject, None)
+        self._soon(self._drop, subjects)
+
+    def close(self) -> None:
+        self.door.close()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            doorbells = self._doorbells
+        return {**self.door.stats(), "doorbells": doorbells}
+
+    # -- the loop thread -----------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called on the loop thread once it runs; then the client connects."""
+        with self._lock:
+            self._loop = loop
+        self.door.start()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._loop = None
+
+    def fetching(self, subject: str) -> None:
+        """Before each fetch of ``subject``: forget its ring; raise if it was denied."""
+        bell = self._bells.get(subject)
+        if bell is not None:
+            bell.rung = False
+        with self._lock:
+            info = self._denied.get(subject)
+        if info is not None:
+            raise EntitlementDeniedError(subject, info)
+
+    async def idle(self, subject: str, delay: float) -> None:
+        """Wait after an idle fetch: ``delay`` (the idle back-off), or the safety interval
+        while the doorbell is armed for ``subject``; a ring ends the wait at once."""
+        bell = self._bells.get(subject)
+        if bell is None:
+            bell = self._bells[subject] = _Bell()
+        if bell.rung:
+            return
+        if self.door.armed(subject):
+            delay = self.safety_interval * (1 - 0.1 * self._rng.random())
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        bell.waiter = fut
+        timer = loop.call_later(delay, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if bell.waiter is fut:
+                bell.waiter = None
+
+    def _ring(self, subjects: Iterable[str] | None) -> None:
+        """(loop thread) Ring ``subjects`` (None: every subject)."""
+        if subjects is None:
+            bells: Iterable[_Bell] = list(self._bells.values())
+        else:
+            bells = [self._bells.setdefault(s, _Bell()) for s in subjects]
+        for bell in bells:
+            bell.rung = True
+            if bell.waiter is not None:
+                _resolve(bell.waiter)
+
+    def _drop(self, subjects: list[str]) -> None:
+        """(loop thread) Forget unsubscribed subjects; one still waited on is left to its
+        (cancelled or replacing) task, which a later ring or timer ends."""
+        for subject in subjects:
+            bell = self._bells.get(subject)
+            if bell is not None and bell.waiter is None:
+                del self._bells[subject]
+
+    # -- the doorbell's callbacks (client threads) ----------------------------------------------
+
+    def _soon(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _wake(self, subject: str) -> None:
+        with self._lock:
+            self._doorbells += 1
+        if self._on_ring is not None:
+            self._on_ring()
+        self._soon(self._ring, (subject,))
+
+    def _deny(self, subject: str, info: str) -> None:
+        with self._lock:
+            self._denied[subject] = info
+        log.warning("doorbell: subscription denied", extra={"subject": subject})
+        self._soon(self._ring, (subject,))
+
+    def _connected(self, up: bool) -> None:
+        if self._on_connected is not None:
+            self._on_connected(up)
+        self._soon(self._ring, None)
+
+
+class DoorbellSource(RestSource):
+    """The REST source in doorbell mode: subscribing a subject subscribes it on the doorbell
+    too, and an idle subject waits for its ring (or the safety interval) instead of polling."""
+
+    def __init__(
+        self, config: RestSourceConfig, wakeups: Wakeups, *, rng: random.Random | None = None
+    ) -> None:
+        super().__init__(config, rng=rng)
+        self.wakeups = wakeups
+
+    def subscribe_many(self, starts: Sequence[SubjectStart]) -> None:
+        super().subscribe_many(starts)
+        self.wakeups.subscribe([start.subject for start in starts])
+
+    def unsubscribe(self, subject: str) -> None:
+        super().unsubscribe(subject)
+        self.wakeups.unsubscribe([subject])
+
+    def close(self) -> None:
+        self.wakeups.close()
+        super().close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self.wakeups.attach(asyncio.get_running_loop())
+        try:
+            await super()._main(ready)
+        finally:
+            self.wakeups.detach()
+
+    async def _until_fetchable(self, subject: str = "") -> None:
+        await super()._until_fetchable(subject)
+        self.wakeups.fetching(subject)
+
+    async def _idle(self, subject: str, delay: float) -> None:
+        await self.wakeups.idle(subject, delay)
+
+
+__all__ = ["DoorbellSource", "Wakeups"]
