@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from peer.model import Message, Position
 from peer.source.base import Event, Gap, GapKind
 from peer.source.buffer import EventBuffer
-from peer.source.pacing import IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
 
 
 def m(subject: str, seq: int, size: int = 1) -> Message:
@@ -112,3 +113,22 @@ def test_jittered_backoff_stays_within_bounds() -> None:
     for failures in range(1, 40):
         delay = jittered_backoff(failures, 0.1, 5.0, rng)
         assert 0.05 <= delay <= 5.0
+
+
+def test_a_rest_that_does_not_fit_waits_until_a_kept_one_is_let_go() -> None:
+    async def scenario() -> None:
+        budget = CarryBudget(100)
+        assert budget.keep(80)
+        assert not budget.keep(30)  # over the bound: not kept, and nothing counted for it
+        assert budget.used == 80
+        waiter = asyncio.create_task(budget.until_room(30))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiter.done()  # fetching that rest again now would only drop it again
+        budget.release(80)
+        await asyncio.wait_for(waiter, 5)
+        assert budget.used == 0
+        # with nothing held even a rest larger than the whole bound goes ahead (cut as any)
+        await asyncio.wait_for(budget.until_room(500), 5)
+
+    asyncio.run(scenario())

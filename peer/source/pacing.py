@@ -1,7 +1,9 @@
-"""How often a subject is polled: at once while it yields data, backing off while it is idle."""
+"""How often a subject is polled: at once while it yields data, backing off while it is idle,
+and not again for an answer whose rest there is no room to keep."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 
@@ -37,3 +39,39 @@ def jittered_backoff(
     """Full-jitter exponential backoff after ``failures`` consecutive failures (>= 1)."""
     ceiling = min(maximum, initial * 2 ** min(failures - 1, 30))
     return (rng or random).uniform(initial / 2, max(initial / 2, ceiling))
+
+
+class CarryBudget:
+    """Bytes of parsed answers a source holds back for later, bounded by ``limit``.
+
+    A subject whose rest did not fit waits in :meth:`until_room` before it fetches that rest
+    again: asking at once, while other subjects' rests fill the bound, parsed the same
+    megabytes over and over and kept none of them. Used from the source's loop thread only.
+    """
+
+    __slots__ = ("_freed", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()  # bound to a loop only when first waited on
+
+    def keep(self, nbytes: int) -> bool:
+        """Hold ``nbytes`` more if they fit."""
+        if self.used + nbytes > self.limit:
+            return False
+        self.used += nbytes
+        return True
+
+    def release(self, nbytes: int) -> None:
+        """A kept rest was taken up or let go."""
+        if nbytes:
+            self.used -= nbytes
+            self._freed.set()
+
+    async def until_room(self, nbytes: int) -> None:
+        """Until ``nbytes`` would fit, or nothing is held (a rest larger than the whole bound
+        is then fetched again and cut, as any answer is)."""
+        while self.used and self.used + nbytes > self.limit:
+            self._freed.clear()
+            await self._freed.wait()

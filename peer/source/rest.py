@@ -47,7 +47,7 @@ from peer.source.base import (
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.pacing import IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
     ConsumeRequest,
@@ -80,12 +80,10 @@ class RestSource:
         self._paused = False
         self._closed = False
         self._room_waiting = False
-        #: (server, "up"/"down") -> (when last logged, flips not logged since); loop thread
-        self._flips: dict[tuple[str, str], tuple[float, int]] = {}
         #: subscribe/unsubscribe work for the loop thread (under the lock); see _schedule
         self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
-        #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
-        self._carried_bytes = 0
+        #: parsed answers held back for later (Outcome.rest), loop thread
+        self._carried = CarryBudget(config.max_buffered_bytes)
         # counters (under the lock; requests and request errors: the client's)
         self._messages = 0
         self._duplicates = 0
@@ -385,19 +383,21 @@ class RestSource:
         subject = sub.subject
         malformed = 0
         # The unexamined part of the last answer, kept so a large answer is parsed once: the
-        # tracker takes it as the answer to its next (positional) request. Bounded in all by
-        # max_buffered_bytes; over that, the rest is fetched again as before.
+        # tracker takes it as the answer to its next (positional) request. Bounded in all
+        # (CarryBudget); a rest over the bound is fetched again once it would fit (dropped).
         carry: Sequence[Message] | None = None
-        carry_bytes = 0
+        carry_bytes = dropped = 0
         try:
             while True:
+                if dropped:
+                    await self._carried.until_room(dropped)
                 await self._until_fetchable()
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
-                self._carried_bytes -= carry_bytes
+                self._carried.release(carry_bytes)
+                body_len = carry_bytes if continued else 0  # a carry's size: its estimate
                 messages, carry, carry_bytes = (carry if continued else None), None, 0
                 try:
-                    body_len = 0
                     if messages is None:
                         body = await self._client.fetch(subject, request)
                         body_len = len(body)
@@ -412,18 +412,20 @@ class RestSource:
                 malformed = 0
                 if outcome is None:
                     return
+                dropped = 0
                 if outcome.rest is not None and messages:
                     share = body_len * len(outcome.rest) // len(messages) if body_len else 0
                     estimate = share or sum(len(m.content) for m in outcome.rest)
-                    if self._carried_bytes + estimate <= cfg.max_buffered_bytes:
+                    if self._carried.keep(estimate):
                         carry, carry_bytes = outcome.rest, estimate
-                        self._carried_bytes += estimate
+                    else:
+                        dropped = estimate
                 if outcome.progressed:
                     idle.reset()
                 else:
                     await asyncio.sleep(idle.next_delay())
         finally:
-            self._carried_bytes -= carry_bytes
+            self._carried.release(carry_bytes)
 
     async def _malformed_pause(
         self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
