@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.model import Message, Position
-from peer.source.base import Event, Gap, GapKind
+from peer.source.base import Batch, Event, Gap, GapKind, Item, flatten
 from peer.source.buffer import EventBuffer
 from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
 
@@ -20,7 +20,7 @@ def m(subject: str, seq: int, size: int = 1) -> Message:
 
 
 def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
-    buf = EventBuffer(100, 10_000)
+    buf = EventBuffer[Event](100, 10_000)
     buf.extend("/a", [m("/a", 1), m("/a", 2), m("/a", 3)], 3)
     buf.extend("/b", [m("/b", 1)], 1)
     assert [(e.subject, e.seq) for e in buf.take(2) if isinstance(e, Message)] == [
@@ -38,8 +38,31 @@ def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
     assert buf.nbytes == 0
 
 
+def test_a_batch_counts_as_its_messages_and_is_cut_only_where_the_count_runs_out() -> None:
+    buf = EventBuffer[Item](100, 10_000)
+    gap = Gap("/a", GapKind.SEQ_JUMP, Position(1, 0), Position(1, 2), 1)
+    buf.extend("/a", [gap, Batch("/a", [m("/a", s, 10) for s in range(2, 7)], 50)], 50)
+    buf.extend("/b", [Batch("/b", [m("/b", 1, 7)], 7)], 7)
+    assert (len(buf), buf.nbytes) == (7, 57)  # the gap counts one, each message one
+    first = buf.take(4)
+    assert first[0] == gap
+    assert first[1] == Batch("/a", [m("/a", s, 10) for s in range(2, 5)], 30)
+    assert len(first) == 2
+    assert (len(buf), buf.nbytes) == (3, 27)
+    # /a's rest waits behind /b, whole and in order
+    assert buf.take(10) == [
+        Batch("/b", [m("/b", 1, 7)], 7),
+        Batch("/a", [m("/a", 5, 10), m("/a", 6, 10)], 20),
+    ]
+    assert (len(buf), buf.nbytes) == (0, 0)
+    buf.extend("/c", [Batch("/c", [m("/c", 1, 3), m("/c", 2, 3)], 6)], 6)
+    assert buf.discard("/c") == 2
+    assert buf.room() == (100, 10_000)
+    assert flatten([gap, Batch("/a", [m("/a", 2)], 1)]) == [gap, m("/a", 2)]
+
+
 def test_discard_forgets_one_subject_and_frees_its_room() -> None:
-    buf = EventBuffer(10, 1000)
+    buf = EventBuffer[Event](10, 1000)
     gap = Gap("/a", GapKind.EPOCH_CHANGE, Position(1, 1), Position(2, 1))
     buf.extend("/a", [gap, m("/a", 1, 100)], 100)
     buf.extend("/b", [m("/b", 1, 10)], 10)
@@ -50,7 +73,7 @@ def test_discard_forgets_one_subject_and_frees_its_room() -> None:
 
 
 def test_fetchable_has_hysteresis() -> None:
-    buf = EventBuffer(8, 10**6)
+    buf = EventBuffer[Event](8, 10**6)
     assert buf.fetchable()
     buf.extend("/a", [m("/a", i) for i in range(8)], 8)
     assert not buf.fetchable()
@@ -76,7 +99,7 @@ def test_fetchable_has_hysteresis() -> None:
 def test_buffer_counts_and_order_hold_under_any_interleaving(
     ops: list[tuple[str, str, int]],
 ) -> None:
-    buf = EventBuffer(1000, 10**6)
+    buf = EventBuffer[Event](1000, 10**6)
     next_seq = {"/a": 0, "/b": 0, "/c": 0}
     expected: dict[str, list[int]] = {"/a": [], "/b": [], "/c": []}
     for op, subject, n in ops:

@@ -9,8 +9,8 @@ Per subject, one task loops: wait until fetching is allowed (not paused, buffer 
 bound), send the request its :class:`SubjectTracker` asks for, decode the answer, and, under
 the lock and only if the subscription is still the same one (subscribing again or
 unsubscribing replaces or removes it, so answers of an old subscription are dropped), let the
-tracker turn it into events and buffer them. A subject that yielded data is polled again at
-once; an idle one backs off up to ``poll_idle_max``.
+tracker turn it into batches and gaps and buffer them. A subject that yielded data is polled
+again at once; an idle one backs off up to ``poll_idle_max``.
 
 Faults (``peer.source.consume``): connect errors, timeouts, dropped connections and 5xx are
 transient: the server is marked down (failover to another by weight) and the request retried
@@ -40,10 +40,12 @@ from peer.model import Message, Position, StartPolicy
 from peer.source.base import (
     DEFAULT_POLICY,
     Event,
+    Item,
     Reachability,
     SourceStats,
     SubjectFault,
     SubjectStart,
+    flatten,
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
@@ -76,7 +78,7 @@ class RestSource:
         self._cond = threading.Condition(self._lock)
         self._subs: dict[str, Subscription] = {}
         self._generation = 0
-        self._buffer = EventBuffer(config.max_buffered_messages, config.max_buffered_bytes)
+        self._buffer = EventBuffer[Item](config.max_buffered_messages, config.max_buffered_bytes)
         self._paused = False
         self._closed = False
         self._room_waiting = False
@@ -180,6 +182,10 @@ class RestSource:
 
     def poll(self, max_events: int, timeout: float) -> list[Event]:
         """Up to ``max_events`` events, waiting at most ``timeout`` seconds for the first."""
+        return flatten(self.poll_batches(max_events, timeout))
+
+    def poll_batches(self, max_events: int, timeout: float) -> list[Item]:
+        """As :meth:`poll`, the messages in batches as the answers brought them."""
         if max_events < 1:
             raise ValueError(f"max_events={max_events}: must be >= 1")
         deadline = time.monotonic() + max(0.0, timeout)
@@ -472,8 +478,8 @@ class RestSource:
             )
             # Logged before the events become visible, so a gap's log line precedes its event.
             outcome.log(sub.subject)
-            if outcome.events:
-                buffer.extend(sub.subject, outcome.events, outcome.nbytes)
+            if outcome.items:
+                buffer.extend(sub.subject, outcome.items, outcome.nbytes)
                 self._cond.notify_all()
             self._messages += outcome.messages
             self._duplicates += outcome.duplicates
