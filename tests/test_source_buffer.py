@@ -138,20 +138,29 @@ def test_jittered_backoff_stays_within_bounds() -> None:
         assert 0.05 <= delay <= 5.0
 
 
-def test_a_rest_that_does_not_fit_waits_until_a_kept_one_is_let_go() -> None:
+def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
     async def scenario() -> None:
         budget = CarryBudget(100)
         assert budget.keep(80)
         assert not budget.keep(30)  # over the bound: not kept, and nothing counted for it
         assert budget.used == 80
-        waiter = asyncio.create_task(budget.until_room(30))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not waiter.done()  # fetching that rest again now would only drop it again
+        first = asyncio.create_task(budget.reserve(60))
+        second = asyncio.create_task(budget.reserve(60))
+        await settle()
+        assert not first.done()  # fetching that rest again now would only drop it again
         budget.release(80)
-        await asyncio.wait_for(waiter, 5)
-        assert budget.used == 0
+        assert await asyncio.wait_for(first, 5) == 60
+        await settle()
+        # one release lets through only what fits, not every waiter after the same room
+        assert not second.done()
+        budget.release(60)
+        assert await asyncio.wait_for(second, 5) == 60
+        budget.release(60)
         # with nothing held even a rest larger than the whole bound goes ahead (cut as any)
-        await asyncio.wait_for(budget.until_room(500), 5)
+        assert await asyncio.wait_for(budget.reserve(500), 5) == 500
 
     asyncio.run(scenario())

@@ -75,6 +75,10 @@ class EventBuffer(Generic[E]):
         """(events, bytes) that can still be added."""
         return self.max_events - self.nevents, self.max_bytes - self.nbytes
 
+    def takes_any(self) -> bool:
+        """Whether an answer's first message would be taken now (room, or an empty buffer)."""
+        return (self.nevents < self.max_events and self.nbytes < self.max_bytes) or not self.nevents
+
     def fetchable(self) -> bool:
         """Whether fetching more is worthwhile now (with hysteresis, see the module doc)."""
         if self._full:

@@ -44,9 +44,11 @@ def jittered_backoff(
 class CarryBudget:
     """Bytes of parsed answers a source holds back for later, bounded by ``limit``.
 
-    A subject whose rest did not fit waits in :meth:`until_room` before it fetches that rest
-    again: asking at once, while other subjects' rests fill the bound, parsed the same
-    megabytes over and over and kept none of them. Used from the source's loop thread only.
+    A subject whose rest did not fit reserves its size (:meth:`reserve`, waiting until it
+    fits) before it fetches that rest again, and holds the reservation while it fetches:
+    asking at once, while other subjects' rests fill the bound, parsed the same megabytes
+    over and over and kept none of them, and waking every waiter at each release sent them
+    all after a room only one could take. Used from the source's loop thread only.
     """
 
     __slots__ = ("_freed", "limit", "used")
@@ -56,22 +58,27 @@ class CarryBudget:
         self.used = 0
         self._freed = asyncio.Event()  # bound to a loop only when first waited on
 
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.limit
+
     def keep(self, nbytes: int) -> bool:
         """Hold ``nbytes`` more if they fit."""
-        if self.used + nbytes > self.limit:
+        if not self.fits(nbytes):
             return False
         self.used += nbytes
         return True
 
     def release(self, nbytes: int) -> None:
-        """A kept rest was taken up or let go."""
+        """A kept rest or a reservation was taken up or let go."""
         if nbytes:
             self.used -= nbytes
             self._freed.set()
 
-    async def until_room(self, nbytes: int) -> None:
-        """Until ``nbytes`` would fit, or nothing is held (a rest larger than the whole bound
-        is then fetched again and cut, as any answer is)."""
-        while self.used and self.used + nbytes > self.limit:
+    async def reserve(self, nbytes: int) -> int:
+        """Hold ``nbytes`` once they fit, or once nothing is held (a rest larger than the whole
+        bound is then fetched again and cut, as any answer is); returns ``nbytes``."""
+        while self.used and not self.fits(nbytes):
             self._freed.clear()
             await self._freed.wait()
+        self.used += nbytes
+        return nbytes

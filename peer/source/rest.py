@@ -49,7 +49,7 @@ from peer.source.base import (
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, IdleBackoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
     ConsumeRequest,
@@ -384,29 +384,30 @@ class RestSource:
             self._fail(sub, SourceError(f"subject {sub.subject!r}: internal error: {exc!r}"))
 
     async def _follow_loop(self, sub: Subscription) -> None:
-        cfg = self._config
-        idle = IdleBackoff(cfg.poll_idle_min, cfg.poll_idle_max, self._rng)
-        subject = sub.subject
-        malformed = 0
+        idle = IdleBackoff(self._config.poll_idle_min, self._config.poll_idle_max, self._rng)
+        subject, malformed = sub.subject, 0
         # The unexamined part of the last answer, kept so a large answer is parsed once: the
         # tracker takes it as the answer to its next (positional) request. Bounded in all
-        # (CarryBudget); a rest over the bound is fetched again once it would fit (dropped).
+        # (CarryBudget): ``held`` is this task's part (its rest, or a reservation to fetch a
+        # rest again that did not fit); an answer that can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
-        carry_bytes = dropped = 0
+        held = dropped = 0
         try:
             while True:
                 if dropped:
-                    await self._carried.until_room(dropped)
+                    held, dropped = await self._carried.reserve(dropped), 0
                 await self._until_fetchable()
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
-                self._carried.release(carry_bytes)
-                body_len = carry_bytes if continued else 0  # a carry's size: its estimate
-                messages, carry, carry_bytes = (carry if continued else None), None, 0
+                body_len = held if continued else 0  # a carry's size: its estimate
+                messages, carry = (carry if continued else None), None
                 try:
                     if messages is None:
                         body = await self._client.fetch(subject, request)
                         body_len = len(body)
+                        if not self._worth_parsing(sub, body_len - held):
+                            dropped = body_len if sub.tracker.last is not None else 0
+                            continue
                         messages = decode_consume(subject, body)
                     # messages are validated as the tracker reaches them: the same fault
                     outcome = self._accept(sub, request, messages, continued=continued)
@@ -415,15 +416,17 @@ class RestSource:
                     if not await self._malformed_pause(sub, exc, request, malformed):
                         return
                     continue
+                finally:
+                    self._carried.release(held)
+                    held = 0
                 malformed = 0
                 if outcome is None:
                     return
-                dropped = 0
                 if outcome.rest is not None and messages:
                     share = body_len * len(outcome.rest) // len(messages) if body_len else 0
                     estimate = share or sum(len(m.content) for m in outcome.rest)
                     if self._carried.keep(estimate):
-                        carry, carry_bytes = outcome.rest, estimate
+                        carry, held = outcome.rest, estimate
                     else:
                         dropped = estimate
                 if outcome.progressed:
@@ -431,7 +434,14 @@ class RestSource:
                 else:
                     await asyncio.sleep(idle.next_delay())
         finally:
-            self._carried.release(carry_bytes)
+            self._carried.release(held)
+
+    def _worth_parsing(self, sub: Subscription, nbytes: int) -> bool:
+        """Whether an answer of ``nbytes`` can be taken now, in part, or kept for later (a
+        guess from counters read without the lock: either way is safe, a wrong no refetches)."""
+        return self._buffer.takes_any() or (
+            sub.tracker.last is not None and self._carried.fits(nbytes)
+        )
 
     async def _malformed_pause(
         self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
@@ -441,18 +451,7 @@ class RestSource:
             if not self._current(sub):
                 return False
             self._malformed += 1
-        delay = jittered_backoff(n, self._config.retry_initial, self._config.retry_max, self._rng)
-        log.warning(
-            "malformed consume answer, asking again later",
-            extra={
-                "subject": sub.subject,
-                "reason": exc.reason,
-                "request": str(request),
-                "attempt": n,
-                "retry_in_s": round(delay, 3),
-            },
-        )
-        await asyncio.sleep(delay)
+        await asyncio.sleep(self._client.malformed(sub.subject, exc, request, n))
         return True
 
     def _accept(
