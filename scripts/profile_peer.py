@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""Where one peer spends its CPU per message: a cProfile of the hot path (docs/PERFORMANCE.md).
+"""Where one peer spends its CPU per message (docs/PERFORMANCE.md, "The hot path").
 
-uv run python scripts/profile_peer.py                     # 1 KB x 100,000, 30 subjects
-uv run python scripts/profile_peer.py --no-profile        # CPU and msg/s only, no profiler
-uv run python scripts/profile_peer.py --top 30 --size 100
+uv run python scripts/profile_peer.py                       # 1 KB x 100,000, 30 subjects
+uv run python scripts/profile_peer.py --profiler none       # CPU and msg/s only
+uv run python scripts/profile_peer.py --wall --lines        # per thread, idle too, by line
+uv run python scripts/profile_peer.py --profiler cprofile   # exact call counts
 
 The setup is the throughput benchmark's (``peer.dev.bench.throughput``): a fresh 1-node Kafka
 (or ``MDPEER_BOOTSTRAP``), a reference server pre-filled with the backlog by its own
 generator, a group of 6 shards and a 6-partition target topic, routes written once the peer
-owns every shard. The peer runs in this process, so both of its Python threads are profiled:
-the main loop (routing, writer, checkpoints) and the REST source's I/O thread (HTTP, decode,
-resume, buffer). Each thread has its own profiler timed by that thread's CPU clock
-(``time.thread_time``), so waiting costs nothing; their statistics are merged.
+owns every shard. The peer runs in this process, so both of its Python threads are seen: the
+main loop (routing, writer, checkpoints) and the REST source's I/O thread (HTTP, decode,
+resume, buffer). Nothing else of the script runs while the peer works (no consumer reads the
+topic: the end is the peer's own committed checkpoints).
 
-Printed: the whole run's CPU per message (every thread of the process, librdkafka's too,
-from ``time.process_time``), msg/s, then the top functions by own time and by cumulative
-time, in microseconds per message. The profiler's own overhead inflates every Python call,
-so read the tables as shares; ``--no-profile`` gives the CPU and rate undisturbed.
+Printed, for the window from the routes' write to the last checkpoint committed: msg/s; CPU
+per message of the whole process (``time.process_time``) and per thread (the loop, the source
+thread, librdkafka's threads, from ``/proc/self/task/*/schedstat``); how many messages the
+source decoded per message delivered (above 1: answers parsed and let go); then the top
+functions in microseconds per message. ``py-spy`` (on PATH, else ``uvx py-spy``) samples the
+thread holding the GIL, so its tables are Python CPU; ``--wall`` samples every thread, idle
+or not (where the loop waits). ``cprofile`` counts every call exactly, but its overhead, with
+each thread timed by its own CPU clock, inflates the run several times: read it as shares.
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ from confluent_kafka.admin import AdminClient
 from peer.config.load import load_settings
 from peer.control.admin import ensure_control_topic
 from peer.dev.localkafka import start_on_free_ports
-from peer.model import StartPolicy
+from peer.model import Message, StartPolicy
 from peer.ops import logs
 from peer.routes.model import Route
 from peer.runner import SWITCH_INTERVAL_S, Peer
+from peer.source import rest
 from peer.source.rest import RestSource, RestSourceConfig
+from peer.source.wire import decode_consume
 from peer.testing import SimProcess, create_topics, wait_until
 from peer.testing.deployment import Deployment
 
@@ -75,6 +82,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--lines", action="store_true", help="py-spy: per line, not per function")
+    p.add_argument("--wall", action="store_true", help="py-spy: every thread's wall time")
     return p.parse_args()
 
 
@@ -155,6 +163,22 @@ def short(path: str) -> str:
     return path
 
 
+class Decoded:
+    """Counts what the source decodes (wrapping its ``decode_consume``): parsing an answer
+    whose rest is then let go and fetched again shows as more decoded than delivered."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.nbytes = 0
+        self._decode = decode_consume
+
+    def __call__(self, subject: str, body: bytes) -> list[Message]:
+        messages = self._decode(subject, body)
+        self.messages += len(messages)
+        self.nbytes += len(body)
+        return messages
+
+
 def thread_cpu() -> dict[int, tuple[str, float]]:
     """Each live thread of this process: (its role, CPU seconds so far). Roles: the peer's
     loop, the source's I/O thread, librdkafka's threads, and the rest."""
@@ -198,26 +222,24 @@ def committed_all(peer: Peer, heads: dict[str, int]) -> bool:
 
 
 class Sampler:
-    """``py-spy record`` of this very process while the window lasts: only the thread
-    holding the GIL is sampled (``--gil``), so the samples are the Python threads' CPU."""
+    """``py-spy record`` of this very process while the window lasts. By default only the
+    thread holding the GIL is sampled (``--gil``), so the samples are the Python threads'
+    CPU; with ``wall`` every Python thread is, idle or not, per thread: where the loop
+    waits (a commit, an empty buffer) shows."""
 
-    def __init__(self, rate: int, out: Path, *, lines: bool = False) -> None:
+    def __init__(self, rate: int, out: Path, *, lines: bool = False, wall: bool = False) -> None:
         self.rate = rate
         self.out = out
         self.lines = lines
+        self.wall = wall
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         spy = shutil.which("py-spy")
         cmd = [spy] if spy else ["uvx", "py-spy"]
         pid, rate, out = str(os.getpid()), str(self.rate), str(self.out)
-        flags = [
-            "--gil",
-            "--nonblocking",
-            "--format",
-            "raw",
-            *([] if self.lines else ["--function"]),
-        ]
+        flags = ["--nonblocking", "--format", "raw", *([] if self.lines else ["--function"])]
+        flags += ["--idle", "--threads"] if self.wall else ["--gil"]
         self._proc = subprocess.Popen(
             [*cmd, "record", "--pid", pid, "--rate", rate, *flags, "-o", out],
             stdout=subprocess.DEVNULL,
@@ -233,24 +255,30 @@ class Sampler:
             raise RuntimeError(f"py-spy wrote nothing: {err.decode(errors='replace')[-800:]}")
 
     def tables(self, n_msgs: int, count: int) -> list[str]:
-        """Own and cumulative samples per function, in µs per message."""
-        own: Counter[str] = Counter()
-        cum: Counter[str] = Counter()
+        """Own and cumulative samples per function, in µs per message (per thread: wall)."""
+        own: dict[str, Counter[str]] = {}
+        cum: dict[str, Counter[str]] = {}
         for line in self.out.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
             frames = [short(f) for f in stack.split(";") if f]
+            thread = "GIL holder"
+            if self.wall and frames and frames[0].startswith("thread ("):
+                thread = frames.pop(0).partition("): ")[2]  # "thread (<tid>): <name>"
             if not frames:
                 continue
-            own[frames[-1]] += int(n)
+            own.setdefault(thread, Counter())[frames[-1]] += int(n)
             for frame in set(frames):
-                cum[frame] += int(n)
+                cum.setdefault(thread, Counter())[frame] += int(n)
         per = 1e6 / self.rate / n_msgs
+        kind = "wall" if self.wall else "sampled GIL holder"
         out: list[str] = []
-        for key, counts in (("own", own), ("cumulative", cum)):
-            out.append(f"\ntop {count} by {key} time (sampled GIL holder, µs per message):")
-            out.append(f"{'own µs':>8} {'cum µs':>8}  function")
-            for name, _ in counts.most_common(count):
-                out.append(f"{own[name] * per:8.2f} {cum[name] * per:8.2f}  {name}")
+        for thread in sorted(own):
+            for key, counts in (("own", own[thread]), ("cumulative", cum[thread])):
+                out.append(f"\n{thread}: top {count} by {key} time ({kind}, µs per message):")
+                out.append(f"{'own µs':>8} {'cum µs':>8}  function")
+                for name, _ in counts.most_common(count):
+                    row = f"{own[thread][name] * per:8.2f} {cum[thread][name] * per:8.2f}"
+                    out.append(f"{row}  {name}")
         return out
 
 
@@ -283,8 +311,10 @@ def main() -> int:
         dep = Deployment(bootstrap, group, control, SHARDS, config)
         settings = load_settings(config, {}, {"peer_id": "profile"})
         source = RestSource(RestSourceConfig.from_settings(settings.source.rest_settings()))
+        decoded = Decoded()
+        rest.decode_consume = decoded  # type: ignore[attr-defined]  # what the source calls
         peer = Peer(settings, source)
-        sampler = Sampler(args.rate, Path(tmp) / "py-spy.txt", lines=args.lines)
+        sampler = Sampler(args.rate, Path(tmp) / "py-spy.txt", lines=args.lines, wall=args.wall)
         window: dict[str, float] = {}
         threads: list[dict[int, tuple[str, float]]] = [{}, {}]
 
@@ -323,6 +353,10 @@ def main() -> int:
             f"{total / elapsed:,.0f} msg/s, CPU {cpu / total * 1e6:.2f} µs per message "
             f"(all threads, {cpu / elapsed:.2f} cores){under.get(args.profiler, '')}; "
             f"{requests} consume requests"
+        )
+        print(
+            f"decoded {decoded.messages / total:.2f} messages per message delivered "
+            f"({decoded.nbytes / 1e6:,.0f} MB of answers)"
         )
         print(f"CPU per message by thread, µs: {by_role(threads[0], threads[1], total)}")
         if args.profiler == "py-spy":
