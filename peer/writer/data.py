@@ -146,7 +146,6 @@ class RecordWriter:
             done = len(messages)
         finally:
             out.done = done
-            out.written = done - out.skipped - out.dead_lettered
             txn.records += out.written
             self.stats.written += out.written
 

@@ -41,11 +41,16 @@ class BatchResult:
 
     #: messages handled (written, skipped or dead-lettered), from the first on
     done: int = 0
-    written: int = 0
+    #: of those, oversize ones the route's policy skipped or dead-lettered
     skipped: int = 0
     dead_lettered: int = 0
     #: why it stopped at ``messages[done]``, of which nothing was produced (None: it did not)
     fault: RouteFaultError | None = None
+
+    @property
+    def written(self) -> int:
+        """Messages written as data records."""
+        return self.done - self.skipped - self.dead_lettered
 
 
 @dataclass(frozen=True, slots=True)
