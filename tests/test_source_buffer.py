@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
@@ -9,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.model import Message, Position
-from peer.source.base import Event, Gap, GapKind
+from peer.source.base import Batch, Event, Gap, GapKind, Item, flatten
 from peer.source.buffer import EventBuffer
-from peer.source.pacing import IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
 
 
 def m(subject: str, seq: int, size: int = 1) -> Message:
@@ -19,7 +20,7 @@ def m(subject: str, seq: int, size: int = 1) -> Message:
 
 
 def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
-    buf = EventBuffer(100, 10_000)
+    buf = EventBuffer[Event](100, 10_000)
     buf.extend("/a", [m("/a", 1), m("/a", 2), m("/a", 3)], 3)
     buf.extend("/b", [m("/b", 1)], 1)
     assert [(e.subject, e.seq) for e in buf.take(2) if isinstance(e, Message)] == [
@@ -37,8 +38,31 @@ def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
     assert buf.nbytes == 0
 
 
+def test_a_batch_counts_as_its_messages_and_is_cut_only_where_the_count_runs_out() -> None:
+    buf = EventBuffer[Item](100, 10_000)
+    gap = Gap("/a", GapKind.SEQ_JUMP, Position(1, 0), Position(1, 2), 1)
+    buf.extend("/a", [gap, Batch("/a", [m("/a", s, 10) for s in range(2, 7)], 50)], 50)
+    buf.extend("/b", [Batch("/b", [m("/b", 1, 7)], 7)], 7)
+    assert (len(buf), buf.nbytes) == (7, 57)  # the gap counts one, each message one
+    first = buf.take(4)
+    assert first[0] == gap
+    assert first[1] == Batch("/a", [m("/a", s, 10) for s in range(2, 5)], 30)
+    assert len(first) == 2
+    assert (len(buf), buf.nbytes) == (3, 27)
+    # /a's rest waits behind /b, whole and in order
+    assert buf.take(10) == [
+        Batch("/b", [m("/b", 1, 7)], 7),
+        Batch("/a", [m("/a", 5, 10), m("/a", 6, 10)], 20),
+    ]
+    assert (len(buf), buf.nbytes) == (0, 0)
+    buf.extend("/c", [Batch("/c", [m("/c", 1, 3), m("/c", 2, 3)], 6)], 6)
+    assert buf.discard("/c") == 2
+    assert buf.room() == (100, 10_000)
+    assert flatten([gap, Batch("/a", [m("/a", 2)], 1)]) == [gap, m("/a", 2)]
+
+
 def test_discard_forgets_one_subject_and_frees_its_room() -> None:
-    buf = EventBuffer(10, 1000)
+    buf = EventBuffer[Event](10, 1000)
     gap = Gap("/a", GapKind.EPOCH_CHANGE, Position(1, 1), Position(2, 1))
     buf.extend("/a", [gap, m("/a", 1, 100)], 100)
     buf.extend("/b", [m("/b", 1, 10)], 10)
@@ -49,7 +73,7 @@ def test_discard_forgets_one_subject_and_frees_its_room() -> None:
 
 
 def test_fetchable_has_hysteresis() -> None:
-    buf = EventBuffer(8, 10**6)
+    buf = EventBuffer[Event](8, 10**6)
     assert buf.fetchable()
     buf.extend("/a", [m("/a", i) for i in range(8)], 8)
     assert not buf.fetchable()
@@ -75,7 +99,7 @@ def test_fetchable_has_hysteresis() -> None:
 def test_buffer_counts_and_order_hold_under_any_interleaving(
     ops: list[tuple[str, str, int]],
 ) -> None:
-    buf = EventBuffer(1000, 10**6)
+    buf = EventBuffer[Event](1000, 10**6)
     next_seq = {"/a": 0, "/b": 0, "/c": 0}
     expected: dict[str, list[int]] = {"/a": [], "/b": [], "/c": []}
     for op, subject, n in ops:
@@ -112,3 +136,31 @@ def test_jittered_backoff_stays_within_bounds() -> None:
     for failures in range(1, 40):
         delay = jittered_backoff(failures, 0.1, 5.0, rng)
         assert 0.05 <= delay <= 5.0
+
+
+def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        budget = CarryBudget(100)
+        assert budget.keep(80)
+        assert not budget.keep(30)  # over the bound: not kept, and nothing counted for it
+        assert budget.used == 80
+        first = asyncio.create_task(budget.reserve(60))
+        second = asyncio.create_task(budget.reserve(60))
+        await settle()
+        assert not first.done()  # fetching that rest again now would only drop it again
+        budget.release(80)
+        assert await asyncio.wait_for(first, 5) == 60
+        await settle()
+        # one release lets through only what fits, not every waiter after the same room
+        assert not second.done()
+        budget.release(60)
+        assert await asyncio.wait_for(second, 5) == 60
+        budget.release(60)
+        # with nothing held even a rest larger than the whole bound goes ahead (cut as any)
+        assert await asyncio.wait_for(budget.reserve(500), 5) == 500
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.model import Message, Position, StartPolicy
-from peer.source.base import Event, Gap, GapKind
+from peer.source.base import Batch, Event, Gap, GapKind
 from peer.source.resume import ConsumeRequest, Phase, RequestKind, SubjectTracker
 
 SUBJECT = "/model/s"
@@ -95,6 +95,14 @@ def step(
         carry.rest = None
     out = tracker.apply(request, answer, room_events=room, room_bytes=BIG, continued=continued)
     assert out.duplicates == 0 or server.rewind, "a well-behaved server caused duplicates"
+    for item in out.items:  # a batch never spans a gap: one epoch, seqs one apart
+        if isinstance(item, Batch):
+            first = item.messages[0]
+            assert item.subject == SUBJECT
+            assert item.nbytes == sum(len(m.content) for m in item.messages)
+            assert [(m.epoch, m.seq) for m in item.messages] == [
+                (first.epoch, first.seq + i) for i in range(len(item.messages))
+            ], f"a batch spans a gap: {item}"
     if carry is not None:
         carry.rest = out.rest
         carry.used += continued

@@ -427,6 +427,54 @@ def test_oversize_policies(env: Env, unique_topic: TopicFactory) -> None:
     }
 
 
+def test_a_batch_stops_right_before_the_first_message_its_route_cannot_take(
+    env: Env, unique_topic: TopicFactory
+) -> None:
+    topic = unique_topic(2)
+    limit = 2000
+    w, _ = env.writer(message_max_bytes=limit, producer={"message.max.bytes": str(limit)})
+    big = b"x" * 3000
+    fail = Route("/b/fail", topic)
+    skip = Route("/b/skip", topic, on_oversize=Oversize.SKIP)
+    w.begin()
+    stopped = w.write_batch(
+        [msg("/b/fail", 1), msg("/b/fail", 2), msg("/b/fail", 3, big), msg("/b/fail", 4)], fail
+    )
+    # the two before it are produced; nothing of the oversize one nor of what follows it
+    assert (stopped.done, stopped.written) == (2, 2)
+    assert isinstance(stopped.fault, OversizeError)
+    assert stopped.fault.seq == 3
+    skipped = w.write_batch([msg("/b/skip", 1), msg("/b/skip", 2, big), msg("/b/skip", 3)], skip)
+    assert (skipped.done, skipped.written, skipped.skipped, skipped.fault) == (3, 2, 1, None)
+    stats = w.commit([], None)
+    assert (stats.records, stats.skipped) == (4, 1)
+    assert w.stats.written == 4
+    data = read_records(env.bootstrap, topic)
+    assert {
+        s: [r.value for r in data if r.headers["md.subject"] == s.encode()]
+        for s in ("/b/fail", "/b/skip")
+    } == {
+        "/b/fail": [b"/b/fail#1", b"/b/fail#2"],
+        "/b/skip": [b"/b/skip#1", b"/b/skip#3"],
+    }
+
+
+def test_a_batch_waits_below_max_in_flight_and_keeps_its_order(
+    env: Env, unique_topic: TopicFactory
+) -> None:
+    topic = unique_topic(1)
+    w, _ = env.writer(max_in_flight=20)
+    w.begin()
+    done = w.write_batch([msg("/b/many", seq) for seq in range(1, 201)], Route("/b/many", topic))
+    assert (done.done, done.written, done.fault) == (200, 200, None)
+    assert w.stats.queue_waits > 0  # the bound was reached inside the batch, and waited on
+    w.checkpoint("/b/many", Position(7, 200))
+    assert w.commit([], None).records == 200
+    assert [int(r.headers["md.seq"]) for r in read_records(env.bootstrap, topic)] == list(
+        range(1, 201)
+    )
+
+
 def test_missing_topic_under_never_is_refused_naming_topic_and_subject(
     env: Env, unique_topic: TopicFactory, kafka_admin: AdminClient
 ) -> None:

@@ -44,6 +44,7 @@ from peer.kafka.errors import (
     RouteFaultError,
 )
 from peer.kafka.refusals import KafkaLoginError, watching
+from peer.model import Position
 from peer.ops.health import Health
 from peer.ops.metrics import PeerMetrics
 from peer.runner import access
@@ -54,9 +55,9 @@ from peer.runner.quarantine import Quarantine
 from peer.runner.rebalance import Rebalancer
 from peer.runner.shardset import ShardSet
 from peer.runner.sourcewatch import SourceWatch
-from peer.source.base import Event, Gap, Source, SubjectFault, SubjectStart
+from peer.source.base import Batch, Gap, Source, SubjectStart
 from peer.writer import DEFAULT_MESSAGE_MAX_BYTES as MAX_BYTES
-from peer.writer import TransactionalWriter, WriteOutcome
+from peer.writer import TransactionalWriter
 
 log = logging.getLogger("peer.runner")
 
@@ -366,8 +367,13 @@ class Peer:
         self._raise_fatal()
         if self.owned.subjects:
             room = max(1, min(_EVENTS_PER_TURN, s.max_batch - writer.transaction_records))
-            for event in self.source.poll(room, _IDLE_POLL_S):
-                self._handle(event)
+            for item in self.source.poll_batches(room, _IDLE_POLL_S):
+                if isinstance(item, Batch):
+                    self._write(item)
+                elif isinstance(item, Gap):
+                    self._gap(item)
+                elif item.subject in self.owned.subjects:
+                    self.containment.source_fault(item)
             if self._turn_in:  # counted per turn: a labelled metric per message is costly
                 for topic, n in self._turn_in.items():
                     self.metrics.messages_in.labels(topic).inc(n)
@@ -391,41 +397,39 @@ class Peer:
     def _owns(self) -> bool:
         return bool(self.owned.shards)
 
-    def _handle(self, event: Event) -> None:
-        txns = self._txns()
-        writer = txns.writer
-        if isinstance(event, Gap):
-            self._gap(event)
-            return
-        if isinstance(event, SubjectFault):
-            if event.subject in self.owned.subjects:
-                self.containment.source_fault(event)
-            return
-        subject = event.subject
+    def _write(self, batch: Batch) -> None:
+        """One subject's consecutive messages: routed, deduped and checkpointed once (the
+        writer builds and produces each record)."""
+        subject = batch.subject
         route = self.owned.route(subject)
         track = self.owned.subjects.get(subject)
         if route is None or track is None or self.containment.stopped(subject):
             return  # unsubscribed meanwhile (I1), or stopped by a fault of its own
+        messages = batch.messages
         last = track.last()
-        if last is not None and event.epoch == last.epoch and event.seq <= last.seq:
-            return  # the source's duty, double-checked: never a duplicate (I4)
-        topic = route.topic
-        self._turn_in[topic] = self._turn_in.get(topic, 0) + 1
-        if not writer.transaction_open:
+        if last is not None and messages[0].epoch == last.epoch and messages[0].seq <= last.seq:
+            # the source's duty, double-checked: never a duplicate (I4)
+            messages = [m for m in messages if m.epoch != last.epoch or m.seq > last.seq]
+            if not messages:
+                return
+        txns = self._txns()
+        if not txns.writer.transaction_open:
             txns.ensure_txn()
-        try:
-            outcome = writer.write(event, route)
-        except RouteFaultError as exc:
-            # Nothing of the record was produced: the subject stops right before it.
-            self.containment.route_fault(exc)
-            return
-        if outcome is WriteOutcome.WRITTEN:
-            txns.txn_topics[topic] = txns.txn_topics.get(topic, 0) + 1
-        elif outcome is WriteOutcome.SKIPPED:
-            self.metrics.oversized.labels(route.topic, "skip").inc()
-        else:
-            self.metrics.oversized.labels(route.topic, "dead_letter").inc()
-        track.pending = event.position
+        result = txns.writer.write_batch(messages, route)
+        topic, done = route.topic, result.done
+        self._turn_in[topic] = self._turn_in.get(topic, 0) + done + (result.fault is not None)
+        if result.written:
+            txns.txn_topics[topic] = txns.txn_topics.get(topic, 0) + result.written
+        if result.skipped:
+            self.metrics.oversized.labels(topic, "skip").inc(result.skipped)
+        if result.dead_lettered:
+            self.metrics.oversized.labels(topic, "dead_letter").inc(result.dead_lettered)
+        if done:
+            end = messages[done - 1]
+            track.pending = Position(end.epoch, end.seq)
+        if result.fault is not None:
+            # Nothing of that message was produced: the subject stops right before it.
+            self.containment.route_fault(result.fault)
 
     def _gap(self, gap: Gap) -> None:
         """A gap is counted and logged by the source; here it is metered and audited (I6)."""

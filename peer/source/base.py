@@ -13,6 +13,8 @@ The peer drives a source from one thread (its main loop) and never blocks in it 
   and :class:`Gap` events, and :class:`SubjectFault` when the source stopped fetching a
   subject for a fault of its own (e.g. :class:`peer.errors.EntitlementDeniedError`): it
   comes after the subject's events buffered before it, and stops only that subject.
+  ``poll_batches`` returns the same with the messages in :class:`Batch` es, as a consume
+  answer brings them: the peer then routes, dedupes and checkpoints once per batch.
 * ``reachability()``: for how long no MigratoryData server has answered (0: they answer).
 * ``pause()`` / ``resume()``: backpressure. While paused, nothing new is fetched; the buffer is
   bounded anyway, so a peer that stops polling stops the fetching too.
@@ -24,7 +26,7 @@ both fit: each fills a bounded, per-subject ordered buffer that ``poll`` drains.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -57,6 +59,25 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """Messages of one subject that follow each other, handed over as one event.
+
+    A batch never spans a gap: its messages share one epoch and each seq is its
+    predecessor's plus one (where that does not hold, a :class:`Gap` or another batch starts).
+    So its first message alone tells whether any of it is at or before a position, and the
+    route, partition and checkpoint of the subject are looked up once for all of it.
+    ``nbytes`` is the sum of the contents' lengths.
+    """
+
+    subject: str
+    messages: list[Message]
+    nbytes: int
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectFault:
     """The source stopped fetching ``subject`` for a fault of that subject (``error.reason``);
     subscribing it again tries again."""
@@ -66,6 +87,19 @@ class SubjectFault:
 
 
 Event = Message | Gap | SubjectFault
+#: what :meth:`Source.poll_batches` yields: the messages come in batches
+Item = Batch | Gap | SubjectFault
+
+
+def flatten(items: Iterable[Event | Item]) -> list[Event]:
+    """``items`` with each batch's messages in its place."""
+    out: list[Event] = []
+    for item in items:
+        if isinstance(item, Batch):
+            out += item.messages
+        else:
+            out.append(item)
+    return out
 
 
 class Reachability(NamedTuple):
@@ -123,6 +157,11 @@ class Source(Protocol):
     def subjects(self) -> frozenset[str]: ...
 
     def poll(self, max_events: int, timeout: float) -> list[Event]: ...
+
+    def poll_batches(self, max_events: int, timeout: float) -> list[Item]:
+        """As :meth:`poll`, with each subject's consecutive messages in :class:`Batch` es
+        (``max_events`` counts their messages): the peer's hot path takes them whole."""
+        ...
 
     def reachability(self) -> Reachability: ...
 

@@ -36,11 +36,12 @@ from tenacity.stop import stop_base
 
 from peer.config.servers import ServerAddress
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.source.pacing import jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest
 from peer.source.servers import ServerPool
 from peer.source.tls import client_tls
-from peer.source.wire import decode_error
+from peer.source.wire import MalformedResponseError, decode_error
 
 log = logging.getLogger("peer.source")
 
@@ -154,6 +155,24 @@ class ConsumeClient:
         except _TransientError as exc:
             self._give_up(subject, exc)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def malformed(
+        self, subject: str, exc: MalformedResponseError, request: ConsumeRequest, n: int
+    ) -> float:
+        """The ``n``-th malformed answer in a row for ``subject``: logged; the backoff."""
+        cfg = self._config
+        delay = jittered_backoff(n, cfg.retry_initial, cfg.retry_max, self._rng)
+        log.warning(
+            "malformed consume answer, asking again later",
+            extra={
+                "subject": subject,
+                "reason": exc.reason,
+                "request": str(request),
+                "attempt": n,
+                "retry_in_s": round(delay, 3),
+            },
+        )
+        return delay
 
     def _give_up(self, subject: str, exc: _TransientError) -> NoReturn:
         servers = ", ".join(str(s) for s in self._config.servers)

@@ -1,7 +1,9 @@
-"""How often a subject is polled: at once while it yields data, backing off while it is idle."""
+"""How often a subject is polled: at once while it yields data, backing off while it is idle,
+and not again for an answer whose rest there is no room to keep."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 
@@ -37,3 +39,46 @@ def jittered_backoff(
     """Full-jitter exponential backoff after ``failures`` consecutive failures (>= 1)."""
     ceiling = min(maximum, initial * 2 ** min(failures - 1, 30))
     return (rng or random).uniform(initial / 2, max(initial / 2, ceiling))
+
+
+class CarryBudget:
+    """Bytes of parsed answers a source holds back for later, bounded by ``limit``.
+
+    A subject whose rest did not fit reserves its size (:meth:`reserve`, waiting until it
+    fits) before it fetches that rest again, and holds the reservation while it fetches:
+    asking at once, while other subjects' rests fill the bound, parsed the same megabytes
+    over and over and kept none of them, and waking every waiter at each release sent them
+    all after a room only one could take. Used from the source's loop thread only.
+    """
+
+    __slots__ = ("_freed", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()  # bound to a loop only when first waited on
+
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.limit
+
+    def keep(self, nbytes: int) -> bool:
+        """Hold ``nbytes`` more if they fit."""
+        if not self.fits(nbytes):
+            return False
+        self.used += nbytes
+        return True
+
+    def release(self, nbytes: int) -> None:
+        """A kept rest or a reservation was taken up or let go."""
+        if nbytes:
+            self.used -= nbytes
+            self._freed.set()
+
+    async def reserve(self, nbytes: int) -> int:
+        """Hold ``nbytes`` once they fit, or once nothing is held (a rest larger than the whole
+        bound is then fetched again and cut, as any answer is); returns ``nbytes``."""
+        while self.used and not self.fits(nbytes):
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += nbytes
+        return nbytes

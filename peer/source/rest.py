@@ -1,23 +1,18 @@
 """The REST source: polls MigratoryData's documented ``GET /rest/consume`` for each subject.
 
-Threads: the peer calls the :class:`Source` methods from its own thread(s); an asyncio loop
-in a daemon thread does the HTTP work (one aiohttp session, keep-alive, at most
-``max_concurrency`` requests in flight). The two meet in one lock that guards the
-subscription table, the event buffer and the counters; ``poll`` waits on a condition of it.
+Threads (docs/SOURCE.md): the peer's calls and an asyncio loop in a daemon thread meet in
+one lock over the subscriptions, the event buffer and the counters.
 
-Per subject, one task loops: wait until fetching is allowed (not paused, buffer below its
-bound), send the request its :class:`SubjectTracker` asks for, decode the answer, and, under
-the lock and only if the subscription is still the same one (subscribing again or
-unsubscribing replaces or removes it, so answers of an old subscription are dropped), let the
-tracker turn it into events and buffer them. A subject that yielded data is polled again at
-once; an idle one backs off up to ``poll_idle_max``.
+Per subject, one task loops: wait until fetching is allowed, send the request its
+:class:`SubjectTracker` asks for, decode, and, only if the subscription is still the current
+one (answers of a replaced or removed one are dropped), let the tracker turn the answer into
+batches and gaps and buffer them. An idle subject backs off up to ``poll_idle_max``.
 
 Faults (``peer.source.consume``): connect errors, timeouts, dropped connections and 5xx are
 transient: the server is marked down (failover to another by weight) and the request retried
 with jittered exponential backoff (tenacity). HTTP 403 (:class:`EntitlementDeniedError`) and
-other 4xx (:class:`SourceError`) stop only that subject: ``poll`` yields a
-:class:`SubjectFault` naming it, after its events buffered before. A malformed
-answer is counted, logged and asked again after a backoff, indefinitely (no crash loop).
+other 4xx (:class:`SourceError`) stop only that subject (a :class:`SubjectFault` after its
+buffered events). A malformed answer is counted, logged and asked again after a backoff.
 
 The token travels as a query parameter, so URLs are never logged, and error texts from the
 HTTP library are scrubbed before they reach a log line or an exception.
@@ -40,14 +35,16 @@ from peer.model import Message, Position, StartPolicy
 from peer.source.base import (
     DEFAULT_POLICY,
     Event,
+    Item,
     Reachability,
     SourceStats,
     SubjectFault,
     SubjectStart,
+    flatten,
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.pacing import IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, IdleBackoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
     ConsumeRequest,
@@ -76,16 +73,14 @@ class RestSource:
         self._cond = threading.Condition(self._lock)
         self._subs: dict[str, Subscription] = {}
         self._generation = 0
-        self._buffer = EventBuffer(config.max_buffered_messages, config.max_buffered_bytes)
+        self._buffer = EventBuffer[Item](config.max_buffered_messages, config.max_buffered_bytes)
         self._paused = False
         self._closed = False
         self._room_waiting = False
-        #: (server, "up"/"down") -> (when last logged, flips not logged since); loop thread
-        self._flips: dict[tuple[str, str], tuple[float, int]] = {}
         #: subscribe/unsubscribe work for the loop thread (under the lock); see _schedule
         self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
-        #: estimated bytes of parsed answers held back for later (Outcome.rest), loop thread
-        self._carried_bytes = 0
+        #: parsed answers held back for later (Outcome.rest), loop thread
+        self._carried = CarryBudget(config.max_buffered_bytes)
         # counters (under the lock; requests and request errors: the client's)
         self._messages = 0
         self._duplicates = 0
@@ -182,6 +177,10 @@ class RestSource:
 
     def poll(self, max_events: int, timeout: float) -> list[Event]:
         """Up to ``max_events`` events, waiting at most ``timeout`` seconds for the first."""
+        return flatten(self.poll_batches(max_events, timeout))
+
+    def poll_batches(self, max_events: int, timeout: float) -> list[Item]:
+        """As :meth:`poll`, the messages in batches as the answers brought them."""
         if max_events < 1:
             raise ValueError(f"max_events={max_events}: must be >= 1")
         deadline = time.monotonic() + max(0.0, timeout)
@@ -383,27 +382,29 @@ class RestSource:
             self._fail(sub, SourceError(f"subject {sub.subject!r}: internal error: {exc!r}"))
 
     async def _follow_loop(self, sub: Subscription) -> None:
-        cfg = self._config
-        idle = IdleBackoff(cfg.poll_idle_min, cfg.poll_idle_max, self._rng)
-        subject = sub.subject
-        malformed = 0
-        # The unexamined part of the last answer, kept so a large answer is parsed once: the
-        # tracker takes it as the answer to its next (positional) request. Bounded in all by
-        # max_buffered_bytes; over that, the rest is fetched again as before.
+        idle = IdleBackoff(self._config.poll_idle_min, self._config.poll_idle_max, self._rng)
+        subject, malformed = sub.subject, 0
+        # The unexamined rest of the last answer, parsed once, answers the next (positional)
+        # request. Bounded (CarryBudget): ``held`` is this task's part (its rest, or room reserved
+        # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
-        carry_bytes = 0
+        held = dropped = 0
         try:
             while True:
+                if dropped:
+                    held, dropped = await self._carried.reserve(dropped), 0
                 await self._until_fetchable(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
-                self._carried_bytes -= carry_bytes
-                messages, carry, carry_bytes = (carry if continued else None), None, 0
+                body_len = held if continued else 0  # a carry's size: its estimate
+                messages, carry = (carry if continued else None), None
                 try:
-                    body_len = 0
                     if messages is None:
                         body = await self._client.fetch(subject, request)
                         body_len = len(body)
+                        if not self._worth_parsing(sub, body_len - held):
+                            dropped = body_len if sub.tracker.last is not None else 0
+                            continue
                         messages = decode_consume(subject, body)
                     # messages are validated as the tracker reaches them: the same fault
                     outcome = self._accept(sub, request, messages, continued=continued)
@@ -412,21 +413,31 @@ class RestSource:
                     if not await self._malformed_pause(sub, exc, request, malformed):
                         return
                     continue
+                finally:
+                    self._carried.release(held)
+                    held = 0
                 malformed = 0
                 if outcome is None:
                     return
                 if outcome.rest is not None and messages:
                     share = body_len * len(outcome.rest) // len(messages) if body_len else 0
                     estimate = share or sum(len(m.content) for m in outcome.rest)
-                    if self._carried_bytes + estimate <= cfg.max_buffered_bytes:
-                        carry, carry_bytes = outcome.rest, estimate
-                        self._carried_bytes += estimate
+                    if self._carried.keep(estimate):
+                        carry, held = outcome.rest, estimate
+                    else:
+                        dropped = estimate
                 if outcome.progressed:
                     idle.reset()
                 else:
                     await self._idle(subject, idle.next_delay())
         finally:
-            self._carried_bytes -= carry_bytes
+            self._carried.release(held)
+
+    def _worth_parsing(self, sub: Subscription, nbytes: int) -> bool:
+        """Can ``nbytes`` be taken now or kept? (A lock-free guess: a wrong no refetches.)"""
+        return self._buffer.takes_any() or (
+            sub.tracker.last is not None and self._carried.fits(nbytes)
+        )
 
     async def _idle(self, subject: str, delay: float) -> None:
         """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
@@ -440,18 +451,7 @@ class RestSource:
             if not self._current(sub):
                 return False
             self._malformed += 1
-        delay = jittered_backoff(n, self._config.retry_initial, self._config.retry_max, self._rng)
-        log.warning(
-            "malformed consume answer, asking again later",
-            extra={
-                "subject": sub.subject,
-                "reason": exc.reason,
-                "request": str(request),
-                "attempt": n,
-                "retry_in_s": round(delay, 3),
-            },
-        )
-        await asyncio.sleep(delay)
+        await asyncio.sleep(self._client.malformed(sub.subject, exc, request, n))
         return True
 
     def _accept(
@@ -477,8 +477,8 @@ class RestSource:
             )
             # Logged before the events become visible, so a gap's log line precedes its event.
             outcome.log(sub.subject)
-            if outcome.events:
-                buffer.extend(sub.subject, outcome.events, outcome.nbytes)
+            if outcome.items:
+                buffer.extend(sub.subject, outcome.items, outcome.nbytes)
                 self._cond.notify_all()
             self._messages += outcome.messages
             self._duplicates += outcome.duplicates

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from peer.model import Message, Position, StartKind, StartPolicy
-from peer.source.base import DEFAULT_POLICY, Event, Gap, GapKind
+from peer.source.base import DEFAULT_POLICY, Batch, Event, Gap, GapKind, flatten
 
 log = logging.getLogger("peer.source")
 
@@ -86,9 +86,9 @@ class Phase(enum.Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What one answer produced."""
+    """What one answer produced: its messages in :class:`Batch` es, gaps between them."""
 
-    events: list[Event] = field(default_factory=list)
+    items: list[Batch | Gap] = field(default_factory=list)
     messages: int = 0
     nbytes: int = 0
     duplicates: int = 0
@@ -102,9 +102,14 @@ class Outcome:
     rest: Sequence[Message] | None = None
 
     @property
+    def events(self) -> list[Event]:
+        """The items with each batch's messages in its place (gaps before their message)."""
+        return flatten(self.items)
+
+    @property
     def progressed(self) -> bool:
         """Whether polling again at once is likely to yield more."""
-        return bool(self.events) or self.truncated or self.advanced
+        return bool(self.items) or self.truncated or self.advanced
 
     def log(self, subject: str) -> None:
         """Each gap once, as a warning with its range (I6); dropped duplicates at debug."""
@@ -251,7 +256,10 @@ class SubjectTracker:
         # plain ints in the loop: a Position per message would cost more than the rest
         epoch, seq = (last.epoch, last.seq) if last is not None else (-1, -1)
         taken: Message | None = None
-        events = out.events
+        subject, items = self.subject, out.items
+        # the messages since the last gap: one Batch (consecutive seqs of one epoch)
+        run: list[Message] = []
+        run_bytes = total_bytes = 0
         for index, msg in enumerate(messages):
             gap: Gap | None = None
             if known:
@@ -263,33 +271,39 @@ class SubjectTracker:
                     if msg.seq != seq + 1:
                         expired = positional and index == 0
                         gap = Gap(
-                            self.subject,
+                            subject,
                             GapKind.CACHE_EXPIRED if expired else GapKind.SEQ_JUMP,
                             Position(epoch, seq),
                             msg.position,
                             msg.seq - seq - 1,
                         )
                 else:
-                    gap = Gap(
-                        self.subject, GapKind.EPOCH_CHANGE, Position(epoch, seq), msg.position
-                    )
+                    gap = Gap(subject, GapKind.EPOCH_CHANGE, Position(epoch, seq), msg.position)
             size = len(msg.content)
             need = 2 if gap is not None else 1
-            if (need > room_events or size > room_bytes) and not (force_first and not events):
+            if (need > room_events or size > room_bytes) and not (force_first and taken is None):
                 out.truncated = True
                 if taken is not None or last is not None:
                     out.rest = messages[index:]
                 break
             if gap is not None:
-                events.append(gap)
+                if run:
+                    items.append(Batch(subject, run, run_bytes))
+                    out.messages += len(run)
+                    run, run_bytes = [], 0
+                items.append(gap)
                 out.gaps.append(gap)
-            events.append(msg)
-            out.messages += 1
-            out.nbytes += size
+            run.append(msg)
+            run_bytes += size
+            total_bytes += size
             room_events -= need
             room_bytes -= size
             taken = msg
             known = True
             epoch, seq = msg.epoch, msg.seq
+        if run:
+            items.append(Batch(subject, run, run_bytes))
+            out.messages += len(run)
+        out.nbytes += total_bytes
         if taken is not None:
-            self.last = taken.position
+            self.last = Position(taken.epoch, taken.seq)

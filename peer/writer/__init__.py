@@ -5,7 +5,8 @@ A thin typed wrapper around a transactional ``confluent_kafka.Producer`` (built 
 
     writer.init(timeout)                       # fences any older instance (same transactional.id)
     writer.begin()
-    writer.write(message, route)               # per message, in seq order per subject
+    writer.write_batch(messages, route)        # a subject's messages, in seq order
+    writer.write(message, route)               # or one at a time
     writer.checkpoint(subject, position)       # per subject that advanced (coalesced)
     writer.commit(control_offsets, group_md)   # checkpoints + offsets + commit, atomically
     # or writer.abort() on AbortRequiredError, then re-fetch from the checkpoints
@@ -41,6 +42,7 @@ Messages' contents are never logged.
 
 from peer.writer.records import (
     DEFAULT_MESSAGE_MAX_BYTES,
+    BatchResult,
     CommitStats,
     WriteOutcome,
     WriterStats,
@@ -53,6 +55,7 @@ from peer.writer.transactional import TransactionalWriter
 
 __all__ = [
     "DEFAULT_MESSAGE_MAX_BYTES",
+    "BatchResult",
     "CommitStats",
     "TransactionalWriter",
     "WriteOutcome",

@@ -153,6 +153,12 @@ class Outbox:
                     ) from None
                 self.producer.poll(DRAIN_POLL)
 
+    def room(self) -> int:
+        """How many records may be produced before the queue is looked at again: what is left
+        below ``max_in_flight``, once (bounded, as :meth:`produce`) there is any."""
+        self.wait_below(self.max_in_flight)
+        return self.max_in_flight - len(self.producer)
+
     def wait_below(self, limit: int) -> None:
         if len(self.producer) < limit:
             return

@@ -10,6 +10,7 @@ from typing import Final
 from confluent_kafka import KafkaError
 
 from peer.control.shards import murmur2, to_positive
+from peer.kafka.errors import RouteFaultError
 from peer.model import Message
 from peer.routes.model import Route
 
@@ -32,6 +33,24 @@ class WriteOutcome(enum.Enum):
     WRITTEN = "written"
     SKIPPED = "skipped"  # oversize, route says skip: counted; the caller still checkpoints it
     DEAD_LETTERED = "dead-lettered"  # oversize: a truncated copy went to the dead-letter topic
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What :meth:`TransactionalWriter.write_batch` did with a batch's messages."""
+
+    #: messages handled (written, skipped or dead-lettered), from the first on
+    done: int = 0
+    #: of those, oversize ones the route's policy skipped or dead-lettered
+    skipped: int = 0
+    dead_lettered: int = 0
+    #: why it stopped at ``messages[done]``, of which nothing was produced (None: it did not)
+    fault: RouteFaultError | None = None
+
+    @property
+    def written(self) -> int:
+        """Messages written as data records."""
+        return self.done - self.skipped - self.dead_lettered
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +116,17 @@ class RecordTemplate:
     __slots__ = (
         "_base_size",
         "_closure_name",
+        "_closure_overhead",
         "_epoch",
         "_epoch_header",
         "_epoch_name",
-        "_extra_overhead",
         "_qos_name",
+        "_qos_overhead",
         "_retained",
         "_seq_name",
         "_subject_header",
         "_type_name",
+        "_types",
         "key",
         "limit",
         "partition",
@@ -135,53 +156,62 @@ class RecordTemplate:
         self._closure_name = f"{prefix}closure"
         self._qos_name = f"{prefix}qos"
         retained = f"{prefix}retained"
-        self._retained = ((retained, b"false"), (retained, b"true"))
+        #: by ``message.retained``: (the header, its value's length)
+        self._retained = (((retained, b"false"), 5), ((retained, b"true"), 4))
+        #: message type -> (the header, its value's length), for the documented ones
+        self._types = {t: ((self._type_name, v), len(v)) for t, v in _TYPES.items()}
         fixed = (self._subject_header[0], self._epoch_name, self._seq_name, self._type_name)
+        #: besides the key, the content, and the values of epoch, seq, type and retained
         self._base_size = (
             RECORD_OVERHEAD
             + (len(self.key) if self.key is not None else 0)
             + sum(HEADER_OVERHEAD + len(n.encode("utf-8")) for n in (*fixed, retained))
             + len(self._subject_header[1])
         )
-        #: (closure, qos): a header's overhead besides its value
-        self._extra_overhead = (
-            HEADER_OVERHEAD + len(self._closure_name.encode("utf-8")),
-            HEADER_OVERHEAD + len(self._qos_name.encode("utf-8")),
-        )
+        #: a closure's or qos header's size besides its value
+        self._closure_overhead = HEADER_OVERHEAD + len(self._closure_name.encode("utf-8"))
+        self._qos_overhead = HEADER_OVERHEAD + len(self._qos_name.encode("utf-8"))
         self._epoch = -1
         self._epoch_header = (self._epoch_name, b"")
 
     def headers_and_size(self, message: Message) -> tuple[Headers, int]:
-        """``message_headers(message, prefix)`` and ``record_size`` of its record, fast."""
+        """``message_headers(message, prefix)`` and ``record_size`` of its record, fast: called
+        for every message, so every part that does not change is made once."""
         if message.epoch != self._epoch:  # epochs change rarely: encode once
             self._epoch = message.epoch
-            self._epoch_header = (self._epoch_name, str(message.epoch).encode())
+            self._epoch_header = (self._epoch_name, b"%d" % message.epoch)
         seq = b"%d" % message.seq
-        mtype = _TYPES.get(message.message_type) or message.message_type.encode("utf-8")
-        headers: Headers = [
-            self._subject_header,
-            self._epoch_header,
-            (self._seq_name, seq),
-            (self._type_name, mtype),
-        ]
+        kind = self._types.get(message.message_type)
+        if kind is None:
+            value = message.message_type.encode("utf-8")
+            kind = ((self._type_name, value), len(value))
+        retained = self._retained[message.retained]
         size = (
             self._base_size
             + len(message.content)
             + len(self._epoch_header[1])
             + len(seq)
-            + len(mtype)
+            + kind[1]
+            + retained[1]
         )
-        if message.closure is not None:
-            closure = message.closure.encode("utf-8")
-            headers.append((self._closure_name, closure))
-            size += self._extra_overhead[0] + len(closure)
-        retained = self._retained[message.retained]
-        headers.append(retained)
-        size += len(retained[1])
+        closure = message.closure
+        if closure is None:
+            headers = [self._subject_header, self._epoch_header, (self._seq_name, seq), kind[0]]
+        else:
+            value = closure.encode("utf-8")
+            headers = [
+                self._subject_header,
+                self._epoch_header,
+                (self._seq_name, seq),
+                kind[0],
+                (self._closure_name, value),
+            ]
+            size += self._closure_overhead + len(value)
+        headers.append(retained[0])
         if message.qos is not None:
-            qos = message.qos.encode("utf-8")
-            headers.append((self._qos_name, qos))
-            size += self._extra_overhead[1] + len(qos)
+            value = message.qos.encode("utf-8")
+            headers.append((self._qos_name, value))
+            size += self._qos_overhead + len(value)
         return headers, size
 
 
@@ -228,6 +258,7 @@ __all__ = [
     "DEFAULT_MESSAGE_MAX_BYTES",
     "HEADER_OVERHEAD",
     "RECORD_OVERHEAD",
+    "BatchResult",
     "CommitStats",
     "DeliveryReport",
     "Headers",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from peer.control import encode_checkpoint
 from peer.control.shards import shard_of
@@ -16,38 +15,27 @@ from peer.errors import ConfigError
 from peer.kafka.clients import drain
 from peer.kafka.errors import (
     KafkaWriteError,
-    OversizeError,
     RecordsRefusedError,
     WriterStateError,
     call_with_retry,
     classify,
-    kafka_error_of,
 )
 from peer.model import Message, Position
-from peer.routes.model import Oversize, Route
+from peer.routes.model import Route
+from peer.writer.data import OpenTxn, RecordWriter
 from peer.writer.failures import commit_error, produce_error
 from peer.writer.outbox import CallAbandonedError, Outbox, off_main_thread
 from peer.writer.records import (
     DEFAULT_MESSAGE_MAX_BYTES,
+    BatchResult,
     CommitStats,
-    RecordTemplate,
     WriteOutcome,
     WriterStats,
-    dead_letter_record,
     java_partition,
-    partition_basis,
 )
 from peer.writer.topics import TopicCatalog
 
 log = logging.getLogger("peer.writer")
-
-
-@dataclass(slots=True)
-class _Txn:
-    started: float
-    records: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
 
 
 class TransactionalWriter:
@@ -102,11 +90,18 @@ class TransactionalWriter:
         )
         #: partition counts, size limits and missing topics (the topic_creation policy)
         self.topics = topics or TopicCatalog(producer)
-        self._txn: _Txn | None = None
+        self._txn: OpenTxn | None = None
         self._checkpoints: dict[str, tuple[Position, str | None]] = {}
         #: other control records of the open transaction (block notes), key -> value
         self._control: dict[bytes, tuple[bytes | None, str, int]] = {}
-        self._templates: dict[str, RecordTemplate] = {}
+        self._records = RecordWriter(
+            self._out,
+            self.topics,
+            header_prefix=header_prefix,
+            message_max_bytes=message_max_bytes,
+            stats=self.stats,
+            context=self._extra,
+        )
 
     # --- state -------------------------------------------------------------------------------
 
@@ -165,122 +160,44 @@ class TransactionalWriter:
             self._out.producer.begin_transaction()
         except KafkaException as exc:
             raise classify(exc, op="begin_transaction") from exc
-        self._txn = _Txn(started=time.monotonic())
+        self._txn = OpenTxn(started=time.monotonic())
         self._checkpoints.clear()
         self._control.clear()
         self._out.failures.clear()
 
-    def _open(self, op: str) -> _Txn:
+    def _open(self, op: str) -> OpenTxn:
         if self._txn is None:
             raise WriterStateError(f"{op}(): no transaction is open (call begin() first)")
         return self._txn
 
     # --- data --------------------------------------------------------------------------------
 
-    def partition_for(self, route: Route, timeout: float | None = None) -> int:
-        """The partition of ``route``'s records: by key, or by subject when keyless (I5).
-
-        A topic that is missing, being created or refused raises a
-        :class:`~peer.kafka.errors.RouteFaultError` (see :mod:`peer.writer.topics`).
-        """
-        count = self.topics.partitions(route.topic, route.subject, timeout=timeout)
-        return java_partition(partition_basis(route), count)
-
     def limit_of(self, topic: str) -> int:
         """The record size limit for ``topic``: the producer's, or the topic's own if lower
         and known (learned after the topic refused a batch)."""
-        known = self.topics.limit(topic)
-        return self.message_max_bytes if known is None else min(known, self.message_max_bytes)
+        return self._records.limit_of(topic)
 
-    def write(self, message: Message, route: Route) -> WriteOutcome:
-        """Produce ``message`` to ``route``'s topic in the open transaction."""
+    def write_batch(self, messages: Sequence[Message], route: Route) -> BatchResult:
+        """Produce ``messages`` (of ``route``'s subject, in seq order) in the open transaction.
+
+        It stops before the first message the route cannot take (topic missing or refused,
+        oversize under ``fail``): ``fault`` says why, ``done`` how many were handled before
+        it (:mod:`peer.writer.data`). Other failures raise, as for :meth:`write`.
+        """
         txn = self._txn
         if txn is None:
             txn = self._open("write")
-        template = self._templates.get(message.subject)
-        if template is None or template.route is not route:
-            template = self._template(message, route)
-        headers, size = template.headers_and_size(message)
-        if size > template.limit:
-            return self._oversize(message, route, txn, size, template.limit)
-        try:
-            self._out.produce(
-                route.topic,
-                template.partition,
-                template.key,
-                message.content,
-                headers,
-                report=template.report,
-            )
-        except KafkaException as exc:
-            err = kafka_error_of(exc)
-            if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                # librdkafka counts the record differently than record_size: same policy.
-                return self._oversize(message, route, txn, size, template.limit)
-            raise produce_error(exc, message.subject, route.topic, self._out.producer) from exc
-        txn.records += 1
-        self.stats.written += 1
-        return WriteOutcome.WRITTEN
+        return self._records.write_batch(txn, messages, route)
 
-    def _template(self, message: Message, route: Route) -> RecordTemplate:
-        if message.subject != route.subject:
-            raise WriterStateError(
-                f"write(): message of {message.subject!r} given the route of {route.subject!r}"
-            )
-        template = RecordTemplate(
-            route,
-            self.partition_for(route),
-            self.header_prefix,
-            self._out.reporter(route.topic, message.subject),
-            self.limit_of(route.topic),
-        )
-        self._templates[message.subject] = template
-        return template
-
-    def _oversize(
-        self, message: Message, route: Route, txn: _Txn, size: int, limit: int
-    ) -> WriteOutcome:
-        extra = self._extra(
-            subject=message.subject,
-            topic=route.topic,
-            position=str(message.position),
-            size=size,
-            limit=limit,
-        )
-        if route.on_oversize is Oversize.FAIL:
-            raise OversizeError(
-                message.subject, message.epoch, message.seq, size, limit, topic=route.topic
-            )
-        if route.on_oversize is Oversize.SKIP:
-            log.warning("oversize message skipped", extra=extra)
-            txn.skipped += 1
-            self.stats.skipped_oversize += 1
-            return WriteOutcome.SKIPPED
-        self._dead_letter(message, route, size)
-        log.warning("oversize message dead-lettered", extra=extra)
-        txn.records += 1
-        txn.dead_lettered += 1
-        self.stats.dead_lettered += 1
-        return WriteOutcome.DEAD_LETTERED
-
-    def _dead_letter(self, message: Message, route: Route, size: int) -> None:
-        """Produce the truncated copy (:func:`dead_letter_record`) to the dead-letter topic."""
-        dlq = route.dead_letter_topic
-        assert dlq is not None  # Route guarantees it for Oversize.DEAD_LETTER
-        limit = self.limit_of(dlq)
-        key, value, headers = dead_letter_record(message, route, size, limit, self.header_prefix)
-        count = self.topics.partitions(dlq, message.subject)
-        try:
-            self._out.produce(
-                dlq,
-                java_partition(partition_basis(route), count),
-                key,
-                value,
-                headers,
-                report=self._out.reporter(dlq, message.subject),
-            )
-        except KafkaException as exc:
-            raise produce_error(exc, message.subject, dlq, self._out.producer) from exc
+    def write(self, message: Message, route: Route) -> WriteOutcome:
+        """Produce ``message`` to ``route``'s topic in the open transaction; a fault of its
+        route raises (:class:`~peer.kafka.errors.RouteFaultError`)."""
+        result = self.write_batch([message], route)
+        if result.fault is not None:
+            raise result.fault
+        if result.written:
+            return WriteOutcome.WRITTEN
+        return WriteOutcome.SKIPPED if result.skipped else WriteOutcome.DEAD_LETTERED
 
     # --- checkpoints and commit ---------------------------------------------------------------
 
@@ -412,7 +329,7 @@ class TransactionalWriter:
     def _learn_limit(self, topic: str) -> int | None:
         limit = self.topics.learn_limit(topic)
         if limit is not None:
-            self._templates.clear()  # templates carry the size limit of their topic
+            self._records.forget()  # templates carry the size limit of their topic
         return limit
 
     def abort(self, timeout: float | None = None) -> None:
@@ -475,7 +392,7 @@ class TransactionalWriter:
     def forget_metadata(self, topic: str | None = None) -> None:
         """Drop what is cached of ``topic`` (all: None), e.g. after it was deleted or created."""
         self.topics.forget(topic)
-        self._templates.clear()
+        self._records.forget()
 
     def replace_producer(self, producer: Producer, timeout: float | None = None) -> None:
         """Go on with a new producer of the same transactional.id (the old one could not
@@ -492,7 +409,7 @@ class TransactionalWriter:
         self._checkpoints.clear()
         self._control.clear()
         self._out.failures.clear()
-        self._templates.clear()  # their delivery callbacks are fine; their topics re-checked
+        self._records.forget()  # their delivery callbacks are fine; their topics re-checked
         self.init(timeout)
 
 
