@@ -57,5 +57,10 @@ def build_cds_archive(*, progress: Progress = stderr_progress) -> Path | None:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    # Archives of earlier jars or Javas are never used again (about 50 MB each); a broker
+    # still running on one keeps its mapping of the unlinked file.
+    for stale in target.parent.glob("cds-*.jsa"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
     progress(f"localkafka: class-data-sharing archive ready: {target}")
     return target

@@ -395,10 +395,13 @@ def class_sharing_enabled() -> bool:
 def cds_archive(jars: KafkaJars, java: Java) -> Path:
     """Where the class-data-sharing archive for this Java build and these jars lives.
 
-    The name hashes everything the JVM checks an archive against, so a new Java or new
-    jars simply look for (and build) another file. It may not exist.
+    The name hashes everything the JVM checks an archive against (it refuses, with a
+    warning on stderr, an archive whose class path jars changed size or modification time),
+    so a new Java or jars resolved again simply look for (and build) another file. It may not
+    exist.
     """
     digest = hashlib.sha256(f"{java.path}\0{java.build}\0{jars.libs}".encode())
     for jar in sorted(jars.libs.glob("*.jar")):
-        digest.update(f"\0{jar.name}:{jar.stat().st_size}".encode())
+        stat = jar.stat()
+        digest.update(f"\0{jar.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return cache_dir() / f"kafka-{jars.version}" / f"cds-{digest.hexdigest()[:16]}.jsa"
