@@ -56,6 +56,13 @@ def drain(source: RestSource, into: list[Event]) -> bool:
     return False
 
 
+def subscribe_armed(source: DoorbellSource, wakeups: Wakeups) -> None:
+    """Subscribe every subject and wait until the doorbell covers each of them."""
+    for subject in SUBJECTS:
+        source.subscribe(subject, after=None)
+    wait_until(lambda: wakeups.stats()["armed"] == len(SUBJECTS), 20, "every subject armed")
+
+
 def consumes(sim: SimServer) -> int:
     return int(sim.state()["requests"].get("consume", 0))
 
@@ -64,9 +71,7 @@ def test_a_doorbell_fetches_at_once(
     doorbell_source: tuple[SimServer, DoorbellSource, Wakeups],
 ) -> None:
     sim, source, wakeups = doorbell_source
-    for subject in SUBJECTS:
-        source.subscribe(subject, after=None)
-    wait_until(lambda: wakeups.stats()["armed"] == len(SUBJECTS), 20, "every subject armed")
+    subscribe_armed(source, wakeups)
     events: list[Event] = []
     for round_ in range(3):
         sim.publish(SUBJECTS[round_], f"news {round_}")
@@ -84,9 +89,7 @@ def test_armed_idle_subjects_are_not_polled(
     doorbell_source: tuple[SimServer, DoorbellSource, Wakeups],
 ) -> None:
     sim, source, wakeups = doorbell_source
-    for subject in SUBJECTS:
-        source.subscribe(subject, after=None)
-    wait_until(lambda: wakeups.stats()["armed"] == len(SUBJECTS), 20, "every subject armed")
+    subscribe_armed(source, wakeups)
     settled = time.monotonic()  # the rings of the subscriptions' allowances fetch once more
     wait_until(lambda: time.monotonic() - settled > 1, 5, "the allowances' fetches")
     # over a 3 s window, 20 armed idle subjects cost (almost) no requests; polled with the

@@ -169,13 +169,13 @@ def apply(
         typer.Argument(help="A routes file: .toml, or the vendor connector's .json as is."),
     ],
     *,
+    target: Target,
     prune: Annotated[
         bool, typer.Option("--prune", help="Also remove routes that are not in FILE.")
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the diff, write nothing.")
     ] = False,
-    target: Target,
     json_out: JsonOut = False,
     lenient: Lenient = False,
     create_topics: CreateTopics = False,
@@ -266,6 +266,7 @@ def add(
     subject: Annotated[str, typer.Argument(help="MigratoryData subject, e.g. /server/status1.")],
     topic: Annotated[str, typer.Argument(help="Kafka topic its messages go to.")],
     *,
+    target: Target,
     key: Annotated[
         str | None,
         typer.Option("--key", help="Record key (default: none; records spread by subject)."),
@@ -286,7 +287,6 @@ def add(
             help="Where a subject with no checkpoint begins: snapshot, latest, history:N.",
         ),
     ] = "snapshot",
-    target: Target,
     json_out: JsonOut = False,
     create_topics: CreateTopics = False,
 ) -> None:
