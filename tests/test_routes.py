@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+import tomllib
 import unicodedata
 from pathlib import Path
 
@@ -115,15 +117,15 @@ def test_route_defaults_and_dict_round_trip() -> None:
 
 
 def test_route_options_parse_from_strings() -> None:
-    r = Route.from_dict(
-        {
-            "subject": "/a/b",
-            "topic": "t",
-            "on_oversize": "dead-letter",
-            "dead_letter_topic": "t.dlq",
-            "start": "history:100",
-        }
-    )
+    # as a routes file's [[route]] table gives them
+    table = """
+        subject = "/a/b"
+        topic = "t"
+        on_oversize = "dead-letter"
+        dead_letter_topic = "t.dlq"
+        start = "history:100"
+    """
+    r = Route.from_dict(tomllib.loads(textwrap.dedent(table)))
     assert r.on_oversize is Oversize.DEAD_LETTER
     assert r.dead_letter_topic == "t.dlq"
     assert r.start == StartPolicy(StartKind.HISTORY, 100)

@@ -125,10 +125,8 @@ def init(
                 dep,
                 routes_cmd.read_snapshot(dep),
                 routes.table,
-                prune=False,
-                dry_run=False,
-                json_out=json_out,
                 source=str(from_connector),
+                json_out=json_out,
                 create_topics=create_topics,
             )
             if not json_out and routes.source is not None:

@@ -97,10 +97,10 @@ def apply_routes(
     snapshot: ControlSnapshot,
     desired: RouteTable,
     *,
-    prune: bool,
-    dry_run: bool,
     json_out: bool,
     source: str,
+    prune: bool = False,
+    dry_run: bool = False,
     create_topics: bool = False,
 ) -> dict[str, Any]:
     """Diff ``desired`` against the control topic, print the diff, write it (one transaction).
