@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from peer.model import Message, Position
 from peer.source.base import Batch, Event, Gap, GapKind, Item, flatten
 from peer.source.buffer import EventBuffer
-from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff, jittered_backoff
 
 
 def m(subject: str, seq: int, size: int = 1) -> Message:
@@ -162,5 +162,27 @@ def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> Non
         budget.release(60)
         # with nothing held even a rest larger than the whole bound goes ahead (cut as any)
         assert await asyncio.wait_for(budget.reserve(500), 5) == 500
+
+    asyncio.run(scenario())
+
+
+def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        turns = CatchUpTurns()
+        first = await turns.take(behind=True)
+        assert first
+        second = asyncio.create_task(turns.take(behind=True))
+        await settle()
+        assert not second.done()  # a second whole-cache answer waits for the first's turn
+        assert await asyncio.wait_for(turns.take(behind=False), 5) is False  # caught up: no wait
+        assert turns.give_back(first) is False
+        assert await asyncio.wait_for(second, 5)
+        assert turns.give_back(held=True) is False
+        assert turns.give_back(held=False) is False  # not held: nothing to give back
+        assert await asyncio.wait_for(turns.take(behind=True), 5)
 
     asyncio.run(scenario())

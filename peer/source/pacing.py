@@ -82,3 +82,32 @@ class CarryBudget:
             await self._freed.wait()
         self.used += nbytes
         return nbytes
+
+
+class CatchUpTurns:
+    """One fetch at a time among a source's subjects that are behind (their last answer was
+    cut for room): each such answer is as large as the server holds from the subject's
+    position, and fetched side by side (up to ``max_concurrency`` at once, all let through
+    by the same freed room) most of them could be neither taken nor kept. In the throughput
+    benchmark the source received 3.4 times the bytes it delivered, and receiving them was
+    most of its thread's CPU (docs/PERFORMANCE.md). Subjects that are not behind (the
+    caught-up ones, whose answers are small) never wait for a turn. Loop thread only.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()  # bound to a loop only when first waited on
+
+    async def take(self, behind: bool) -> bool:
+        """Wait for the turn if ``behind``; returns whether this caller holds it."""
+        if not behind:
+            return False
+        await self._lock.acquire()
+        return True
+
+    def give_back(self, held: bool) -> bool:
+        """End the turn if held (idempotent through its result: always False)."""
+        if held:
+            self._lock.release()
+        return False
