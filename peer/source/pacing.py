@@ -86,12 +86,13 @@ class CarryBudget:
 
 class CatchUpTurns:
     """One fetch at a time among a source's subjects that are behind (their last answer was
-    cut for room): each such answer is as large as the server holds from the subject's
-    position, and fetched side by side (up to ``max_concurrency`` at once, all let through
-    by the same freed room) most of them could be neither taken nor kept. In the throughput
-    benchmark the source received 3.4 times the bytes it delivered, and receiving them was
-    most of its thread's CPU (docs/PERFORMANCE.md). Subjects that are not behind (the
-    caught-up ones, whose answers are small) never wait for a turn. Loop thread only.
+    cut for room) or that find no room when they are about to fetch: such an answer may be
+    as large as the server holds from the subject's position, and fetched side by side (up
+    to ``max_concurrency`` at once, all let through by the same freed room) most of them
+    could be neither taken nor kept. In the throughput benchmark the source received 3.4
+    times the bytes it delivered, and receiving them was most of its thread's CPU
+    (docs/PERFORMANCE.md). While there is room, subjects that are not behind (caught-up
+    ones, or thousands starting at once) never wait for a turn. Loop thread only.
     """
 
     __slots__ = ("_lock",)

@@ -81,7 +81,7 @@ class RestSource:
         self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
         #: parsed answers held back for later (Outcome.rest), loop thread
         self._carried = CarryBudget(config.max_buffered_bytes)
-        self._turns = CatchUpTurns()  # subjects whose last answer was cut fetch one at a time
+        self._turns = CatchUpTurns()  # subjects behind, or finding no room, fetch in turn
         # counters (under the lock; requests and request errors: the client's)
         self._messages = 0
         self._duplicates = 0
@@ -390,13 +390,13 @@ class RestSource:
         # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
         held = dropped = 0
-        # a start from history may bring a whole cache: it waits its turn as a cut answer does
-        behind, turn = sub.tracker.next_request().history > 1, False
+        behind = turn = False
         try:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
-                turn = await self._turns.take(behind)
+                # one with no room now is as likely to bring more than can be taken or kept
+                turn = await self._turns.take(behind or not self._buffer.takes_any())
                 await self._until_fetchable(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
