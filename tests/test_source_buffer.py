@@ -186,3 +186,18 @@ def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely
         assert await asyncio.wait_for(turns.take(behind=True), 5)
 
     asyncio.run(scenario())
+
+
+def test_a_rest_is_kept_by_its_share_of_the_answers_bytes_or_reserved_for_later() -> None:
+    budget = CarryBudget(100)
+    answer = [m("/a", seq, size=10) for seq in range(1, 11)]
+    # 4 of 10 messages of a 120-byte answer: 48 bytes held
+    assert budget.keep_rest(answer[6:], answer, 120) == (answer[6:], 48, 0)
+    assert budget.used == 48
+    # no share known: the contents' bytes; and what does not fit is to be reserved instead
+    assert budget.keep_rest(answer[1:], answer, 0) == (None, 0, 90)
+    assert budget.used == 48
+    assert budget.worth(60, room=True, position=False)  # taken now, whatever its size
+    assert not budget.worth(40, room=False, position=False)  # no position: cannot be kept
+    assert budget.worth(52, room=False, position=True)
+    assert not budget.worth(53, room=False, position=True)

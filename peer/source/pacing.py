@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
+
+from peer.model import Message
 
 
 class IdleBackoff:
@@ -73,6 +76,23 @@ class CarryBudget:
         if nbytes:
             self.used -= nbytes
             self._freed.set()
+
+    def worth(self, nbytes: int, *, room: bool, position: bool) -> bool:
+        """Is an answer of ``nbytes`` worth parsing: can it be taken now (``room``), or kept
+        (only once the subject has a ``position``)? A lock-free guess: a wrong no refetches."""
+        return room or (position and self.fits(nbytes))
+
+    def keep_rest(
+        self, rest: Sequence[Message], answer: Sequence[Message], body_len: int
+    ) -> tuple[Sequence[Message] | None, int, int]:
+        """Keep ``rest`` of ``answer`` (``body_len``: the answer's bytes, or the estimate of a
+        rest kept before) if its share fits: (the rest or None, bytes held, bytes to reserve
+        before fetching it again)."""
+        share = body_len * len(rest) // len(answer) if body_len else 0
+        estimate = share or sum(len(m.content) for m in rest)
+        if self.keep(estimate):
+            return rest, estimate, 0
+        return None, 0, estimate
 
     async def reserve(self, nbytes: int) -> int:
         """Hold ``nbytes`` once they fit, or once nothing is held (a rest larger than the whole

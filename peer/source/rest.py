@@ -389,13 +389,11 @@ class RestSource:
         # request. Bounded (CarryBudget): ``held`` is this task's part (its rest, or room reserved
         # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
-        held = dropped = 0
-        behind = turn = False
+        held, dropped, behind, turn = 0, 0, False, False
         try:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
-                # one with no room now is as likely to bring more than can be taken or kept
                 turn = await self._turns.take(behind or not self._buffer.takes_any())
                 await self._until_fetchable(subject)
                 request = sub.tracker.next_request()
@@ -406,12 +404,12 @@ class RestSource:
                     if messages is None:
                         body = await self._client.fetch(subject, request)
                         body_len = len(body)
-                        if self._worth_parsing(sub, body_len - held):
+                        room, position = self._buffer.takes_any(), sub.tracker.last is not None
+                        if self._carried.worth(body_len - held, room=room, position=position):
                             messages = decode_consume(subject, body)
                         del body  # not held across the waits below: a whole answer per subject
                         if messages is None:
-                            behind = True
-                            dropped = body_len if sub.tracker.last is not None else 0
+                            dropped, behind = (body_len if position else 0), True
                             continue
                     # messages are validated as the tracker reaches them: the same fault
                     outcome = self._accept(sub, request, messages, continued=continued)
@@ -430,12 +428,7 @@ class RestSource:
                     return
                 behind = outcome.truncated
                 if outcome.rest is not None and messages:
-                    share = body_len * len(outcome.rest) // len(messages) if body_len else 0
-                    estimate = share or sum(len(m.content) for m in outcome.rest)
-                    if self._carried.keep(estimate):
-                        carry, held = outcome.rest, estimate
-                    else:
-                        dropped = estimate
+                    carry, held, dropped = self._carried.keep_rest(outcome.rest, messages, body_len)
                 progressed, messages, outcome = outcome.progressed, None, None  # as body above
                 if progressed:
                     idle.reset()
@@ -444,12 +437,6 @@ class RestSource:
         finally:
             self._carried.release(held)
             self._turns.give_back(turn)
-
-    def _worth_parsing(self, sub: Subscription, nbytes: int) -> bool:
-        """Can ``nbytes`` be taken now or kept? (A lock-free guess: a wrong no refetches.)"""
-        return self._buffer.takes_any() or (
-            sub.tracker.last is not None and self._carried.fits(nbytes)
-        )
 
     async def _idle(self, subject: str, delay: float) -> None:
         """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
