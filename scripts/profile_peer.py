@@ -179,32 +179,69 @@ class Decoded:
         return messages
 
 
-def thread_cpu() -> dict[int, tuple[str, float]]:
-    """Each live thread of this process: (its role, CPU seconds so far). Roles: the peer's
+#: per thread, from /proc: CPU seconds (schedstat), user and system seconds, minor page
+#: faults (stat), voluntary and involuntary context switches (status)
+ThreadSample = tuple[str, float, float, float, int, int, int]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu() -> dict[int, ThreadSample]:
+    """Each live thread of this process: its role and counters so far. Roles: the peer's
     loop, the source's I/O thread, librdkafka's threads, and the rest."""
     roles = {threading.main_thread().native_id: "main loop"}
     roles |= {t.native_id: "source I/O" for t in threading.enumerate() if t.name == SOURCE_THREAD}
-    out: dict[int, tuple[str, float]] = {}
+    out: dict[int, ThreadSample] = {}
     for tid in os.listdir("/proc/self/task"):
+        task = Path(f"/proc/self/task/{tid}")
         try:
-            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-            ns = int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
+            name = (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+            stat = (task / "stat").read_text().rpartition(")")[2].split()
+            status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines())
         except (OSError, ValueError, IndexError):
             continue  # ended meanwhile
         role = roles.get(int(tid)) or ("librdkafka" if name.startswith("rdk:") else "other")
-        out[int(tid)] = (role, ns / 1e9)
+        # stat after the ")": state is [0], minflt [7], utime [11], stime [12]
+        out[int(tid)] = (
+            role,
+            ns / 1e9,
+            int(stat[11]) / _TICK,
+            int(stat[12]) / _TICK,
+            int(stat[7]),
+            int(status["voluntary_ctxt_switches"]),
+            int(status["nonvoluntary_ctxt_switches"]),
+        )
     return out
 
 
 def by_role(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], n_msgs: int
-) -> str:
-    """CPU per message of each role in the window (threads that ended meanwhile are lost)."""
-    spent: dict[str, float] = {}
-    for tid, (role, cpu) in after.items():
-        spent[role] = spent.get(role, 0.0) + cpu - before.get(tid, (role, 0.0))[1]
-    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{role} {cpu / n_msgs * 1e6:.2f}" for role, cpu in ranked)
+    before: dict[int, ThreadSample], after: dict[int, ThreadSample], n_msgs: int
+) -> list[str]:
+    """Per role in the window, per message: CPU, user and system µs, minor faults and
+    context switches per 1,000 messages (threads that ended meanwhile are lost)."""
+    spent: dict[str, list[float]] = {}
+    for tid, (role, *now) in after.items():
+        then = before.get(tid, (role, 0.0, 0.0, 0.0, 0, 0, 0))[1:]
+        sums = spent.setdefault(role, [0.0] * len(now))
+        for i, (a, b) in enumerate(zip(now, then, strict=True)):
+            sums[i] += a - b
+    head = f"{'thread':<12} {'CPU µs':>7} {'user µs':>8} {'sys µs':>7} {'faults/k':>9} "
+    out = [head + f"{'vol cs/k':>9} {'invol cs/k':>10}"]
+    for role, (cpu, user, sys_, flt, vcs, ics) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
+        us, per_k = 1e6 / n_msgs, 1e3 / n_msgs
+        out.append(
+            f"{role:<12} {cpu * us:7.2f} {user * us:8.2f} {sys_ * us:7.2f} {flt * per_k:9.2f} "
+            f"{vcs * per_k:9.2f} {ics * per_k:10.2f}"
+        )
+    return out
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident (or peak resident: ``VmHWM``) memory in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def committed_all(peer: Peer, heads: dict[str, int]) -> bool:
@@ -316,7 +353,7 @@ def main() -> int:
         peer = Peer(settings, source)
         sampler = Sampler(args.rate, Path(tmp) / "py-spy.txt", lines=args.lines, wall=args.wall)
         window: dict[str, float] = {}
-        threads: list[dict[int, tuple[str, float]]] = [{}, {}]
+        threads: list[dict[int, ThreadSample]] = [{}, {}]
 
         def drive() -> None:
             wait_until(lambda: len(peer.owned.shards) == SHARDS, 120, "the peer owning shards")
@@ -324,11 +361,13 @@ def main() -> int:
             if args.profiler == "py-spy":
                 sampler.start()
             threads[0] = thread_cpu()
+            window["rss0"] = rss_mb()
             window["cpu0"], window["t0"] = time.process_time(), time.monotonic()
             dep.write_routes(routes, timeout=120)
             wait_until(lambda: committed_all(peer, heads), 600, f"{total} committed", step=0.05)
             window["cpu1"], window["t1"] = time.process_time(), time.monotonic()
             threads[1] = thread_cpu()
+            window["rss1"] = rss_mb()
             sampler.stop()
             peer.request_stop()
 
@@ -358,7 +397,12 @@ def main() -> int:
             f"decoded {decoded.messages / total:.2f} messages per message delivered "
             f"({decoded.nbytes / 1e6:,.0f} MB of answers)"
         )
-        print(f"CPU per message by thread, µs: {by_role(threads[0], threads[1], total)}")
+        print(
+            f"RSS {window['rss0']:,.0f} MB before the window, {window['rss1']:,.0f} MB after "
+            f"(peak {rss_mb('VmHWM'):,.0f} MB)"
+        )
+        print("per thread, per message (faults and context switches per 1,000 messages):")
+        print("\n".join(by_role(threads[0], threads[1], total)))
         if args.profiler == "py-spy":
             print("\n".join(sampler.tables(total, args.top)))
         elif args.profiler == "cprofile":

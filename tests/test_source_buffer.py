@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from peer.model import Message, Position
 from peer.source.base import Batch, Event, Gap, GapKind, Item, flatten
 from peer.source.buffer import EventBuffer
-from peer.source.pacing import CarryBudget, IdleBackoff, jittered_backoff
+from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff, jittered_backoff
 
 
 def m(subject: str, seq: int, size: int = 1) -> Message:
@@ -164,3 +164,40 @@ def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> Non
         assert await asyncio.wait_for(budget.reserve(500), 5) == 500
 
     asyncio.run(scenario())
+
+
+def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        turns = CatchUpTurns()
+        first = await turns.take(behind=True)
+        assert first
+        second = asyncio.create_task(turns.take(behind=True))
+        await settle()
+        assert not second.done()  # a second whole-cache answer waits for the first's turn
+        assert await asyncio.wait_for(turns.take(behind=False), 5) is False  # caught up: no wait
+        assert turns.give_back(first) is False
+        assert await asyncio.wait_for(second, 5)
+        assert turns.give_back(held=True) is False
+        assert turns.give_back(held=False) is False  # not held: nothing to give back
+        assert await asyncio.wait_for(turns.take(behind=True), 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_rest_is_kept_by_its_share_of_the_answers_bytes_or_reserved_for_later() -> None:
+    budget = CarryBudget(100)
+    answer = [m("/a", seq, size=10) for seq in range(1, 11)]
+    # 4 of 10 messages of a 120-byte answer: 48 bytes held
+    assert budget.keep_rest(answer[6:], answer, 120) == (answer[6:], 48, 0)
+    assert budget.used == 48
+    # no share known: the contents' bytes; and what does not fit is to be reserved instead
+    assert budget.keep_rest(answer[1:], answer, 0) == (None, 0, 90)
+    assert budget.used == 48
+    assert budget.worth(60, room=True, position=False)  # taken now, whatever its size
+    assert not budget.worth(40, room=False, position=False)  # no position: cannot be kept
+    assert budget.worth(52, room=False, position=True)
+    assert not budget.worth(53, room=False, position=True)

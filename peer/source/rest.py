@@ -44,7 +44,7 @@ from peer.source.base import (
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.pacing import CarryBudget, IdleBackoff
+from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
     ConsumeRequest,
@@ -81,6 +81,7 @@ class RestSource:
         self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
         #: parsed answers held back for later (Outcome.rest), loop thread
         self._carried = CarryBudget(config.max_buffered_bytes)
+        self._turns = CatchUpTurns()  # subjects behind, or finding no room, fetch in turn
         # counters (under the lock; requests and request errors: the client's)
         self._messages = 0
         self._duplicates = 0
@@ -388,11 +389,12 @@ class RestSource:
         # request. Bounded (CarryBudget): ``held`` is this task's part (its rest, or room reserved
         # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
-        held = dropped = 0
+        held, dropped, behind, turn = 0, 0, False, False
         try:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
+                turn = await self._turns.take(behind or not self._buffer.takes_any())
                 await self._until_fetchable(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
@@ -402,13 +404,17 @@ class RestSource:
                     if messages is None:
                         body = await self._client.fetch(subject, request)
                         body_len = len(body)
-                        if not self._worth_parsing(sub, body_len - held):
-                            dropped = body_len if sub.tracker.last is not None else 0
+                        room, position = self._buffer.takes_any(), sub.tracker.last is not None
+                        if self._carried.worth(body_len - held, room=room, position=position):
+                            messages = decode_consume(subject, body)
+                        del body  # not held across the waits below: a whole answer per subject
+                        if messages is None:
+                            dropped, behind = (body_len if position else 0), True
                             continue
-                        messages = decode_consume(subject, body)
                     # messages are validated as the tracker reaches them: the same fault
                     outcome = self._accept(sub, request, messages, continued=continued)
                 except MalformedResponseError as exc:
+                    turn = self._turns.give_back(turn)
                     malformed += 1
                     if not await self._malformed_pause(sub, exc, request, malformed):
                         return
@@ -416,28 +422,21 @@ class RestSource:
                 finally:
                     self._carried.release(held)
                     held = 0
+                    turn = self._turns.give_back(turn)
                 malformed = 0
                 if outcome is None:
                     return
+                behind = outcome.truncated
                 if outcome.rest is not None and messages:
-                    share = body_len * len(outcome.rest) // len(messages) if body_len else 0
-                    estimate = share or sum(len(m.content) for m in outcome.rest)
-                    if self._carried.keep(estimate):
-                        carry, held = outcome.rest, estimate
-                    else:
-                        dropped = estimate
-                if outcome.progressed:
+                    carry, held, dropped = self._carried.keep_rest(outcome.rest, messages, body_len)
+                progressed, messages, outcome = outcome.progressed, None, None  # as body above
+                if progressed:
                     idle.reset()
                 else:
                     await self._idle(subject, idle.next_delay())
         finally:
             self._carried.release(held)
-
-    def _worth_parsing(self, sub: Subscription, nbytes: int) -> bool:
-        """Can ``nbytes`` be taken now or kept? (A lock-free guess: a wrong no refetches.)"""
-        return self._buffer.takes_any() or (
-            sub.tracker.last is not None and self._carried.fits(nbytes)
-        )
+            self._turns.give_back(turn)
 
     async def _idle(self, subject: str, delay: float) -> None:
         """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
