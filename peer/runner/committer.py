@@ -79,6 +79,8 @@ class Committer:
         #: messages per target topic in the open transaction (counted out at commit)
         self.txn_topics: dict[str, int] = {}
         self.last_commit = time.monotonic()
+        #: when the last commit started (monotonic): the commit cadence counts from it
+        self.last_start = 0.0
         #: control positions sent with the last commit, to know when the idle catch-up is due
         self._sent: dict[int, int] = {}
         self._replaced: list[float] = []
@@ -167,7 +169,7 @@ class Committer:
             where = java_partition(key, writer.control_partitions)
             writer.control_record(key, peer_note[1], "", partition=where)
         offsets = self.assignment()
-        started = time.monotonic()
+        started = self.last_start = time.monotonic()
         stats = writer.commit(offsets, consumer.consumer_group_metadata(), timeout)
         m = self._metrics
         m.commit_latency.observe(time.monotonic() - started)

@@ -51,6 +51,7 @@ from peer.runner import access
 from peer.runner.committer import Committer
 from peer.runner.containment import Containment
 from peer.runner.gauges import Gauges
+from peer.runner.pace import CommitPace
 from peer.runner.quarantine import Quarantine
 from peer.runner.rebalance import Rebalancer
 from peer.runner.shardset import ShardSet
@@ -330,10 +331,11 @@ class Peer:
         interval = self.settings.commit_interval_ms / 1000
         # a transaction never gets near transaction.timeout.ms
         max_age = min(interval, self.settings.transaction_timeout_ms / 4000)
+        pace = CommitPace(max_age, self.settings.max_batch, _IDLE_POLL_S)
         while not self._stop.is_set():
             self.health.beat()
             try:
-                self._turn(self._consumer, self._txns(), max_age)
+                self._turn(self._consumer, self._txns(), pace)
             except AbortRequiredError as exc:
                 self.metrics.errors.labels(type(exc).__name__).inc()
                 log.warning("transaction aborted, redo from checkpoints: %s", exc, extra=self._ctx)
@@ -349,7 +351,7 @@ class Peer:
             self.watch.check()
             self.containment.tick()
 
-    def _turn(self, consumer: Consumer, txns: Committer, max_age: float) -> None:
+    def _turn(self, consumer: Consumer, txns: Committer, pace: CommitPace) -> None:
         """One loop turn: control records, then source events, then commit when due."""
         s = self.settings
         writer = txns.writer
@@ -367,20 +369,21 @@ class Peer:
         self._raise_fatal()
         if self.owned.subjects:
             room = max(1, min(_EVENTS_PER_TURN, s.max_batch - writer.transaction_records))
-            for item in self.source.poll_batches(room, _IDLE_POLL_S):
+            wait = pace.wait(writer.transaction_opened, txns.last_start)
+            items = self.source.poll_batches(room, wait)
+            for item in items:
                 if isinstance(item, Batch):
                     self._write(item)
                 elif isinstance(item, Gap):
                     self._gap(item)
                 elif item.subject in self.owned.subjects:
                     self.containment.source_fault(item)
+            pace.took(items, room, txns.last_start)
             if self._turn_in:  # counted per turn: a labelled metric per message is costly
                 for topic, n in self._turn_in.items():
                     self.metrics.messages_in.labels(topic).inc(n)
                 self._turn_in.clear()
-        due = writer.transaction_open and (
-            writer.transaction_records >= s.max_batch or writer.transaction_age() >= max_age
-        )
+        due = pace.due(writer.transaction_opened, writer.transaction_records, txns.last_start)
         if due or (not writer.transaction_open and txns.has_work() and self._owns()):
             txns.commit(consumer, "interval")
         elif not writer.transaction_open and self._owns():

@@ -114,6 +114,11 @@ class TransactionalWriter:
         """Data records produced in the open transaction (0 when none is open)."""
         return self._txn.records if self._txn is not None else 0
 
+    @property
+    def transaction_opened(self) -> float | None:
+        """When the open transaction began (``time.monotonic()``), None when none is open."""
+        return self._txn.started if self._txn is not None else None
+
     def transaction_age(self) -> float:
         """Seconds since begin(), so the caller commits well before transaction.timeout.ms."""
         return time.monotonic() - self._txn.started if self._txn is not None else 0.0

@@ -53,10 +53,13 @@ class Tail:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msgs = self._consumer.consume(5000, 0.05)
-            if not msgs:
+            # Stamped when the first record is handed over: consume(n, timeout) would wait
+            # out its whole timeout unless n records come, and stamp them that much late.
+            first = self._consumer.poll(0.05)
+            if first is None:
                 continue
             mono, wall = time.monotonic(), time.time()
+            msgs = [first, *self._consumer.consume(4999, 0)]  # what came with it
             batch: list[Delivered] = []
             for msg in msgs:
                 if msg.error() is not None:
