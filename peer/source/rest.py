@@ -53,6 +53,7 @@ from peer.source.resume import (
     SubjectTracker,
     Subscription,
 )
+from peer.source.tally import Tally
 from peer.source.wire import MalformedResponseError, decode_consume
 
 __all__ = ["RestSource", "RestSourceConfig"]
@@ -81,11 +82,8 @@ class RestSource:
         self._actions: list[tuple[Callable[[Subscription], None], Subscription]] = []
         #: parsed answers held back for later (Outcome.rest), loop thread
         self._carried = CarryBudget(config.max_buffered_bytes)
-        # counters (under the lock; requests and request errors: the client's)
-        self._messages = 0
-        self._duplicates = 0
-        self._gaps = 0
-        self._malformed = 0
+        #: counters and heads (under the lock; requests and request errors: the client's)
+        self._tally = Tally()
         # the loop thread's world
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +142,7 @@ class RestSource:
                 sub = Subscription(subject, self._generation, tracker)
                 replaced = self._subs.get(subject)
                 self._subs[subject] = sub
+                self._tally.forget(subject)
                 dropped = self._buffer.discard(subject)
                 self._schedule(self._spawn, sub)
                 if debug:  # thousands at a time: not even the tuple otherwise
@@ -167,6 +166,7 @@ class RestSource:
             sub = self._subs.pop(subject, None)
             if sub is None:
                 return
+            self._tally.forget(subject)
             self._buffer.discard(subject)
             self._schedule(self._cancel, sub)
         log.debug("unsubscribed", extra={"subject": subject})
@@ -225,22 +225,15 @@ class RestSource:
 
     def stats(self) -> SourceStats:
         with self._lock:
-            return SourceStats(
-                subjects=len(self._subs),
-                messages=self._messages,
-                duplicates_dropped=self._duplicates,
-                gaps=self._gaps,
-                malformed=self._malformed,
-                requests=self._client.requests,
-                request_errors=self._client.request_errors,
-                server_requests=dict(self._client.server_requests),
-                server_errors=dict(self._client.server_errors),
-                buffered=self._buffer.nevents,
-                paused=self._paused,
-                server_head={
-                    s: sub.tracker.head for s, sub in self._subs.items() if sub.tracker.head
-                },
-            )
+            stats = self._tally.stats(self._buffer.subjects())
+            stats.subjects = len(self._subs)
+            stats.requests = self._client.requests
+            stats.request_errors = self._client.request_errors
+            stats.server_requests = dict(self._client.server_requests)
+            stats.server_errors = dict(self._client.server_errors)
+            stats.buffered = self._buffer.nevents
+            stats.paused = self._paused
+            return stats
 
     def close(self) -> None:
         """Stop fetching, close connections and the loop thread (idempotent)."""
@@ -450,7 +443,7 @@ class RestSource:
         with self._lock:
             if not self._current(sub):
                 return False
-            self._malformed += 1
+            self._tally.malformed += 1
         await asyncio.sleep(self._client.malformed(sub.subject, exc, request, n))
         return True
 
@@ -480,9 +473,7 @@ class RestSource:
             if outcome.items:
                 buffer.extend(sub.subject, outcome.items, outcome.nbytes)
                 self._cond.notify_all()
-            self._messages += outcome.messages
-            self._duplicates += outcome.duplicates
-            self._gaps += len(outcome.gaps)
+            self._tally.accepted(sub.subject, sub.tracker, outcome)
         return outcome
 
     def _fail(self, sub: Subscription, exc: SourceError) -> None:
