@@ -53,6 +53,7 @@ class _Connection(asyncio.Protocol):
         "_until_eof",
         "buf",
         "closed",
+        "deadline",
         "got_bytes",
         "reused",
         "transport",
@@ -68,6 +69,8 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.got_bytes = False
         self.used_at = 0.0
+        #: (loop time) when the request in flight times out
+        self.deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -236,11 +239,6 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(fut: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"no answer within {timeout:g} s"))
-
-
 class Http1Pool:
     """Keep-alive connections to one server; used from one asyncio loop only."""
 
@@ -262,6 +260,11 @@ class Http1Pool:
         self._tail = f" HTTP/1.1\r\nHost: {netloc}:{port}\r\n\r\n".encode("ascii")
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        #: connections with a request in flight, and the one timer that times them out: a
+        #: timer per request cost a heap push and pop per fetch, thousands a second
+        self._busy: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._tick = min(0.25, timeout / 4)
 
     async def get(self, target: str) -> tuple[int, bytes]:
         """``GET target`` (path and query); the status and the whole body."""
@@ -278,6 +281,9 @@ class Http1Pool:
         return await self._send(loop, conn, target, deadline)
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._open):
             conn.close()
         self._open.clear()
@@ -294,6 +300,15 @@ class Http1Pool:
             conn.close()
             self._open.discard(conn)
         return None
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the requests past their deadline; again in a tick while any are in flight."""
+        now = loop.time()
+        for conn in self._busy:
+            waiter = conn.waiter
+            if conn.deadline <= now and waiter is not None and not waiter.done():
+                waiter.set_exception(TimeoutError(f"no answer within {self._timeout:g} s"))
+        self._sweep = loop.call_later(self._tick, self._expire, loop) if self._busy else None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         left = deadline - loop.time()
@@ -317,10 +332,12 @@ class Http1Pool:
         self, loop: asyncio.AbstractEventLoop, conn: _Connection, target: str, deadline: float
     ) -> tuple[int, bytes]:
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        conn.waiter, conn.got_bytes = fut, False
+        conn.waiter, conn.got_bytes, conn.deadline = fut, False, deadline
         assert conn.transport is not None
         conn.transport.write(b"GET " + target.encode("ascii") + self._tail)
-        timer = loop.call_at(deadline, _expire, fut, self._timeout)
+        self._busy.add(conn)
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._tick, self._expire, loop)
         try:
             answer = await fut
         except BaseException:
@@ -328,7 +345,7 @@ class Http1Pool:
             self._open.discard(conn)
             raise
         finally:
-            timer.cancel()
+            self._busy.discard(conn)
             conn.waiter = None
         if conn.closed:
             self._open.discard(conn)
