@@ -5,11 +5,16 @@ kept-alive connection the server closed, timeouts and broken answers."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from peer.config.servers import parse_servers
+from peer.source.consume import ConsumeClient
 from peer.source.http1 import Http1Pool, HttpTransportError
+from peer.source.rest_config import RestSourceConfig
+from peer.source.resume import ConsumeRequest, RequestKind
 
 #: (request head, reader, writer) -> whether to keep the connection open for another request
 Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -192,3 +197,45 @@ def test_timeout_bad_answers_and_refused_connections_raise() -> None:
             await pool.get("/x")
 
     asyncio.run(refused())
+
+
+def test_consume_client_keeps_at_most_max_concurrency_in_flight_and_cancels_cleanly() -> None:
+    now = [0]
+    most = [0]
+
+    async def script(_h: bytes, _r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        await asyncio.sleep(0.05)
+        now[0] -= 1
+        w.write(_answer("200 OK", b"{}", "Content-Length: 2"))
+        return True
+
+    async def main() -> None:
+        server, _heads, _accepted = await _serve(script)
+        config = RestSourceConfig(
+            servers=parse_servers(f"127.0.0.1:{_port(server)}"), max_concurrency=3
+        )
+        client = ConsumeClient(config, random.Random(1))
+        await client.open()
+        snapshot = ConsumeRequest(RequestKind.SNAPSHOT)
+        try:
+            answers = await asyncio.gather(*(client.fetch(f"/s/{i}", snapshot) for i in range(10)))
+            assert answers == [b"{}"] * 10
+            assert most[0] == 3
+            # queued fetches cancelled: their places are not lost
+            tasks = [asyncio.create_task(client.fetch(f"/c/{i}", snapshot)) for i in range(8)]
+            await asyncio.sleep(0.01)
+            for task in tasks[3:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            most[0] = 0
+            answers = await asyncio.gather(*(client.fetch(f"/t/{i}", snapshot) for i in range(6)))
+            assert answers == [b"{}"] * 6
+            assert most[0] == 3
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

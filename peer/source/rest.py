@@ -351,8 +351,14 @@ class RestSource:
             with contextlib.suppress(RuntimeError):  # closing
                 loop.call_soon_threadsafe(wake.set)
 
-    async def _until_fetchable(self, subject: str = "") -> None:
-        """Also the hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
+    def _fetchable(self) -> bool:
+        with self._lock:
+            return not self._paused and self._buffer.fetchable()
+
+    def _fetching(self, subject: str) -> None:
+        """The hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
+
+    async def _until_fetchable(self) -> None:
         assert self._wake is not None
         while True:
             self._wake.clear()
@@ -386,7 +392,9 @@ class RestSource:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
-                await self._until_fetchable(subject)
+                if not self._fetchable():  # (a coroutine only when it has to wait)
+                    await self._until_fetchable()
+                self._fetching(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
                 body_len = held if continued else 0  # a carry's size: its estimate

@@ -37,6 +37,7 @@ from peer.source.base import SubjectStart
 from peer.source.doorbell import Doorbell, DoorbellPlan
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig
+from peer.source.timerwheel import TimerWheel
 
 log = logging.getLogger("peer.source")
 
@@ -79,6 +80,7 @@ class Wakeups:
         self._doorbells = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bells: dict[str, _Bell] = {}
+        self._wheel = TimerWheel()
         door = Doorbell.from_settings(
             source, wake=self._wake, denied=self._deny, connected=self._connected, plan=plan
         )
@@ -142,9 +144,19 @@ class Wakeups:
         if bell.rung:
             return
         if self.door.armed(subject):
+            # the long wait of most subjects: on the wheel, not a loop timer each
             delay = self.safety_interval * (1 - 0.1 * self._rng.random())
+            fut, slot = self._wheel.start(delay)
+            bell.waiter = fut
+            try:
+                await fut
+            finally:
+                self._wheel.stop(fut, slot)
+                if bell.waiter is fut:
+                    bell.waiter = None
+            return
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = loop.create_future()
         bell.waiter = fut
         timer = loop.call_later(delay, _resolve, fut)
         try:
@@ -230,8 +242,7 @@ class DoorbellSource(RestSource):
         finally:
             self.wakeups.detach()
 
-    async def _until_fetchable(self, subject: str = "") -> None:
-        await super()._until_fetchable(subject)
+    def _fetching(self, subject: str) -> None:
         self.wakeups.fetching(subject)
 
     async def _idle(self, subject: str, delay: float) -> None:
