@@ -48,3 +48,21 @@ def test_a_wait_ended_early_or_cancelled_leaves_its_slot() -> None:
     asyncio.run(main())
     with pytest.raises(ValueError, match="tick"):
         TimerWheel(tick=0)
+
+
+def test_a_grain_ends_close_waits_together_never_early() -> None:
+    async def main() -> None:
+        wheel = TimerWheel(tick=0.005)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        futs = [wheel.start(delay, grain=8) for delay in (0.05, 0.052, 0.055)]
+        slots = {slot for _, slot in futs}
+        assert all(slot % 8 == 0 for slot in slots)
+        assert len(slots) <= 2  # 40 ms slots: three waits within 5 ms share one (or straddle)
+        await asyncio.gather(*(fut for fut, _ in futs))
+        assert loop.time() - start >= 0.055
+        for fut, slot in futs:
+            wheel.stop(fut, slot)
+        assert len(wheel) == 0
+
+    asyncio.run(main())
