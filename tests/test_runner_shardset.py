@@ -89,3 +89,32 @@ def test_lag_per_route_topic_sums_its_subjects() -> None:
     assert by_topic == {"topic1": 10, "topic2": 0}  # a route with no known distance shows 0
     assert sum(by_shard.values()) == 10
     assert by_shard == owned.lag(heads)
+
+
+def test_only_marked_subjects_are_dirty_and_a_replaced_track_is_bound() -> None:
+    owned = owned_with("/a")
+    p = shard_of("/a", 4)
+    owned.subjects["/b"] = SubjectTrack(p, None, StartPolicy(), needs_ack=True)
+    assert sorted(owned.dirty()) == ["/b"]  # marked when put in
+    owned.committed_all()
+    assert owned.dirty() == {}
+    del owned.subjects["/a"]
+    fresh = SubjectTrack(p, Position(1, 5), StartPolicy())
+    owned.subjects["/a"] = fresh
+    assert owned.dirty() == {}
+    fresh.pending = Position(1, 6)
+    assert list(owned.dirty()) == ["/a"]
+    del owned.subjects["/a"]
+    assert owned.dirty() == {}  # a marked subject no longer tracked is not dirty
+    assert owned.subjects.marked == set()
+
+
+def test_lags_of_the_lagging_subjects_only_still_name_every_route_topic() -> None:
+    owned = owned_with("/a")
+    p = shard_of("/b", 4)
+    owned.shards.setdefault(p, OwnedShard(ShardState(p, 4), 0))
+    owned.shards[p].state.routes["/b"] = Route("/b", "topic2")
+    owned.subjects["/b"] = SubjectTrack(p, Position(1, 5), StartPolicy())
+    by_shard, by_topic = owned.lags({"/a": Position(1, 9), "/gone": Position(1, 99)})
+    assert by_topic == {"topic1": 4, "topic2": 0}
+    assert sum(by_shard.values()) == 4

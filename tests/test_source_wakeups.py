@@ -16,7 +16,7 @@ from peer.errors import EntitlementDeniedError
 from peer.model import Message
 from peer.source.base import Event, SubjectFault
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.wakeups import DoorbellSource, Wakeups
+from peer.source.wakeups import DoorbellSource, Wakeups, _Bell
 from peer.testing import STANDIN_DIR, run_mdpeer, wait_until
 
 pytestmark = pytest.mark.sim
@@ -155,3 +155,23 @@ def test_run_refuses_doorbell_on_without_a_client(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "source.doorbell" in done.stderr
     assert "'no_such_client_xyz' is not importable" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("subjects", "ticks"),
+    [(0, 1), (100, 20), (10_000, 9), (100_000, 1)],  # 5 ms ticks; at most 100 ms
+)
+def test_safety_waits_are_grouped_by_about_max_concurrency(
+    monkeypatch: pytest.MonkeyPatch, subjects: int, ticks: int
+) -> None:
+    monkeypatch.syspath_prepend(str(STANDIN_DIR))
+    settings = SourceSettings(
+        servers=("http://127.0.0.1:1",),
+        doorbell="on",
+        doorbell_module="mdclient_standin",
+        poll_safety_interval_ms=30_000,
+        max_concurrency=16,
+    )
+    wakeups = Wakeups(settings)  # not attached: no connection is made
+    wakeups._bells.update((f"/s/{i}", _Bell()) for i in range(subjects))
+    assert wakeups._grain() == ticks

@@ -79,7 +79,8 @@ class Gauges:
             return
         self._lag_at = now
         stats = self._source.stats()
-        by_shard, by_topic = self._owned.lags(stats.server_head)
+        heads = stats.server_head if stats.lagging is None else stats.lagging
+        by_shard, by_topic = self._owned.lags(heads)
         m = self._metrics
         self._lag_shards = _set_all(m.checkpoint_lag, by_shard, self._lag_shards)
         self._lag_topics = _set_all(m.route_lag, by_topic, self._lag_topics)

@@ -128,6 +128,9 @@ class SourceStats:
     paused: bool = False
     #: subject -> newest position the server is known to have (for checkpoint lag)
     server_head: dict[str, Position] = field(default_factory=dict)
+    #: the part of ``server_head`` that may be ahead of what the peer wrote (None: unknown,
+    #: any of it may): checkpoint lag needs only these
+    lagging: dict[str, Position] | None = None
 
 
 class SubjectStart(NamedTuple):

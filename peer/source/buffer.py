@@ -71,6 +71,10 @@ class EventBuffer(Generic[E]):
     def __len__(self) -> int:
         return self.nevents
 
+    def subjects(self) -> Iterable[str]:
+        """The subjects with buffered events."""
+        return self._ready.keys()
+
     def room(self) -> tuple[int, int]:
         """(events, bytes) that can still be added."""
         return self.max_events - self.nevents, self.max_bytes - self.nbytes

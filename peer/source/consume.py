@@ -17,13 +17,14 @@ library are scrubbed of it (:func:`scrub_token`) before they reach a log line or
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import re
 import time
 from typing import Final, NoReturn
+from urllib.parse import quote
 
-import aiohttp
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,11 +37,12 @@ from tenacity.stop import stop_base
 
 from peer.config.servers import ServerAddress
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.source.http1 import Http1Pool, HttpTransportError
 from peer.source.pacing import jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest
 from peer.source.servers import ServerPool
-from peer.source.tls import client_tls
+from peer.source.tls import client_context
 from peer.source.wire import MalformedResponseError, decode_error
 
 log = logging.getLogger("peer.source")
@@ -81,15 +83,19 @@ class ConsumeClient:
         self._config = config
         self._rng = rng
         self._pool = ServerPool(config.servers, down_for=config.server_down_for, rng=rng)
-        self._urls = {s: f"{config.scheme}://{s.netloc}{CONSUME_PATH}" for s in config.servers}
         self._token = config.token.reveal() if config.token is not None else None
+        #: the query's end, the same for every request of this source
+        self._token_param = "" if self._token is None else "&token=" + quote(self._token, safe="")
         self._stop: stop_base = (
             stop_never if config.retry_give_up is None else stop_after_delay(config.retry_give_up)
         )
         #: (server, "up"/"down") -> (when last logged, flips not logged since)
         self._flips: dict[tuple[str, str], tuple[float, int]] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._sem: asyncio.Semaphore | None = None
+        self._http: dict[ServerAddress, Http1Pool] = {}
+        #: requests in flight, and those waiting for one to end (bounded by max_concurrency;
+        #: asyncio.Semaphore's coroutine calls cost more than the rest of the bookkeeping)
+        self._in_flight = 0
+        self._queued: collections.deque[asyncio.Future[None]] = collections.deque()
         #: counters, read by the source's stats (loop thread writes, ints: no lock needed)
         self.requests = 0
         self.request_errors = 0
@@ -102,28 +108,23 @@ class ConsumeClient:
         self.last_error = ""
 
     async def open(self) -> None:
-        """(loop thread) Create the session; before any :meth:`fetch`."""
+        """(loop thread) Prepare a connection pool per server; before any :meth:`fetch`."""
         cfg = self._config
-        connector = aiohttp.TCPConnector(
-            limit=cfg.max_concurrency, keepalive_timeout=30, ssl=client_tls(cfg.tls_ca_file)
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-        )
-        self._sem = asyncio.Semaphore(cfg.max_concurrency)
+        tls = client_context(cfg.tls_ca_file) if cfg.encryption else None
+        self._http = {
+            s: Http1Pool(s.host, s.port, ssl_context=tls, timeout=cfg.request_timeout)
+            for s in cfg.servers
+        }
 
     async def close(self) -> None:
-        """(loop thread) Close the session and its connections."""
-        if self._session is None:
+        """(loop thread) Close the connections."""
+        if not self._http:
             return
-        await self._session.close()
-        self._session = None
+        for pool in self._http.values():
+            await pool.close()
+        self._http = {}
         if self._config.encryption:
-            # A request cancelled mid-answer leaves its TLS connection closing
-            # asynchronously (close_notify), untracked by aiohttp: give it a moment,
+            # A TLS connection closes asynchronously (close_notify): give it a moment,
             # or the socket outlives the loop (a ResourceWarning, and an unclean close).
             await asyncio.sleep(_TLS_CLOSE_GRACE_S)
 
@@ -132,11 +133,10 @@ class ConsumeClient:
 
     async def fetch(self, subject: str, request: ConsumeRequest) -> bytes:
         """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
-        params = {"subject": subject, **request.params()}
-        if self._token is not None:
-            params["token"] = self._token
+        query = "".join(f"&{name}={value}" for name, value in request.params().items())
+        target = f"{CONSUME_PATH}?subject={quote(subject, safe='/')}{query}{self._token_param}"
         try:
-            return await self._attempt(subject, params)  # the common case: no retry machinery
+            return await self._attempt(subject, target)  # the common case: no retry machinery
         except _TransientError:
             pass
         cfg = self._config
@@ -151,7 +151,7 @@ class ConsumeClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(subject, params)
+                    return await self._attempt(subject, target)
         except _TransientError as exc:
             self._give_up(subject, exc)
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -195,19 +195,22 @@ class ConsumeClient:
             },
         )
 
-    async def _attempt(self, subject: str, params: dict[str, str]) -> bytes:
-        assert self._session is not None, "ConsumeClient.open() first"
-        assert self._sem is not None
+    async def _attempt(self, subject: str, target: str) -> bytes:
+        assert self._http, "ConsumeClient.open() first"
+        if self._in_flight < self._config.max_concurrency:
+            self._in_flight += 1
+        else:
+            await self._slot()
         server = self._pool.choose()
-        async with self._sem:
+        try:
             self.requests += 1
             self.server_requests[server.netloc] += 1
             try:
-                async with self._session.get(self._urls[server], params=params) as resp:
-                    status = resp.status
-                    body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, body = await self._http[server].get(target)
+            except (HttpTransportError, OSError, TimeoutError) as exc:
                 self._server_failed(server, describe_error(exc, self._token))
+        finally:
+            self._release()
         if status < 500 and status not in (408, 429):
             self.failing_since = None  # a server answered (even a refusal is an answer)
         if status == 200:
@@ -228,6 +231,27 @@ class ConsumeClient:
             f"subject {subject!r}: server {server.netloc} answered HTTP {status}: {detail}",
             hint="check the servers setting and that REST is enabled on the server",
         )
+
+    async def _slot(self) -> None:
+        """Wait until a request in flight hands its place over (first come, first served)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # handed the place, then cancelled
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """A request ended: its place goes to the first waiting one, else it is free."""
+        queued = self._queued
+        while queued:
+            fut = queued.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._in_flight -= 1
 
     def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
         self.request_errors += 1

@@ -53,6 +53,7 @@ from peer.source.resume import (
     SubjectTracker,
     Subscription,
 )
+from peer.source.tally import Tally
 from peer.source.wire import MalformedResponseError, decode_consume
 
 __all__ = ["RestSource", "RestSourceConfig"]
@@ -82,11 +83,8 @@ class RestSource:
         #: parsed answers held back for later (Outcome.rest), loop thread
         self._carried = CarryBudget(config.max_buffered_bytes)
         self._turns = CatchUpTurns()  # subjects behind, or finding no room, fetch in turn
-        # counters (under the lock; requests and request errors: the client's)
-        self._messages = 0
-        self._duplicates = 0
-        self._gaps = 0
-        self._malformed = 0
+        #: counters and heads (under the lock; requests and request errors: the client's)
+        self._tally = Tally()
         # the loop thread's world
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,6 +143,7 @@ class RestSource:
                 sub = Subscription(subject, self._generation, tracker)
                 replaced = self._subs.get(subject)
                 self._subs[subject] = sub
+                self._tally.forget(subject)
                 dropped = self._buffer.discard(subject)
                 self._schedule(self._spawn, sub)
                 if debug:  # thousands at a time: not even the tuple otherwise
@@ -168,6 +167,7 @@ class RestSource:
             sub = self._subs.pop(subject, None)
             if sub is None:
                 return
+            self._tally.forget(subject)
             self._buffer.discard(subject)
             self._schedule(self._cancel, sub)
         log.debug("unsubscribed", extra={"subject": subject})
@@ -226,22 +226,15 @@ class RestSource:
 
     def stats(self) -> SourceStats:
         with self._lock:
-            return SourceStats(
-                subjects=len(self._subs),
-                messages=self._messages,
-                duplicates_dropped=self._duplicates,
-                gaps=self._gaps,
-                malformed=self._malformed,
-                requests=self._client.requests,
-                request_errors=self._client.request_errors,
-                server_requests=dict(self._client.server_requests),
-                server_errors=dict(self._client.server_errors),
-                buffered=self._buffer.nevents,
-                paused=self._paused,
-                server_head={
-                    s: sub.tracker.head for s, sub in self._subs.items() if sub.tracker.head
-                },
-            )
+            stats = self._tally.stats(self._buffer.subjects())
+            stats.subjects = len(self._subs)
+            stats.requests = self._client.requests
+            stats.request_errors = self._client.request_errors
+            stats.server_requests = dict(self._client.server_requests)
+            stats.server_errors = dict(self._client.server_errors)
+            stats.buffered = self._buffer.nevents
+            stats.paused = self._paused
+            return stats
 
     def close(self) -> None:
         """Stop fetching, close connections and the loop thread (idempotent)."""
@@ -359,8 +352,14 @@ class RestSource:
             with contextlib.suppress(RuntimeError):  # closing
                 loop.call_soon_threadsafe(wake.set)
 
-    async def _until_fetchable(self, subject: str = "") -> None:
-        """Also the hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
+    def _fetchable(self) -> bool:
+        with self._lock:
+            return not self._paused and self._buffer.fetchable()
+
+    def _fetching(self, subject: str) -> None:
+        """The hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
+
+    async def _until_fetchable(self) -> None:
         assert self._wake is not None
         while True:
             self._wake.clear()
@@ -394,8 +393,11 @@ class RestSource:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
-                turn = await self._turns.take(behind or not self._buffer.takes_any())
-                await self._until_fetchable(subject)
+                if behind or not self._buffer.takes_any():  # (a coroutine only to wait)
+                    turn = await self._turns.take(behind=True)
+                if not self._fetchable():
+                    await self._until_fetchable()
+                self._fetching(subject)
                 request = sub.tracker.next_request()
                 continued = carry is not None and request.kind is RequestKind.FROM
                 body_len = held if continued else 0  # a carry's size: its estimate
@@ -449,7 +451,7 @@ class RestSource:
         with self._lock:
             if not self._current(sub):
                 return False
-            self._malformed += 1
+            self._tally.malformed += 1
         await asyncio.sleep(self._client.malformed(sub.subject, exc, request, n))
         return True
 
@@ -479,9 +481,7 @@ class RestSource:
             if outcome.items:
                 buffer.extend(sub.subject, outcome.items, outcome.nbytes)
                 self._cond.notify_all()
-            self._messages += outcome.messages
-            self._duplicates += outcome.duplicates
-            self._gaps += len(outcome.gaps)
+            self._tally.accepted(sub.subject, sub.tracker, outcome)
         return outcome
 
     def _fail(self, sub: Subscription, exc: SourceError) -> None:

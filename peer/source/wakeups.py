@@ -37,8 +37,12 @@ from peer.source.base import SubjectStart
 from peer.source.doorbell import Doorbell, DoorbellPlan
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig
+from peer.source.timerwheel import TimerWheel
 
 log = logging.getLogger("peer.source")
+
+#: the longest a safety fetch waits past its time so that it starts with others (_grain)
+_MAX_GRAIN_S = 0.1
 
 
 class _Bell:
@@ -72,6 +76,8 @@ class Wakeups:
         on_connected: Callable[[bool], None] | None = None,
     ) -> None:
         self.safety_interval = source.poll_safety_interval_ms / 1000
+        #: safety fetches worth starting together: as many as may be in flight at once
+        self._batch = source.max_concurrency
         self._rng = rng or random.Random()
         self._on_ring, self._on_connected = on_ring, on_connected
         self._lock = threading.Lock()
@@ -79,6 +85,7 @@ class Wakeups:
         self._doorbells = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bells: dict[str, _Bell] = {}
+        self._wheel = TimerWheel()
         door = Doorbell.from_settings(
             source, wake=self._wake, denied=self._deny, connected=self._connected, plan=plan
         )
@@ -142,9 +149,19 @@ class Wakeups:
         if bell.rung:
             return
         if self.door.armed(subject):
+            # the long wait of most subjects: on the wheel, not a loop timer each
             delay = self.safety_interval * (1 - 0.1 * self._rng.random())
+            fut, slot = self._wheel.start(delay, self._grain())
+            bell.waiter = fut
+            try:
+                await fut
+            finally:
+                self._wheel.stop(fut, slot)
+                if bell.waiter is fut:
+                    bell.waiter = None
+            return
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = loop.create_future()
         bell.waiter = fut
         timer = loop.call_later(delay, _resolve, fut)
         try:
@@ -153,6 +170,21 @@ class Wakeups:
             timer.cancel()
             if bell.waiter is fut:
                 bell.waiter = None
+
+    def _grain(self) -> int:
+        """Wheel ticks per slot for a safety wait: about ``_batch`` fetches end together.
+
+        10,000 subjects over 30 s are 333 fetches a second, in 5 ms ticks one or two each:
+        a loop wake-up for every fetch, and another for its answer. Grouped by 16 (48 ms),
+        the waits are at most that much later than asked, which a jittered 30 s interval
+        does not notice; capped at ``_MAX_GRAIN_S``. At 100,000 subjects the grain is one
+        tick: more at once would only queue for the requests in flight.
+        """
+        per_s = len(self._bells) / self.safety_interval
+        if per_s <= 0:
+            return 1
+        wanted = min(self._batch / per_s, _MAX_GRAIN_S)
+        return max(1, int(wanted / self._wheel.tick))
 
     def _ring(self, subjects: Iterable[str] | None) -> None:
         """(loop thread) Ring ``subjects`` (None: every subject)."""
@@ -230,8 +262,7 @@ class DoorbellSource(RestSource):
         finally:
             self.wakeups.detach()
 
-    async def _until_fetchable(self, subject: str = "") -> None:
-        await super()._until_fetchable(subject)
+    def _fetching(self, subject: str) -> None:
         self.wakeups.fetching(subject)
 
     async def _idle(self, subject: str, delay: float) -> None:

@@ -1,0 +1,358 @@
+"""A lean HTTP/1.1 keep-alive client for the consume request (issue #16).
+
+In doorbell mode one peer sends thousands of small safety fetches a second (100,000 armed
+subjects / 30 s). aiohttp spent about 150 us of Python per request on machinery the source
+never uses (URL objects, cookie and redirect handling, tracing signals, a timeout context, a
+response object with lazy headers); this client is what the request needs and no more:
+
+* ``GET`` only, one request at a time per connection (no pipelining: servers differ), the
+  request line and ``Host`` prepared once per server;
+* answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the connection's
+  end; 1xx answers skipped; ``Connection: close`` and HTTP/1.0 honoured;
+* connections kept alive and reused (idle ones dropped after ``keepalive`` seconds); a
+  reused connection that the server closed before any byte of the answer is retried once on
+  a new one (the request is idempotent), so an idle timeout on the server's side is not a
+  server fault;
+* a total timeout per request (connect included), TLS with the caller's context.
+
+Every transport fault is an :class:`HttpTransportError` (or :class:`TimeoutError`, or an
+``OSError`` from connecting, TLS included): the caller classifies them. No URL is ever part
+of an error text (the token travels in the query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Final
+
+#: the longest status line plus headers accepted
+MAX_HEAD: Final = 64 * 1024
+
+
+class HttpTransportError(Exception):
+    """The request got no complete HTTP/1.1 answer. ``unanswered``: not a byte of an answer
+    came on a reused connection before it closed (safe to send again on a new one)."""
+
+    def __init__(self, reason: str, *, unanswered: bool = False) -> None:
+        super().__init__(reason)
+        self.unanswered = unanswered
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: at most one request in flight (``waiter``)."""
+
+    __slots__ = (
+        "_body",
+        "_chunked",
+        "_head",
+        "_keep",
+        "_remaining",
+        "_status",
+        "_until_eof",
+        "buf",
+        "closed",
+        "deadline",
+        "got_bytes",
+        "reused",
+        "transport",
+        "used_at",
+        "waiter",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+        self.reused = False
+        self.got_bytes = False
+        self.used_at = 0.0
+        #: (loop time) when the request in flight times out
+        self.deadline = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._head = False
+        self._status = 0
+        self._keep = True
+        self._chunked = False
+        self._until_eof = False
+        self._remaining = 0
+        self._body = bytearray()
+
+    # -- asyncio's callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self.close()  # bytes nobody asked for: this connection's framing is lost
+            return
+        self.got_bytes = True
+        self.buf += data
+        try:
+            self._parse(waiter)
+        except HttpTransportError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and self._until_eof:
+            self._finish(waiter, bytes(self.buf))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self._until_eof and self._head:
+            self._finish(waiter, bytes(self.buf))
+            return
+        reason = "connection closed before the answer was complete"
+        if exc is not None:
+            reason += f" ({type(exc).__name__}: {exc})" if str(exc) else f" ({type(exc).__name__})"
+        waiter.set_exception(
+            HttpTransportError(reason, unanswered=self.reused and not self.got_bytes)
+        )
+
+    # -- the answer --------------------------------------------------------------------------
+
+    def _parse(self, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+        buf = self.buf
+        while not self._head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise HttpTransportError(f"answer head longer than {MAX_HEAD} bytes")
+                return
+            self._read_head(bytes(buf[:end]))
+            del buf[: end + 4]
+        if self._until_eof:
+            return
+        if not self._chunked:
+            if len(buf) < self._remaining:
+                return
+            n = self._remaining
+            body = bytes(buf[:n])
+            del buf[:n]
+            self._finish(waiter, body)
+            return
+        self._read_chunks(waiter)
+
+    def _read_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
+            raise HttpTransportError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+        try:
+            status = int(parts[1])
+        except ValueError:
+            raise HttpTransportError(f"not an HTTP/1.x status line: {lines[0][:80]!r}") from None
+        if 100 <= status < 200:
+            return  # informational: the real answer follows
+        length: int | None = None
+        keep = parts[0] == b"HTTP/1.1"
+        chunked = False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise HttpTransportError(f"bad Content-Length {value[:40]!r}") from None
+                if length < 0:
+                    raise HttpTransportError(f"bad Content-Length {value[:40]!r}")
+            elif name == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+            elif name == b"connection":
+                token = value.strip().lower()
+                if token == b"close":
+                    keep = False
+                elif token == b"keep-alive":
+                    keep = True
+        self._head, self._status, self._keep = True, status, keep
+        if status in (204, 304):
+            self._remaining = 0
+        elif chunked:
+            self._chunked = True
+        elif length is not None:
+            self._remaining = length
+        else:
+            self._until_eof, self._keep = True, False
+
+    def _read_chunks(self, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+        buf = self.buf
+        while True:
+            if self._remaining:  # inside a chunk: its data, then its CRLF
+                if len(buf) < self._remaining + 2:
+                    return
+                self._body += buf[: self._remaining]
+                del buf[: self._remaining + 2]
+                self._remaining = 0
+            end = buf.find(b"\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise HttpTransportError("chunk size line too long")
+                return
+            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise HttpTransportError(f"bad chunk size {size_text[:40]!r}") from None
+            if size:
+                del buf[: end + 2]
+                self._remaining = size
+                continue
+            trailer_end = buf.find(b"\r\n\r\n", end)
+            if trailer_end < 0 and buf[end + 2 : end + 4] != b"\r\n":
+                return  # the last chunk's trailers are not all in yet
+            stop = end + 4 if buf[end + 2 : end + 4] == b"\r\n" else trailer_end + 4
+            del buf[:stop]
+            self._finish(waiter, bytes(self._body))
+            return
+
+    def _finish(self, waiter: asyncio.Future[tuple[int, bytes]], body: bytes) -> None:
+        status, keep = self._status, self._keep and not self.buf
+        self._reset()
+        self.buf.clear()
+        if not keep:
+            self.close()
+        if not waiter.done():
+            waiter.set_result((status, body))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self.waiter
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Http1Pool:
+    """Keep-alive connections to one server; used from one asyncio loop only."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+        keepalive: float = 30.0,
+    ) -> None:
+        self._host = host.strip("[]")
+        self._port = port
+        self._ssl = ssl_context
+        self._timeout = timeout
+        self._keepalive = keepalive
+        netloc = f"[{self._host}]" if ":" in self._host else self._host
+        self._tail = f" HTTP/1.1\r\nHost: {netloc}:{port}\r\n\r\n".encode("ascii")
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+        #: connections with a request in flight, and the one timer that times them out: a
+        #: timer per request cost a heap push and pop per fetch, thousands a second
+        self._busy: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._tick = min(0.25, timeout / 4)
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        """``GET target`` (path and query); the status and the whole body."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        conn = self._take_idle()
+        if conn is not None:
+            try:
+                return await self._send(loop, conn, target, deadline)
+            except HttpTransportError as exc:
+                if not exc.unanswered:
+                    raise
+        conn = await self._connect(loop, deadline)
+        return await self._send(loop, conn, target, deadline)
+
+    async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for conn in list(self._open):
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
+
+    def _take_idle(self) -> _Connection | None:
+        idle = self._idle
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.used_at < self._keepalive:
+                conn.reused = True
+                return conn
+            conn.close()
+            self._open.discard(conn)
+        return None
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the requests past their deadline; again in a tick while any are in flight."""
+        now = loop.time()
+        for conn in self._busy:
+            waiter = conn.waiter
+            if conn.deadline <= now and waiter is not None and not waiter.done():
+                waiter.set_exception(TimeoutError(f"no answer within {self._timeout:g} s"))
+        self._sweep = loop.call_later(self._tick, self._expire, loop) if self._busy else None
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {self._timeout:g} s")
+        try:
+            async with asyncio.timeout(left):
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {self._timeout:g} s") from None
+        self._open.add(conn)
+        return conn
+
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, conn: _Connection, target: str, deadline: float
+    ) -> tuple[int, bytes]:
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        conn.waiter, conn.got_bytes, conn.deadline = fut, False, deadline
+        assert conn.transport is not None
+        conn.transport.write(b"GET " + target.encode("ascii") + self._tail)
+        self._busy.add(conn)
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._tick, self._expire, loop)
+        try:
+            answer = await fut
+        except BaseException:
+            conn.close()  # the answer's framing is unknown now (a timeout, a cancel)
+            self._open.discard(conn)
+            raise
+        finally:
+            self._busy.discard(conn)
+            conn.waiter = None
+        if conn.closed:
+            self._open.discard(conn)
+        else:
+            conn.used_at = time.monotonic()
+            self._idle.append(conn)
+        return answer
+
+
+__all__ = ["MAX_HEAD", "Http1Pool", "HttpTransportError"]
