@@ -69,7 +69,7 @@ EXIT_CONFIG: Final = 1
 EXIT_FATAL: Final = 2
 
 #: how long the loop waits for source events when idle
-_IDLE_POLL_S: Final = 0.02
+_IDLE_POLL_S: Final = 0.1
 #: events taken from the source per loop turn at most
 _EVENTS_PER_TURN: Final = 2000
 
