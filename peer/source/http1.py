@@ -139,7 +139,8 @@ class _Connection(asyncio.Protocol):
             if len(buf) < self._remaining:
                 return
             n = self._remaining
-            body = bytes(buf[:n])
+            with memoryview(buf) as view:  # one copy of a body of megabytes, not two
+                body = bytes(view[:n])
             del buf[:n]
             self._finish(waiter, body)
             return
