@@ -44,17 +44,13 @@ class SubjectTrack:
         cmd: str | None = None,
         needs_ack: bool = False,
     ) -> None:
-        self.shard = shard
-        #: the last position committed to Kafka (or the resume point given at subscribe)
-        self.committed = committed
-        #: where the subject starts when ``committed`` is None
-        self.policy = policy
-        #: the id of the last command applied; copied into every checkpoint (peer.control)
-        self.cmd = cmd
+        # committed: the last position committed to Kafka (or the resume point given at
+        # subscribe); policy: where the subject starts when committed is None; cmd: the id of
+        # the last command applied, copied into every checkpoint (peer.control)
+        self.shard, self.committed, self.policy, self.cmd = shard, committed, policy, cmd
         self.subject = ""
         self._marks: set[str] | None = None
-        self._pending = pending
-        self._needs_ack = needs_ack
+        self._pending, self._needs_ack = pending, needs_ack
 
     @property
     def pending(self) -> Position | None:
