@@ -29,8 +29,9 @@ from typing import Final
 
 #: the longest status line plus headers accepted
 MAX_HEAD: Final = 64 * 1024
-#: bytes read at once while no body is received in place (heads, small and chunked answers)
-_SCRATCH: Final = 64 * 1024
+#: bytes read at once while no body is received in place (heads, small and chunked answers;
+#: as much as asyncio's own transports read at once)
+_SCRATCH: Final = 256 * 1024
 
 #: an answer's body: ``bytes``, or the ``bytearray`` a large one was received into in place
 Body = bytes | bytearray
@@ -90,7 +91,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._until_eof = False
         self._remaining = 0
         self._body = bytearray()
-        #: a Content-Length body being received in place (``_body``), and how much is in
+        #: a view of ``_body`` while a Content-Length body is received in place into it, and
+        #: how much of it is in
         self._into: memoryview | None = None
         self._filled = 0
 
@@ -123,7 +125,6 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self._filled += nbytes
         if self._filled == len(self._into):
-            self._into.release()
             self._finish(waiter, self._body)
 
     def data_received(self, data: bytes | memoryview) -> None:
