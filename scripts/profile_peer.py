@@ -172,7 +172,7 @@ class Decoded:
         self.nbytes = 0
         self._decode = decode_consume
 
-    def __call__(self, subject: str, body: bytes) -> list[Message]:
+    def __call__(self, subject: str, body: bytes | bytearray) -> list[Message]:
         messages = self._decode(subject, body)
         self.messages += len(messages)
         self.nbytes += len(body)

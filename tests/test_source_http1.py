@@ -5,6 +5,7 @@ kept-alive connection the server closed, timeouts and broken answers."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Callable
 
@@ -98,6 +99,48 @@ def test_chunked_split_and_informational_answers_are_framed() -> None:
         assert await pool.get("/x") == (403, b"hello world")
         assert await pool.get("/y") == (403, b"hello world")
         assert accepted == [1]
+
+    _run(script, body)
+
+
+def test_a_large_length_framed_body_split_across_reads_is_received_whole() -> None:
+    """Larger than one read: received in place, then the connection serves the next one."""
+    big = random.Random(3).randbytes(1_000_003)
+
+    async def script(head: bytes, _r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if b"/small" in head:
+            w.write(_answer("200 OK", b"tail", "Content-Length: 4"))
+            return True
+        answer = _answer("200 OK", big, f"Content-Length: {len(big)}")
+        cuts = [0, 40, 70_000, 70_001, 400_000, len(answer)]  # the head with a body's start
+        for start, end in itertools.pairwise(cuts):
+            w.write(answer[start:end])
+            await w.drain()
+            await asyncio.sleep(0.01)
+        return b"/cut" not in head
+
+    async def body(pool: Http1Pool, _heads: list[bytes], accepted: list[int]) -> None:
+        for _ in range(2):
+            status, got = await pool.get("/big")
+            assert status == 200
+            assert got == big
+            assert await pool.get("/small") == (200, b"tail")
+        assert accepted == [1]
+
+    _run(script, body)
+
+
+def test_a_large_body_cut_short_by_the_server_is_a_transport_error() -> None:
+    big = b"x" * 300_000
+
+    async def script(head: bytes, _r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(_answer("200 OK", big[:200_000], f"Content-Length: {len(big)}"))
+        await w.drain()
+        return False
+
+    async def body(pool: Http1Pool, _heads: list[bytes], _accepted: list[int]) -> None:
+        with pytest.raises(HttpTransportError, match="before the answer was complete"):
+            await pool.get("/cut")
 
     _run(script, body)
 

@@ -49,3 +49,16 @@ def test_template_headers_and_size_match_the_definitions(
         expected = message_headers(message, prefix)
         assert headers == expected
         assert size == record_size(content, template.key, expected)
+
+
+def test_template_headers_follow_a_closure_that_repeats_changes_and_comes_back() -> None:
+    """The closure header is encoded once and reused while messages share it."""
+    route = Route("/a/b", "topic-1")
+    template = RecordTemplate(route, 0, "md.", lambda _err, _msg: None)
+    closures = ["c1", "c1", "ç2", None, "ç2", "c1", "", "c1"]
+    for seq, closure in enumerate(closures):
+        message = Message("/a/b", b"v" * seq, 1, seq, "UPDATE", closure, seq % 2 == 0)
+        headers, size = template.headers_and_size(message)
+        expected = message_headers(message, "md.")
+        assert headers == expected
+        assert size == record_size(message.content, None, expected)

@@ -37,7 +37,7 @@ from tenacity.stop import stop_base
 
 from peer.config.servers import ServerAddress
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
-from peer.source.http1 import Http1Pool, HttpTransportError
+from peer.source.http1 import Body, Http1Pool, HttpTransportError
 from peer.source.pacing import jittered_backoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest
@@ -131,7 +131,7 @@ class ConsumeClient:
     def scrub(self, text: str) -> str:
         return scrub_token(text, self._token)
 
-    async def fetch(self, subject: str, request: ConsumeRequest) -> bytes:
+    async def fetch(self, subject: str, request: ConsumeRequest) -> Body:
         """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
         query = "".join(f"&{name}={value}" for name, value in request.params().items())
         target = f"{CONSUME_PATH}?subject={quote(subject, safe='/')}{query}{self._token_param}"
@@ -195,7 +195,7 @@ class ConsumeClient:
             },
         )
 
-    async def _attempt(self, subject: str, target: str) -> bytes:
+    async def _attempt(self, subject: str, target: str) -> Body:
         assert self._http, "ConsumeClient.open() first"
         if self._in_flight < self._config.max_concurrency:
             self._in_flight += 1

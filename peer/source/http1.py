@@ -29,6 +29,12 @@ from typing import Final
 
 #: the longest status line plus headers accepted
 MAX_HEAD: Final = 64 * 1024
+#: bytes read at once while no body is received in place (heads, small and chunked answers;
+#: as much as asyncio's own transports read at once)
+_SCRATCH: Final = 256 * 1024
+
+#: an answer's body: ``bytes``, or the ``bytearray`` a large one was received into in place
+Body = bytes | bytearray
 
 
 class HttpTransportError(Exception):
@@ -40,15 +46,18 @@ class HttpTransportError(Exception):
         self.unanswered = unanswered
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection: at most one request in flight (``waiter``)."""
 
     __slots__ = (
         "_body",
         "_chunked",
+        "_filled",
         "_head",
+        "_into",
         "_keep",
         "_remaining",
+        "_scratch",
         "_status",
         "_until_eof",
         "buf",
@@ -64,7 +73,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._scratch: memoryview | None = None
+        self.waiter: asyncio.Future[tuple[int, Body]] | None = None
         self.closed = False
         self.reused = False
         self.got_bytes = False
@@ -81,6 +91,10 @@ class _Connection(asyncio.Protocol):
         self._until_eof = False
         self._remaining = 0
         self._body = bytearray()
+        #: a view of ``_body`` while a Content-Length body is received in place into it, and
+        #: how much of it is in
+        self._into: memoryview | None = None
+        self._filled = 0
 
     # -- asyncio's callbacks -------------------------------------------------------------
 
@@ -88,7 +102,32 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    # A large answer (a consume answer is up to megabytes) is read straight into a body of
+    # its Content-Length, once its head is in: no chunk objects, no growing buffer (which
+    # faulted in fresh pages as it grew), no copy out of it (issue 14).
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        into = self._into
+        if into is not None:
+            return into[self._filled :]
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(_SCRATCH))
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._into is None:
+            assert self._scratch is not None
+            self.data_received(self._scratch[:nbytes])
+            return
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self.close()
+            return
+        self._filled += nbytes
+        if self._filled == len(self._into):
+            self._finish(waiter, self._body)
+
+    def data_received(self, data: bytes | memoryview) -> None:
         waiter = self.waiter
         if waiter is None or waiter.done():
             self.close()  # bytes nobody asked for: this connection's framing is lost
@@ -123,7 +162,7 @@ class _Connection(asyncio.Protocol):
 
     # -- the answer --------------------------------------------------------------------------
 
-    def _parse(self, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _parse(self, waiter: asyncio.Future[tuple[int, Body]]) -> None:
         buf = self.buf
         while not self._head:
             end = buf.find(b"\r\n\r\n")
@@ -137,6 +176,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._chunked:
             if len(buf) < self._remaining:
+                self._receive_in_place()
                 return
             n = self._remaining
             with memoryview(buf) as view:  # one copy of a body of megabytes, not two
@@ -145,6 +185,14 @@ class _Connection(asyncio.Protocol):
             self._finish(waiter, body)
             return
         self._read_chunks(waiter)
+
+    def _receive_in_place(self) -> None:
+        """The rest of this Content-Length body goes straight into ``_body``."""
+        body = self._body = bytearray(self._remaining)
+        body[: len(self.buf)] = self.buf
+        self._filled = len(self.buf)
+        self.buf.clear()
+        self._into = memoryview(body)
 
     def _read_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -188,7 +236,7 @@ class _Connection(asyncio.Protocol):
         else:
             self._until_eof, self._keep = True, False
 
-    def _read_chunks(self, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _read_chunks(self, waiter: asyncio.Future[tuple[int, Body]]) -> None:
         buf = self.buf
         while True:
             if self._remaining:  # inside a chunk: its data, then its CRLF
@@ -219,7 +267,7 @@ class _Connection(asyncio.Protocol):
             self._finish(waiter, bytes(self._body))
             return
 
-    def _finish(self, waiter: asyncio.Future[tuple[int, bytes]], body: bytes) -> None:
+    def _finish(self, waiter: asyncio.Future[tuple[int, Body]], body: Body) -> None:
         status, keep = self._status, self._keep and not self.buf
         self._reset()
         self.buf.clear()
@@ -267,7 +315,7 @@ class Http1Pool:
         self._sweep: asyncio.TimerHandle | None = None
         self._tick = min(0.25, timeout / 4)
 
-    async def get(self, target: str) -> tuple[int, bytes]:
+    async def get(self, target: str) -> tuple[int, Body]:
         """``GET target`` (path and query); the status and the whole body."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
@@ -331,8 +379,8 @@ class Http1Pool:
 
     async def _send(
         self, loop: asyncio.AbstractEventLoop, conn: _Connection, target: str, deadline: float
-    ) -> tuple[int, bytes]:
-        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+    ) -> tuple[int, Body]:
+        fut: asyncio.Future[tuple[int, Body]] = loop.create_future()
         conn.waiter, conn.got_bytes, conn.deadline = fut, False, deadline
         assert conn.transport is not None
         conn.transport.write(b"GET " + target.encode("ascii") + self._tail)
@@ -356,4 +404,4 @@ class Http1Pool:
         return answer
 
 
-__all__ = ["MAX_HEAD", "Http1Pool", "HttpTransportError"]
+__all__ = ["MAX_HEAD", "Body", "Http1Pool", "HttpTransportError"]

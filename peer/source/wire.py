@@ -62,7 +62,7 @@ _DECODER = msgspec.json.Decoder(_Answer)
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-def decode_consume(subject: str, body: bytes) -> list[Message]:
+def decode_consume(subject: str, body: bytes | bytearray) -> list[Message]:
     """Parse and validate a consume answer for ``subject``; raise MalformedResponseError."""
     try:
         answer = _DECODER.decode(body)
@@ -109,7 +109,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def decode_error(body: bytes) -> str:
+def decode_error(body: bytes | bytearray) -> str:
     """The server's own words from an error answer (``{"error": ...}``), bounded in length."""
     try:
         doc = json.loads(body)

@@ -115,8 +115,11 @@ class RecordTemplate:
 
     __slots__ = (
         "_base_size",
+        "_closure",
+        "_closure_header",
         "_closure_name",
         "_closure_overhead",
+        "_closure_size",
         "_epoch",
         "_epoch_header",
         "_epoch_name",
@@ -173,6 +176,11 @@ class RecordTemplate:
         self._qos_overhead = HEADER_OVERHEAD + len(self._qos_name.encode("utf-8"))
         self._epoch = -1
         self._epoch_header = (self._epoch_name, b"")
+        #: the last closure seen, its header and that header's size: a batch's messages
+        #: usually share one, so it is encoded once, not per message
+        self._closure: str | None = None
+        self._closure_header = (self._closure_name, b"")
+        self._closure_size = 0
 
     def headers_and_size(self, message: Message) -> tuple[Headers, int]:
         """``message_headers(message, prefix)`` and ``record_size`` of its record, fast: called
@@ -196,18 +204,27 @@ class RecordTemplate:
         )
         closure = message.closure
         if closure is None:
-            headers = [self._subject_header, self._epoch_header, (self._seq_name, seq), kind[0]]
-        else:
-            value = closure.encode("utf-8")
             headers = [
                 self._subject_header,
                 self._epoch_header,
                 (self._seq_name, seq),
                 kind[0],
-                (self._closure_name, value),
+                retained[0],
             ]
-            size += self._closure_overhead + len(value)
-        headers.append(retained[0])
+        else:
+            if closure != self._closure:
+                value = closure.encode("utf-8")
+                self._closure, self._closure_header = closure, (self._closure_name, value)
+                self._closure_size = self._closure_overhead + len(value)
+            headers = [
+                self._subject_header,
+                self._epoch_header,
+                (self._seq_name, seq),
+                kind[0],
+                self._closure_header,
+                retained[0],
+            ]
+            size += self._closure_size
         if message.qos is not None:
             value = message.qos.encode("utf-8")
             headers.append((self._qos_name, value))
