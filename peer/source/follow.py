@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from peer.errors import SourceError
 from peer.model import Message
@@ -30,6 +31,26 @@ from peer.source.tally import Tally
 from peer.source.wire import MalformedResponseError, decode_consume
 
 log = logging.getLogger("peer.source")
+
+#: the largest answer kept to compare the next one with (one per idle subject)
+_SAME_MAX = 2048
+#: what an answer identical to an unchanging one produces (read only)
+_NOTHING = Outcome()
+
+
+class _Unchanged(NamedTuple):
+    """A request whose answer changed nothing, its target and that answer's body."""
+
+    request: ConsumeRequest
+    target: str
+    body: bytes
+
+
+def _unchanged(outcome: Outcome, body: bytes) -> bool:
+    """Whether ``outcome`` changed nothing but what the same answer would set again: no
+    events, position or phase (``progressed``), no counter (duplicates; gaps are events).
+    The tracker's ``head`` and the tally's entry are the answer's last message again."""
+    return not outcome.progressed and not outcome.duplicates and len(body) <= _SAME_MAX
 
 
 class Follower:
@@ -90,6 +111,12 @@ class Follower:
         # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
         held, dropped, behind, turn = 0, 0, False, False
+        # The last answer that changed nothing (no events, position, phase or counters), with
+        # its request and target: the tracker is unchanged since, so it asks the same again,
+        # and the same bytes in answer cannot change anything either. Most safety fetches of
+        # idle subjects are such repeats (issue #16): they skip decoding, the lock and the
+        # tracker. Bodies up to _SAME_MAX bytes only: one is kept per idle subject.
+        same: _Unchanged | None = None
         try:
             while True:
                 if dropped:
@@ -99,23 +126,34 @@ class Follower:
                 if not self._fetchable():
                     await self._until_fetchable()
                 self._fetching(subject)
-                request = sub.tracker.next_request()
+                if same is None:
+                    request, target = sub.tracker.next_request(), None
+                else:
+                    request, target = same.request, same.target
                 continued = carry is not None and request.kind is RequestKind.FROM
                 body_len = held if continued else 0  # a carry's size: its estimate
                 messages, carry = (carry if continued else None), None
                 try:
                     if messages is None:
-                        body = await self._client.fetch(subject, request)
-                        body_len = len(body)
-                        room, position = self._buffer.takes_any(), sub.tracker.last is not None
-                        if self._carried.worth(body_len - held, room=room, position=position):
-                            messages = decode_consume(subject, body)
+                        target = target or self._client.target(subject, request)
+                        body = await self._client.fetch(subject, request, target)
+                        if same is not None and body == same.body:
+                            outcome = _NOTHING if self._current(sub) else None
+                        else:
+                            same, body_len = None, len(body)
+                            room, position = self._buffer.takes_any(), sub.tracker.last is not None
+                            if self._carried.worth(body_len - held, room=room, position=position):
+                                messages = decode_consume(subject, body)
+                            if messages is None:
+                                dropped, behind = (body_len if position else 0), True
+                                continue
+                            # messages are validated as the tracker reaches them: the same fault
+                            outcome = self._accept(sub, request, messages)
+                            if outcome is not None and _unchanged(outcome, body):
+                                same = _Unchanged(request, target, body)
                         del body  # not held across the waits below: a whole answer per subject
-                        if messages is None:
-                            dropped, behind = (body_len if position else 0), True
-                            continue
-                    # messages are validated as the tracker reaches them: the same fault
-                    outcome = self._accept(sub, request, messages, continued=continued)
+                    else:
+                        outcome = self._accept(sub, request, messages, continued=continued)
                 except MalformedResponseError as exc:
                     turn = self._turns.give_back(turn)
                     malformed += 1
