@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from peer.config.servers import parse_servers
 from peer.dev.sim.server import SimServer
 from peer.model import Message, Position, StartPolicy
-from peer.source import follow
+from peer.source import follow, wire
 from peer.source.base import Event
 from peer.source.follow import _unchanged
 from peer.source.rest import RestSource, RestSourceConfig
@@ -124,13 +124,13 @@ def test_repeats_skip_decoding_and_a_changed_answer_is_delivered_once(
 ) -> None:
     sim, source = polling_source
     decoded: list[str] = []
-    real = follow.decode_consume
+    real = wire.decode_consume
 
     def counting(subject: str, body: bytes) -> Sequence[Message]:
         decoded.append(subject)
         return real(subject, body)
 
-    monkeypatch.setattr(follow, "decode_consume", counting)
+    monkeypatch.setattr("peer.source.follow.decode_consume", counting)
     first = Position(*sim.publish(SUBJECT, "m0"))
     source.subscribe(SUBJECT, after=None)
     events: list[Event] = []
@@ -150,5 +150,7 @@ def test_repeats_skip_decoding_and_a_changed_answer_is_delivered_once(
     assert positions == [Position(first.epoch, first.seq + i) for i in range(4)]
     stats = source.stats()
     assert (stats.messages, stats.duplicates_dropped, stats.gaps) == (4, 0, 0)
+    assert stats.server_head is not None
+    assert stats.lagging is not None
     assert stats.server_head[SUBJECT] == positions[-1]
     assert SUBJECT not in stats.lagging

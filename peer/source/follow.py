@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import NamedTuple
 
 from peer.errors import SourceError
@@ -174,14 +174,18 @@ class Follower:
                 if progressed:
                     idle.reset()
                 else:
-                    await self._idle(subject, idle.next_delay())
+                    wait = self._idle(subject, idle.next_delay())
+                    if wait is not None:
+                        await wait
+                        wait = None
         finally:
             self._carried.release(held)
             self._turns.give_back(turn)
 
-    async def _idle(self, subject: str, delay: float) -> None:
-        """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
-        await asyncio.sleep(delay)
+    def _idle(self, subject: str, delay: float) -> Awaitable[None] | None:
+        """What to wait for after a fetch that brought nothing (doorbell mode: or until rung;
+        None: fetch again at once)."""
+        return asyncio.sleep(delay)
 
     async def _malformed_pause(
         self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
