@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import threading
@@ -322,7 +321,6 @@ class RestSource(Follower):
             self._follow(sub), name=f"follow {sub.subject}"
         )
         self._tasks[sub.subject] = (sub.generation, task)
-        task.add_done_callback(functools.partial(self._forget, sub))
 
     def _cancel(self, sub: Subscription) -> None:
         """(loop thread) Stop ``sub``'s task unless a newer subscription replaced it."""
@@ -330,11 +328,6 @@ class RestSource(Follower):
         if current is not None and current[0] <= sub.generation:
             del self._tasks[sub.subject]
             current[1].cancel()
-
-    def _forget(self, sub: Subscription, task: asyncio.Task[None]) -> None:
-        current = self._tasks.get(sub.subject)
-        if current is not None and current[1] is task:
-            del self._tasks[sub.subject]
 
     def _poke(self) -> None:
         """(any thread) Wake the tasks waiting for room or for resume."""
