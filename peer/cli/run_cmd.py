@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ def run(
     """
     from peer.config.load import load_settings
     from peer.ops import logs
-    from peer.runner import SWITCH_INTERVAL_S, run_peer
+    from peer.runner import GC_YOUNG_THRESHOLD, SWITCH_INTERVAL_S, run_peer
 
     # Env values are read by load_settings itself (MDPEER_*); typer's envvar= only documents
     # them and fills the flags, which win anyway.
@@ -150,5 +151,6 @@ def run(
         for note in settings.notes:
             typer.echo(f"note: {note}", err=True)
         sys.setswitchinterval(SWITCH_INTERVAL_S)  # process-wide: set here, not by the library
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         code = run_peer(settings)
     raise typer.Exit(code)

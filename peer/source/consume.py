@@ -131,10 +131,17 @@ class ConsumeClient:
     def scrub(self, text: str) -> str:
         return scrub_token(text, self._token)
 
-    async def fetch(self, subject: str, request: ConsumeRequest) -> Body:
-        """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised."""
+    def target(self, subject: str, request: ConsumeRequest) -> str:
+        """The request target (path and query) that asks ``request`` for ``subject``."""
         query = "".join(f"&{name}={value}" for name, value in request.params().items())
-        target = f"{CONSUME_PATH}?subject={quote(subject, safe='/')}{query}{self._token_param}"
+        return f"{CONSUME_PATH}?subject={quote(subject, safe='/')}{query}{self._token_param}"
+
+    async def fetch(self, subject: str, request: ConsumeRequest, target: str | None = None) -> Body:
+        """The body of a 200 answer; transient faults retried (tenacity), fatal ones raised.
+
+        ``target``: :meth:`target` of the same request, kept by a caller that asks it again."""
+        if target is None:
+            target = self.target(subject, request)
         try:
             return await self._attempt(subject, target)  # the common case: no retry machinery
         except _TransientError:

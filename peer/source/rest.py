@@ -3,10 +3,9 @@
 Threads (docs/SOURCE.md): the peer's calls and an asyncio loop in a daemon thread meet in
 one lock over the subscriptions, the event buffer and the counters.
 
-Per subject, one task loops: wait until fetching is allowed, send the request its
-:class:`SubjectTracker` asks for, decode, and, only if the subscription is still the current
-one (answers of a replaced or removed one are dropped), let the tracker turn the answer into
-batches and gaps and buffer them. An idle subject backs off up to ``poll_idle_max``.
+Per subject, one task runs the follow loop (``peer.source.follow``): fetch what the
+subject's :class:`SubjectTracker` asks for, let it turn the answer into batches and gaps,
+buffer them; an idle subject backs off up to ``poll_idle_max``.
 
 Faults (``peer.source.consume``): connect errors, timeouts, dropped connections and 5xx are
 transient: the server is marked down (failover to another by weight) and the request retried
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import threading
@@ -31,30 +29,26 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from peer.errors import SourceError
-from peer.model import Message, Position, StartPolicy
+from peer.model import Position, StartPolicy
 from peer.source.base import (
     DEFAULT_POLICY,
     Event,
     Item,
     Reachability,
     SourceStats,
-    SubjectFault,
     SubjectStart,
     flatten,
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff
+from peer.source.follow import Follower
+from peer.source.pacing import CarryBudget, CatchUpTurns
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
-    ConsumeRequest,
-    Outcome,
-    RequestKind,
     SubjectTracker,
     Subscription,
 )
 from peer.source.tally import Tally
-from peer.source.wire import MalformedResponseError, decode_consume
 
 __all__ = ["RestSource", "RestSourceConfig"]
 
@@ -64,7 +58,7 @@ _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
 
 
-class RestSource:
+class RestSource(Follower):
     """A :class:`peer.source.base.Source` over MigratoryData's REST consume interface."""
 
     def __init__(self, config: RestSourceConfig, *, rng: random.Random | None = None) -> None:
@@ -281,9 +275,6 @@ class RestSource:
         for action, sub in actions:
             action(sub)
 
-    def _current(self, sub: Subscription) -> bool:
-        return self._subs.get(sub.subject) is sub and not self._closed
-
     # -- the loop thread ---------------------------------------------------------------------
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
@@ -330,7 +321,6 @@ class RestSource:
             self._follow(sub), name=f"follow {sub.subject}"
         )
         self._tasks[sub.subject] = (sub.generation, task)
-        task.add_done_callback(functools.partial(self._forget, sub))
 
     def _cancel(self, sub: Subscription) -> None:
         """(loop thread) Stop ``sub``'s task unless a newer subscription replaced it."""
@@ -339,11 +329,6 @@ class RestSource:
             del self._tasks[sub.subject]
             current[1].cancel()
 
-    def _forget(self, sub: Subscription, task: asyncio.Task[None]) -> None:
-        current = self._tasks.get(sub.subject)
-        if current is not None and current[1] is task:
-            del self._tasks[sub.subject]
-
     def _poke(self) -> None:
         """(any thread) Wake the tasks waiting for room or for resume."""
         with self._lock:
@@ -351,148 +336,3 @@ class RestSource:
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # closing
                 loop.call_soon_threadsafe(wake.set)
-
-    def _fetchable(self) -> bool:
-        with self._lock:
-            return not self._paused and self._buffer.fetchable()
-
-    def _fetching(self, subject: str) -> None:
-        """The hook before each fetch of ``subject`` (doorbell mode: wakeups.py)."""
-
-    async def _until_fetchable(self) -> None:
-        assert self._wake is not None
-        while True:
-            self._wake.clear()
-            with self._lock:
-                if not self._paused and self._buffer.fetchable():
-                    return
-                self._room_waiting = True
-            await self._wake.wait()
-
-    async def _follow(self, sub: Subscription) -> None:
-        """(loop thread) Poll one subject for as long as its subscription lasts."""
-        try:
-            await self._follow_loop(sub)
-        except asyncio.CancelledError:
-            raise
-        except SourceError as exc:
-            self._fail(sub, exc)
-        except Exception as exc:  # a bug must not silently stall a subject
-            log.exception("REST source task failed", extra={"subject": sub.subject})
-            self._fail(sub, SourceError(f"subject {sub.subject!r}: internal error: {exc!r}"))
-
-    async def _follow_loop(self, sub: Subscription) -> None:
-        idle = IdleBackoff(self._config.poll_idle_min, self._config.poll_idle_max, self._rng)
-        subject, malformed = sub.subject, 0
-        # The unexamined rest of the last answer, parsed once, answers the next (positional)
-        # request. Bounded (CarryBudget): ``held`` is this task's part (its rest, or room reserved
-        # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
-        carry: Sequence[Message] | None = None
-        held, dropped, behind, turn = 0, 0, False, False
-        try:
-            while True:
-                if dropped:
-                    held, dropped = await self._carried.reserve(dropped), 0
-                if behind or not self._buffer.takes_any():  # (a coroutine only to wait)
-                    turn = await self._turns.take(behind=True)
-                if not self._fetchable():
-                    await self._until_fetchable()
-                self._fetching(subject)
-                request = sub.tracker.next_request()
-                continued = carry is not None and request.kind is RequestKind.FROM
-                body_len = held if continued else 0  # a carry's size: its estimate
-                messages, carry = (carry if continued else None), None
-                try:
-                    if messages is None:
-                        body = await self._client.fetch(subject, request)
-                        body_len = len(body)
-                        room, position = self._buffer.takes_any(), sub.tracker.last is not None
-                        if self._carried.worth(body_len - held, room=room, position=position):
-                            messages = decode_consume(subject, body)
-                        del body  # not held across the waits below: a whole answer per subject
-                        if messages is None:
-                            dropped, behind = (body_len if position else 0), True
-                            continue
-                    # messages are validated as the tracker reaches them: the same fault
-                    outcome = self._accept(sub, request, messages, continued=continued)
-                except MalformedResponseError as exc:
-                    turn = self._turns.give_back(turn)
-                    malformed += 1
-                    if not await self._malformed_pause(sub, exc, request, malformed):
-                        return
-                    continue
-                finally:
-                    self._carried.release(held)
-                    held = 0
-                    turn = self._turns.give_back(turn)
-                malformed = 0
-                if outcome is None:
-                    return
-                behind = outcome.truncated
-                if outcome.rest is not None and messages:
-                    carry, held, dropped = self._carried.keep_rest(outcome.rest, messages, body_len)
-                progressed, messages, outcome = outcome.progressed, None, None  # as body above
-                if progressed:
-                    idle.reset()
-                else:
-                    await self._idle(subject, idle.next_delay())
-        finally:
-            self._carried.release(held)
-            self._turns.give_back(turn)
-
-    async def _idle(self, subject: str, delay: float) -> None:
-        """Wait after a fetch that brought nothing (doorbell mode: or until rung)."""
-        await asyncio.sleep(delay)
-
-    async def _malformed_pause(
-        self, sub: Subscription, exc: MalformedResponseError, request: ConsumeRequest, n: int
-    ) -> bool:
-        """Count a malformed answer and back off; False when the subscription has ended."""
-        with self._lock:
-            if not self._current(sub):
-                return False
-            self._tally.malformed += 1
-        await asyncio.sleep(self._client.malformed(sub.subject, exc, request, n))
-        return True
-
-    def _accept(
-        self,
-        sub: Subscription,
-        request: ConsumeRequest,
-        messages: Sequence[Message],
-        *,
-        continued: bool = False,
-    ) -> Outcome | None:
-        with self._cond:
-            if not self._current(sub):
-                return None
-            buffer = self._buffer
-            room_events, room_bytes = buffer.room()
-            outcome = sub.tracker.apply(
-                request,
-                messages,
-                room_events=max(room_events, 0),
-                room_bytes=max(room_bytes, 0),
-                force_first=not buffer.nevents,
-                continued=continued,
-            )
-            # Logged before the events become visible, so a gap's log line precedes its event.
-            outcome.log(sub.subject)
-            if outcome.items:
-                buffer.extend(sub.subject, outcome.items, outcome.nbytes)
-                self._cond.notify_all()
-            self._tally.accepted(sub.subject, sub.tracker, outcome)
-        return outcome
-
-    def _fail(self, sub: Subscription, exc: SourceError) -> None:
-        with self._cond:
-            if not self._current(sub):
-                return
-            # After the subject's buffered events: what came before the fault still counts.
-            self._buffer.extend(sub.subject, [SubjectFault(sub.subject, exc)], 0)
-            self._cond.notify_all()
-        # The peer reports it (once per subject and cause, peer.runner.quarantine); a retry
-        # that meets the same refusal is not news.
-        log.debug(
-            "subject stopped", extra={"subject": sub.subject, "error": self._client.scrub(str(exc))}
-        )

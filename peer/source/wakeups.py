@@ -48,11 +48,13 @@ _MAX_GRAIN_S = 0.1
 class _Bell:
     """(loop thread) One subject's wake-up state."""
 
-    __slots__ = ("rung", "waiter")
+    __slots__ = ("rung", "slot", "waiter")
 
     def __init__(self) -> None:
         self.rung = False
+        #: the wait's future (done once it ended), and its wheel slot (0: not on the wheel)
         self.waiter: asyncio.Future[None] | None = None
+        self.slot = 0
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -140,36 +142,30 @@ class Wakeups:
         if info is not None:
             raise EntitlementDeniedError(subject, info)
 
-    async def idle(self, subject: str, delay: float) -> None:
-        """Wait after an idle fetch: ``delay`` (the idle back-off), or the safety interval
-        while the doorbell is armed for ``subject``; a ring ends the wait at once."""
+    def idle(self, subject: str, delay: float) -> asyncio.Future[None] | None:
+        """What to wait for after an idle fetch: ``delay`` (the idle back-off), or the safety
+        interval while the doorbell is armed for ``subject``; a ring ends the wait at once
+        (None: rung already, fetch again now).
+
+        A bare future, not a coroutine: 100,000 armed subjects each wait 30 s, so whatever a
+        wait allocates outlives the garbage collector's young generations, and every object
+        of it was traversed in several collections (issue #16)."""
         bell = self._bells.get(subject)
         if bell is None:
             bell = self._bells[subject] = _Bell()
         if bell.rung:
-            return
-        if self.door.armed(subject):
-            # the long wait of most subjects: on the wheel, not a loop timer each
-            delay = self.safety_interval * (1 - 0.1 * self._rng.random())
-            fut, slot = self._wheel.start(delay, self._grain())
-            bell.waiter = fut
-            try:
-                await fut
-            finally:
-                self._wheel.stop(fut, slot)
-                if bell.waiter is fut:
-                    bell.waiter = None
-            return
+            return None
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        if self.door.armed(subject):
+            # the long wait of most subjects: on the wheel, not a loop timer each; the wheel
+            # drops it when its slot ends (a ring or a cancel only resolves it earlier)
+            delay = self.safety_interval * (1 - 0.1 * self._rng.random())
+            fut, bell.slot = self._wheel.start(delay, self._grain())
+        else:
+            fut, bell.slot = loop.create_future(), 0
+            loop.call_later(delay, _resolve, fut)
         bell.waiter = fut
-        timer = loop.call_later(delay, _resolve, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            if bell.waiter is fut:
-                bell.waiter = None
+        return fut
 
     def _grain(self) -> int:
         """Wheel ticks per slot for a safety wait: about ``_batch`` fetches end together.
@@ -194,15 +190,19 @@ class Wakeups:
             bells = [self._bells.setdefault(s, _Bell()) for s in subjects]
         for bell in bells:
             bell.rung = True
-            if bell.waiter is not None:
-                _resolve(bell.waiter)
+            waiter = bell.waiter
+            if waiter is not None:
+                bell.waiter = None
+                _resolve(waiter)
+                if bell.slot:
+                    self._wheel.stop(waiter, bell.slot)
 
     def _drop(self, subjects: list[str]) -> None:
         """(loop thread) Forget unsubscribed subjects; one still waited on is left to its
         (cancelled or replacing) task, which a later ring or timer ends."""
         for subject in subjects:
             bell = self._bells.get(subject)
-            if bell is not None and bell.waiter is None:
+            if bell is not None and (bell.waiter is None or bell.waiter.done()):
                 del self._bells[subject]
 
     # -- the doorbell's callbacks (client threads) ----------------------------------------------
@@ -265,8 +265,8 @@ class DoorbellSource(RestSource):
     def _fetching(self, subject: str) -> None:
         self.wakeups.fetching(subject)
 
-    async def _idle(self, subject: str, delay: float) -> None:
-        await self.wakeups.idle(subject, delay)
+    def _idle(self, subject: str, delay: float) -> asyncio.Future[None] | None:
+        return self.wakeups.idle(subject, delay)
 
 
 __all__ = ["DoorbellSource", "Wakeups"]
