@@ -12,7 +12,7 @@ from peer.dev.bench.main import parse_args
 from peer.dev.bench.plots import write_plots
 from peer.dev.bench.producers import generator_content, parse_perf_summary, same_records
 from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
-from peer.dev.bench.throughput import ratios
+from peer.dev.bench.throughput import median_of, paired_ratios, ratios
 from peer.dev.bench.visible import Sample, window
 from peer.dev.localkafka.connect import worker_properties
 from peer.dev.sim.generator import Generator, GeneratorSpec
@@ -163,6 +163,49 @@ def test_ratios_against_bare_java_and_connect() -> None:
         "peer1_cpu_per_msg_vs_connect_eos": 0.25,
         "peer1_cpu_per_msg_vs_connect": None,
     }
+
+
+def test_median_of_rounds_takes_each_figure_s_own_median_and_all_rounds_must_hold() -> None:
+    def run(rate: int, cpu: float, ok: bool = True) -> dict[str, object]:
+        return {
+            "msgs_per_s": rate,
+            "cpu_us_per_msg": cpu,
+            "cpu_cores": 0.5,
+            "seconds": rate,
+            "exactly_once": {"ok": ok, "duplicates": 0},
+        }
+
+    merged = median_of([run(30, 9.0), run(50, 20.0), run(40, 10.0, ok=False)])
+    assert merged["msgs_per_s"] == 40
+    assert merged["cpu_us_per_msg"] == 10.0  # its own median, not the 40 msg/s round's
+    assert merged["seconds"] == 40  # the rest is the median round's
+    assert merged["exactly_once"] == {"ok": False, "duplicates": 0}  # one round failed
+    assert [r["msgs_per_s"] for r in merged["rounds"]] == [30, 50, 40]
+    single = run(30, 9.0)
+    assert median_of([single]) is single
+
+
+def test_paired_ratios_are_the_median_of_each_rounds_own_ratio() -> None:
+    runs = {
+        "peer1": [
+            {"msgs_per_s": 40, "cpu_us_per_msg": 20.0},
+            {"msgs_per_s": 90, "cpu_us_per_msg": 10.0},
+            {"msgs_per_s": 30, "cpu_us_per_msg": 12.0},
+        ],
+        # the machine slowed in round 2 and sped up in round 3: each round against its own
+        "bare": [
+            {"msgs_per_s": 100, "cpu_us_per_msg": 5.0},
+            {"msgs_per_s": 100, "cpu_us_per_msg": 4.0},
+            {"msgs_per_s": 60, "cpu_us_per_msg": 8.0},
+        ],
+    }
+    assert paired_ratios(runs, [1]) == {
+        "peer1_vs_bare": 0.5,
+        "peer1_vs_bare_rounds": [0.4, 0.9, 0.5],
+        "peer1_cpu_per_msg_vs_bare": 2.5,
+        "peer1_cpu_per_msg_vs_bare_rounds": [4.0, 2.5, 1.5],
+    }
+    assert paired_ratios({"peer1": [{"error": "x"}], "bare": [{"msgs_per_s": 1}]}, [1]) == {}
 
 
 def test_parse_perf_summary_takes_the_last_line() -> None:

@@ -10,7 +10,9 @@ Parts (``--only``, comma separated):
   idempotent producer sending the same records (values, key, partition, md.* headers),
   Kafka's Java ``org.apache.kafka.tools.ProducerPerformance`` of the broker's release, and a
   Kafka Connect worker of that release running ``FileStreamSourceConnector`` over the same
-  values, exactly once and not; msg/s and CPU per message (/proc) of each;
+  values, exactly once and not; msg/s and CPU per message (/proc) of each. An untimed peer
+  pass warms the broker up first; then ``--rounds`` rounds of the peers and the bare producer
+  side by side (medians; the ratios to the bare producer are the median of each round's own);
 * latency: publish on the reference server to visible for a read_committed consumer, p50 /
   p99 / p99.9, at each rate for each commit interval;
 * failover: SIGTERM, then SIGKILL, of one of two peers; time until every subject of the moved
@@ -70,6 +72,7 @@ SCALED: dict[str, tuple[Callable[[str], Any], Any, Any, str]] = {
     "--commit-intervals": (int_list, [50, 100, 250], [50, 100], "latency commit_interval_ms"),
     "--latency-seconds": (float, 15.0, 5.0, "latency window per rate"),
     "--scale-settle": (float, 20.0, 8.0, "seconds the scale peer runs before its RSS is read"),
+    "--rounds": (int, 3, 1, "throughput: rounds of the peers then the bare producer (medians)"),
 }
 
 
@@ -92,6 +95,12 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
         dest="connect",
         action="store_false",
         help="throughput without the Kafka Connect worker (it is run by default)",
+    )
+    p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="throughput without the untimed peer pass that warms the broker up first",
     )
     add_failover_arguments(p)
     p.add_argument(
@@ -139,7 +148,16 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
             n = messages_for(size, args.messages_mb, args.max_messages)
             log(f"throughput: {size} B x {n}")
             load = Backlog(n, size, args.subjects)
-            sizes.append(throughput_for_size(broker, load, args.peers, connect=args.connect))
+            sizes.append(
+                throughput_for_size(
+                    broker,
+                    load,
+                    args.peers,
+                    connect=args.connect,
+                    rounds=args.rounds,
+                    warmup=args.warmup,
+                )
+            )
         doc["throughput"] = {"sizes": sizes}
     if "latency" in args.only:
         doc["latency"] = []
