@@ -284,3 +284,89 @@ def test_consume_client_keeps_at_most_max_concurrency_in_flight_and_cancels_clea
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_send_hands_answers_faults_and_timeouts_to_a_callback() -> None:
+    async def script(head: bytes, _r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if b"/slow" in head:
+            await asyncio.sleep(1.0)
+        elif b"/drop" in head:
+            return False
+        w.write(_answer("200 OK", b"ok", "Content-Length: 2"))
+        return True
+
+    async def body(pool: Http1Pool, heads: list[bytes], accepted: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[int, bytes, type[BaseException] | None]] = []
+        ended = asyncio.Event()
+
+        def on_answer(status: int, answer: bytes | bytearray, exc: BaseException | None) -> None:
+            got.append((status, bytes(answer), None if exc is None else type(exc)))
+            ended.set()
+
+        async def sent(target: str) -> tuple[int, bytes, type[BaseException] | None]:
+            ended.clear()
+            assert pool.send(target, on_answer)
+            await ended.wait()
+            return got[-1]
+
+        assert not pool.send("/x", on_answer)  # no idle connection yet: nothing sent
+        assert await pool.get("/first") == (200, b"ok")
+        assert await sent("/a") == (200, b"ok", None)
+        assert await sent("/b") == (200, b"ok", None)  # the same connection, kept alive
+        assert accepted == [1]
+        assert await sent("/slow") == (0, b"", TimeoutError)
+        assert not pool.send("/x", on_answer)  # the timed-out connection was closed
+        assert await pool.get("/again") == (200, b"ok")
+        assert await sent("/drop") == (0, b"", HttpTransportError)
+        assert await pool.get("/after") == (200, b"ok")  # a new connection
+        assert [h.split(b" ")[1] for h in heads][-2:] == [b"/drop", b"/after"]
+        assert loop.is_running()
+
+    _run(script, body, timeout=0.3)
+
+
+def test_consume_client_sends_under_its_bound_and_counts_answers() -> None:
+    async def script(head: bytes, _r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if b"/busy" in head:
+            w.write(_answer("503 Busy", b"{}", "Content-Length: 2"))
+        else:
+            w.write(_answer("200 OK", b"{}", "Content-Length: 2"))
+        return True
+
+    async def main() -> None:
+        server, _heads, _accepted = await _serve(script)
+        config = RestSourceConfig(
+            servers=parse_servers(f"127.0.0.1:{_port(server)}"), max_concurrency=1
+        )
+        client = ConsumeClient(config, random.Random(1))
+        await client.open()
+        snapshot = ConsumeRequest(RequestKind.SNAPSHOT)
+        done: list[bytes | bytearray | None] = []
+        handed: list[bool] = []
+        both = asyncio.Event()
+
+        def on_done(answer: bytes | bytearray | None) -> None:
+            done.append(answer)
+            if len(done) == 2:
+                both.set()
+
+        try:
+            assert await client.fetch("/s/0", snapshot) == b"{}"  # a connection to reuse
+            assert client.take_slot()
+            assert not client.take_slot()  # the bound is 1
+            client.when_slot(lambda: handed.append(client.send("/busy", on_done)))
+            assert client.send("/ok", on_done)
+            async with asyncio.timeout(5):
+                await both.wait()
+            assert handed == [True]  # the place went on to the waiting callback
+            assert done == [b"{}", None]  # a 503 is no answer to keep
+            assert (client.requests, client.request_errors) == (3, 1)
+            assert client.take_slot()  # every place given back
+            client.release_slot()
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

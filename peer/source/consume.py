@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Final, NoReturn
 from urllib.parse import quote
 
@@ -93,9 +95,12 @@ class ConsumeClient:
         self._flips: dict[tuple[str, str], tuple[float, int]] = {}
         self._http: dict[ServerAddress, Http1Pool] = {}
         #: requests in flight, and those waiting for one to end (bounded by max_concurrency;
-        #: asyncio.Semaphore's coroutine calls cost more than the rest of the bookkeeping)
+        #: asyncio.Semaphore's coroutine calls cost more than the rest of the bookkeeping): a
+        #: coroutine's future, or the sweeper's callback (peer.source.sweep)
         self._in_flight = 0
-        self._queued: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queued: collections.deque[asyncio.Future[None] | Callable[[], None]] = (
+            collections.deque()
+        )
         #: counters, read by the source's stats (loop thread writes, ints: no lock needed)
         self.requests = 0
         self.request_errors = 0
@@ -218,14 +223,11 @@ class ConsumeClient:
                 self._server_failed(server, describe_error(exc, self._token))
         finally:
             self._release()
-        if status < 500 and status not in (408, 429):
-            self.failing_since = None  # a server answered (even a refusal is an answer)
+        transient = self._answered(server, status, body)
+        if transient is not None:
+            raise _TransientError(server, transient)
         if status == 200:
-            if self._pool.mark_up(server):
-                self._log_flip(server, "up", logging.INFO, "server answering again", {})
             return body
-        if status >= 500 or status in (408, 429):
-            self._server_failed(server, f"HTTP {status}: {self.scrub(decode_error(body))}")
         detail = self.scrub(decode_error(body))
         if status == 403:
             raise EntitlementDeniedError(subject, detail)
@@ -238,6 +240,70 @@ class ConsumeClient:
             f"subject {subject!r}: server {server.netloc} answered HTTP {status}: {detail}",
             hint="check the servers setting and that REST is enabled on the server",
         )
+
+    def _answered(self, server: ServerAddress, status: int, body: Body) -> str | None:
+        """Count an answer of ``server``: the reason of a transient fault (5xx, 408, 429),
+        else None (a 200, or a refusal: an answer all the same)."""
+        if status >= 500 or status in (408, 429):
+            reason = f"HTTP {status}: {self.scrub(decode_error(body))}"
+            self._count_failure(server, reason)
+            return reason
+        self.failing_since = None  # a server answered (even a refusal is an answer)
+        if status == 200 and self._pool.mark_up(server):
+            self._log_flip(server, "up", logging.INFO, "server answering again", {})
+        return None
+
+    # -- requests without a coroutine: the sweeper's safety fetches (peer.source.sweep) -----
+
+    def take_slot(self) -> bool:
+        """Take a place among the requests in flight if one is free now."""
+        if self._in_flight < self._config.max_concurrency:
+            self._in_flight += 1
+            return True
+        return False
+
+    def when_slot(self, handed: Callable[[], None]) -> None:
+        """Call ``handed()`` once a request in flight hands its place over, in turn with the
+        coroutines waiting for one; the place is then the caller's."""
+        self._queued.append(handed)
+
+    def send(self, target: str, on_done: Callable[[Body | None], None]) -> bool:
+        """``GET target``, holding a place (:meth:`take_slot`, :meth:`when_slot`), on a server
+        chosen as :meth:`fetch` chooses and one of its idle connections: no coroutine, task
+        or future. Its answer is counted as :meth:`fetch` counts one (errors, a server down
+        or up), the place is passed on, then ``on_done(body)`` is called: the body of a 200
+        answer, or None for anything else (a fault, a timeout, a refusal), which the caller
+        asks again with :meth:`fetch`. False when that server has no idle connection:
+        nothing was sent, and the place is still the caller's."""
+        assert self._http, "ConsumeClient.open() first"
+        server = self._pool.choose()
+        if not self._http[server].send(target, functools.partial(self._sent, server, on_done)):
+            return False
+        self.requests += 1
+        self.server_requests[server.netloc] += 1
+        return True
+
+    def release_slot(self) -> None:
+        """Give back a place taken or handed and not used for :meth:`send`."""
+        self._release()
+
+    def _sent(
+        self,
+        server: ServerAddress,
+        on_done: Callable[[Body | None], None],
+        status: int,
+        body: Body,
+        exc: BaseException | None,
+    ) -> None:
+        if exc is None:
+            ok = self._answered(server, status, body) is None and status == 200
+        else:
+            ok = False
+            # a reused connection that the server had closed unanswered: not its fault
+            if not (isinstance(exc, HttpTransportError) and exc.unanswered):
+                self._count_failure(server, describe_error(exc, self._token))
+        self._release()
+        on_done(body if ok else None)
 
     async def _slot(self) -> None:
         """Wait until a request in flight hands its place over (first come, first served)."""
@@ -254,13 +320,20 @@ class ConsumeClient:
         """A request ended: its place goes to the first waiting one, else it is free."""
         queued = self._queued
         while queued:
-            fut = queued.popleft()
-            if not fut.done():
-                fut.set_result(None)
+            waiter = queued.popleft()
+            if not isinstance(waiter, asyncio.Future):
+                waiter()
+                return
+            if not waiter.done():
+                waiter.set_result(None)
                 return
         self._in_flight -= 1
 
     def _server_failed(self, server: ServerAddress, reason: str) -> NoReturn:
+        self._count_failure(server, reason)
+        raise _TransientError(server, reason)
+
+    def _count_failure(self, server: ServerAddress, reason: str) -> None:
         self.request_errors += 1
         self.server_errors[server.netloc] += 1
         if self.failing_since is None:
@@ -269,7 +342,6 @@ class ConsumeClient:
         if self._pool.mark_down(server):
             extra = {"reason": reason, "down_for_s": self._config.server_down_for}
             self._log_flip(server, "down", logging.WARNING, "server failing, trying others", extra)
-        raise _TransientError(server, reason)
 
     def _log_flip(
         self, server: ServerAddress, state: str, level: int, msg: str, extra: dict[str, object]

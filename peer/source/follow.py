@@ -39,7 +39,7 @@ _SAME_MAX = 2048
 _NOTHING = Outcome()
 
 
-class _Unchanged(NamedTuple):
+class Unchanged(NamedTuple):
     """A request whose answer changed nothing, its target and that answer's body."""
 
     request: ConsumeRequest
@@ -101,10 +101,12 @@ class Follower:
         if current is not None and current[1] is asyncio.current_task():
             del self._tasks[sub.subject]
 
-    async def _follow(self, sub: Subscription) -> None:
-        """(loop thread) Poll one subject for as long as its subscription lasts."""
+    async def _follow(self, sub: Subscription, same: Unchanged | None = None) -> None:
+        """(loop thread) Poll one subject for as long as its subscription lasts (or until it
+        parks: doorbell mode, ``peer.source.sweep``); ``same``: its last answer that changed
+        nothing, when it was parked."""
         try:
-            await self._follow_loop(sub)
+            await self._follow_loop(sub, same)
         except asyncio.CancelledError:
             raise
         except SourceError as exc:
@@ -115,7 +117,7 @@ class Follower:
         finally:
             self._forget(sub)
 
-    async def _follow_loop(self, sub: Subscription) -> None:
+    async def _follow_loop(self, sub: Subscription, same: Unchanged | None) -> None:
         idle = IdleBackoff(self._config.poll_idle_min, self._config.poll_idle_max, self._rng)
         subject, malformed = sub.subject, 0
         # The unexamined rest of the last answer, parsed once, answers the next (positional)
@@ -128,7 +130,6 @@ class Follower:
         # and the same bytes in answer cannot change anything either. Most safety fetches of
         # idle subjects are such repeats (issue #16): they skip decoding, the lock and the
         # tracker. Bodies up to _SAME_MAX bytes only: one is kept per idle subject.
-        same: _Unchanged | None = None
         try:
             while True:
                 if dropped:
@@ -162,7 +163,7 @@ class Follower:
                             # messages are validated as the tracker reaches them: the same fault
                             outcome = self._accept(sub, request, messages)
                             if outcome is not None and _unchanged(outcome, body):
-                                same = _Unchanged(request, target, body)
+                                same = Unchanged(request, target, body)
                         del body  # not held across the waits below: a whole answer per subject
                     else:
                         outcome = self._accept(sub, request, messages, continued=continued)
@@ -185,14 +186,23 @@ class Follower:
                 progressed, messages, outcome = outcome.progressed, None, None  # as body above
                 if progressed:
                     idle.reset()
-                else:
-                    wait = self._idle(subject, idle.next_delay())
-                    if wait is not None:
-                        await wait
-                        wait = None
+                    continue
+                # idle, and nothing carried or owed: its safety waits may go on without a task
+                idle_only = carry is None and not (held or dropped or behind)
+                if same is not None and idle_only and self._park(sub, same):
+                    return
+                wait = self._idle(subject, idle.next_delay())
+                if wait is not None:
+                    await wait
+                    wait = None
         finally:
             self._carried.release(held)
             self._turns.give_back(turn)
+
+    def _park(self, sub: Subscription, same: Unchanged) -> bool:
+        """Whether ``sub``, idle, its last answer ``same``, was parked instead of waiting: its
+        task then ends (doorbell mode: ``peer.source.sweep``)."""
+        return False
 
     def _idle(self, subject: str, delay: float) -> Awaitable[None] | None:
         """What to wait for after a fetch that brought nothing (doorbell mode: or until rung;
@@ -253,4 +263,4 @@ class Follower:
         )
 
 
-__all__ = ["Follower"]
+__all__ = ["Follower", "Unchanged"]

@@ -23,8 +23,10 @@ of an error text (the token travels in the query).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import Final
 
 #: the longest status line plus headers accepted
@@ -35,6 +37,11 @@ _SCRATCH: Final = 256 * 1024
 
 #: an answer's body: ``bytes``, or the ``bytearray`` a large one was received into in place
 Body = bytes | bytearray
+#: what :meth:`Http1Pool.send` calls with an answer: ``(status, body, None)``, or
+#: ``(0, b"", fault)`` for a transport fault or a timeout
+AnswerCallback = Callable[[int, Body, BaseException | None], None]
+
+log = logging.getLogger("peer.source")
 
 
 class HttpTransportError(Exception):
@@ -44,6 +51,41 @@ class HttpTransportError(Exception):
     def __init__(self, reason: str, *, unanswered: bool = False) -> None:
         super().__init__(reason)
         self.unanswered = unanswered
+
+
+class _Handed:
+    """Where a request sent by :meth:`Http1Pool.send` waits for its answer: in the
+    connection's ``waiter`` place (a future's ``done``, ``set_result`` and
+    ``set_exception``), handing the answer to a callback. No task, coroutine or future per
+    request: the sweeper's safety fetches of idle subjects (issue #16)."""
+
+    __slots__ = ("_conn", "_done", "_on_answer", "_pool")
+
+    def __init__(self, pool: Http1Pool, conn: _Connection, on_answer: AnswerCallback) -> None:
+        self._pool, self._conn, self._on_answer = pool, conn, on_answer
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, answer: tuple[int, Body]) -> None:
+        self._end(answer[0], answer[1], None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._end(0, b"", exc)
+
+    def _end(self, status: int, body: Body, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._pool._settle(self._conn, failed=exc is not None)
+        try:
+            self._on_answer(status, body, exc)
+        except Exception:  # raised into a protocol callback, it would close the connection
+            log.exception("answer callback failed")
+
+
+_Waiter = asyncio.Future[tuple[int, Body]] | _Handed
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -74,7 +116,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self._scratch: memoryview | None = None
-        self.waiter: asyncio.Future[tuple[int, Body]] | None = None
+        self.waiter: _Waiter | None = None
         self.closed = False
         self.reused = False
         self.got_bytes = False
@@ -162,7 +204,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- the answer --------------------------------------------------------------------------
 
-    def _parse(self, waiter: asyncio.Future[tuple[int, Body]]) -> None:
+    def _parse(self, waiter: _Waiter) -> None:
         buf = self.buf
         while not self._head:
             end = buf.find(b"\r\n\r\n")
@@ -236,7 +278,7 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             self._until_eof, self._keep = True, False
 
-    def _read_chunks(self, waiter: asyncio.Future[tuple[int, Body]]) -> None:
+    def _read_chunks(self, waiter: _Waiter) -> None:
         buf = self.buf
         while True:
             if self._remaining:  # inside a chunk: its data, then its CRLF
@@ -267,7 +309,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._finish(waiter, bytes(self._body))
             return
 
-    def _finish(self, waiter: asyncio.Future[tuple[int, Body]], body: Body) -> None:
+    def _finish(self, waiter: _Waiter, body: Body) -> None:
         status, keep = self._status, self._keep and not self.buf
         self._reset()
         self.buf.clear()
@@ -353,9 +395,11 @@ class Http1Pool:
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the requests past their deadline; again in a tick while any are in flight."""
         now = loop.time()
-        for conn in self._busy:
+        # a handed answer leaves _busy at once: not while iterating over it
+        late = [conn for conn in self._busy if conn.deadline <= now]
+        for conn in late:
             waiter = conn.waiter
-            if conn.deadline <= now and waiter is not None and not waiter.done():
+            if waiter is not None and not waiter.done():
                 waiter.set_exception(TimeoutError(f"no answer within {self._timeout:g} s"))
         self._sweep = loop.call_later(self._tick, self._expire, loop) if self._busy else None
 
@@ -377,31 +421,59 @@ class Http1Pool:
         self._open.add(conn)
         return conn
 
-    async def _send(
-        self, loop: asyncio.AbstractEventLoop, conn: _Connection, target: str, deadline: float
-    ) -> tuple[int, Body]:
-        fut: asyncio.Future[tuple[int, Body]] = loop.create_future()
-        conn.waiter, conn.got_bytes, conn.deadline = fut, False, deadline
+    def send(self, target: str, on_answer: AnswerCallback) -> bool:
+        """``GET target`` on an idle keep-alive connection, the answer handed to
+        ``on_answer`` (from a protocol callback; a fault, the timeout included, as
+        ``(0, b"", exc)``); False, and nothing sent, when no connection is idle (then use
+        :meth:`get`). A reused connection that the server closed unanswered is not asked
+        again here: ``exc.unanswered`` says so."""
+        conn = self._take_idle()
+        if conn is None:
+            return False
+        loop = asyncio.get_running_loop()
+        self._write(loop, conn, target, loop.time() + self._timeout, _Handed(self, conn, on_answer))
+        return True
+
+    def _write(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: _Connection,
+        target: str,
+        deadline: float,
+        waiter: _Waiter,
+    ) -> None:
+        conn.waiter, conn.got_bytes, conn.deadline = waiter, False, deadline
         assert conn.transport is not None
         conn.transport.write(b"GET " + target.encode("ascii") + self._tail)
         self._busy.add(conn)
         if self._sweep is None:
             self._sweep = loop.call_later(self._tick, self._expire, loop)
-        try:
-            answer = await fut
-        except BaseException:
-            conn.close()  # the answer's framing is unknown now (a timeout, a cancel)
-            self._open.discard(conn)
-            raise
-        finally:
-            self._busy.discard(conn)
-            conn.waiter = None
+
+    def _settle(self, conn: _Connection, *, failed: bool) -> None:
+        """``conn``'s request ended: back to the idle ones, or closed (a fault, a timeout or
+        a cancel leave the answer's framing unknown)."""
+        self._busy.discard(conn)
+        conn.waiter = None
+        if failed:
+            conn.close()
         if conn.closed:
             self._open.discard(conn)
         else:
             conn.used_at = time.monotonic()
             self._idle.append(conn)
+
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, conn: _Connection, target: str, deadline: float
+    ) -> tuple[int, Body]:
+        fut: asyncio.Future[tuple[int, Body]] = loop.create_future()
+        self._write(loop, conn, target, deadline, fut)
+        try:
+            answer = await fut
+        except BaseException:
+            self._settle(conn, failed=True)
+            raise
+        self._settle(conn, failed=False)
         return answer
 
 
-__all__ = ["MAX_HEAD", "Body", "Http1Pool", "HttpTransportError"]
+__all__ = ["MAX_HEAD", "AnswerCallback", "Body", "Http1Pool", "HttpTransportError"]

@@ -41,7 +41,7 @@ from peer.source.base import (
 )
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
-from peer.source.follow import Follower
+from peer.source.follow import Follower, Unchanged
 from peer.source.pacing import CarryBudget, CatchUpTurns
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
@@ -310,24 +310,31 @@ class RestSource(Follower):
             with self._lock:
                 self._loop = None
 
-    def _spawn(self, sub: Subscription) -> None:
-        """(loop thread) Start ``sub``'s task, replacing an older subscription's."""
+    def _spawn(self, sub: Subscription, same: Unchanged | None = None) -> None:
+        """(loop thread) Start ``sub``'s task, replacing an older subscription's (``same``:
+        its last answer that changed nothing, when it was parked)."""
         current = self._tasks.get(sub.subject)
         if current is not None:
             if current[0] >= sub.generation:
                 return  # already running, or superseded by a newer subscription
             current[1].cancel()
+        self._unpark(sub)
         task = asyncio.get_running_loop().create_task(
-            self._follow(sub), name=f"follow {sub.subject}"
+            self._follow(sub, same), name=f"follow {sub.subject}"
         )
         self._tasks[sub.subject] = (sub.generation, task)
 
     def _cancel(self, sub: Subscription) -> None:
         """(loop thread) Stop ``sub``'s task unless a newer subscription replaced it."""
+        self._unpark(sub)
         current = self._tasks.get(sub.subject)
         if current is not None and current[0] <= sub.generation:
             del self._tasks[sub.subject]
             current[1].cancel()
+
+    def _unpark(self, sub: Subscription) -> None:
+        """(loop thread) Forget a parked subscription of ``sub``'s subject not newer than
+        ``sub`` (doorbell mode, ``peer.source.sweep``)."""
 
     def _poke(self) -> None:
         """(any thread) Wake the tasks waiting for room or for resume."""

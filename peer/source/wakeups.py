@@ -35,8 +35,11 @@ from peer.config.settings import SourceSettings
 from peer.errors import EntitlementDeniedError
 from peer.source.base import SubjectStart
 from peer.source.doorbell import Doorbell, DoorbellPlan
+from peer.source.follow import Unchanged
 from peer.source.rest import RestSource
 from peer.source.rest_config import RestSourceConfig
+from peer.source.resume import Subscription
+from peer.source.sweep import Sweeper
 from peer.source.timerwheel import TimerWheel
 
 log = logging.getLogger("peer.source")
@@ -88,6 +91,8 @@ class Wakeups:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bells: dict[str, _Bell] = {}
         self._wheel = TimerWheel()
+        #: (loop thread) told of every subject rung: a parked one's task starts at once
+        self.woken: Callable[[str], None] | None = None
         door = Doorbell.from_settings(
             source, wake=self._wake, denied=self._deny, connected=self._connected, plan=plan
         )
@@ -159,13 +164,25 @@ class Wakeups:
         if self.door.armed(subject):
             # the long wait of most subjects: on the wheel, not a loop timer each; the wheel
             # drops it when its slot ends (a ring or a cancel only resolves it earlier)
-            delay = self.safety_interval * (1 - 0.1 * self._rng.random())
-            fut, bell.slot = self._wheel.start(delay, self._grain())
+            fut, bell.slot = self._wheel.start(*self._safety_wait())
         else:
             fut, bell.slot = loop.create_future(), 0
             loop.call_later(delay, _resolve, fut)
         bell.waiter = fut
         return fut
+
+    def safety_wait(self, subject: str) -> tuple[float, int] | None:
+        """The safety wait (seconds, wheel grain) of idle ``subject`` while it is armed and
+        not rung (``peer.source.sweep``: it may park); None otherwise."""
+        bell = self._bells.get(subject)
+        if bell is None:
+            bell = self._bells[subject] = _Bell()
+        if bell.rung or not self.door.armed(subject):
+            return None
+        return self._safety_wait()
+
+    def _safety_wait(self) -> tuple[float, int]:
+        return self.safety_interval * (1 - 0.1 * self._rng.random()), self._grain()
 
     def _grain(self) -> int:
         """Wheel ticks per slot for a safety wait: about ``_batch`` fetches end together.
@@ -185,11 +202,15 @@ class Wakeups:
     def _ring(self, subjects: Iterable[str] | None) -> None:
         """(loop thread) Ring ``subjects`` (None: every subject)."""
         if subjects is None:
-            bells: Iterable[_Bell] = list(self._bells.values())
-        else:
-            bells = [self._bells.setdefault(s, _Bell()) for s in subjects]
-        for bell in bells:
+            subjects = list(self._bells)
+        woken = self.woken
+        for subject in subjects:
+            bell = self._bells.get(subject)
+            if bell is None:
+                bell = self._bells[subject] = _Bell()
             bell.rung = True
+            if woken is not None:
+                woken(subject)
             waiter = bell.waiter
             if waiter is not None:
                 bell.waiter = None
@@ -242,6 +263,9 @@ class DoorbellSource(RestSource):
     ) -> None:
         super().__init__(config, rng=rng)
         self.wakeups = wakeups
+        #: idle subjects whose safety fetches need no task (peer.source.sweep)
+        self.sweeper = Sweeper(self._client, self)
+        wakeups.woken = self.sweeper.wake
 
     def subscribe_many(self, starts: Sequence[SubjectStart]) -> None:
         super().subscribe_many(starts)
@@ -260,6 +284,7 @@ class DoorbellSource(RestSource):
         try:
             await super()._main(ready)
         finally:
+            self.sweeper.close()
             self.wakeups.detach()
 
     def _fetching(self, subject: str) -> None:
@@ -267,6 +292,34 @@ class DoorbellSource(RestSource):
 
     def _idle(self, subject: str, delay: float) -> asyncio.Future[None] | None:
         return self.wakeups.idle(subject, delay)
+
+    # -- parking (peer.source.sweep; loop thread) ----------------------------------------
+
+    def _park(self, sub: Subscription, same: Unchanged) -> bool:
+        wait = self.wakeups.safety_wait(sub.subject)
+        if wait is None:
+            return False
+        self.sweeper.park(sub, same, wait)
+        return True
+
+    def _unpark(self, sub: Subscription) -> None:
+        self.sweeper.unpark(sub)
+
+    def sweepable(self, sub: Subscription) -> bool:
+        if not self._current(sub) or not self._buffer.takes_any() or not self._fetchable():
+            return False
+        try:
+            self.wakeups.fetching(sub.subject)
+        except EntitlementDeniedError:
+            return False  # the task meets it again, and stops the subject
+        return True
+
+    def park_wait(self, sub: Subscription) -> tuple[float, int] | None:
+        return self.wakeups.safety_wait(sub.subject) if self._current(sub) else None
+
+    def restart(self, sub: Subscription, same: Unchanged) -> None:
+        if self._current(sub):
+            self._spawn(sub, same)
 
 
 __all__ = ["DoorbellSource", "Wakeups"]
