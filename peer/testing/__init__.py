@@ -39,6 +39,7 @@ from peer.testing.process import (
     mdpeer_argv,
     memory_mb,
     run_mdpeer,
+    thread_cpu_seconds,
 )
 from peer.testing.prometheus import PrometheusNotInstalledError, PrometheusProcess
 from peer.testing.sim import SimAdminError, SimProcess, SimStartError
@@ -76,6 +77,7 @@ __all__ = [
     "read_readiness",
     "run_mdpeer",
     "split_evenly",
+    "thread_cpu_seconds",
     "totals",
     "wait_until",
 ]

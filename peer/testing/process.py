@@ -100,6 +100,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s live threads by role, from /proc (``schedstat``): ``main``
+    (the thread whose id is the process's), ``librdkafka`` (threads named ``rdk:*``) and
+    ``other`` (the rest: a peer's REST source thread above all). {} once it is gone."""
+    out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        task = Path(f"/proc/{pid}/task/{tid}")
+        try:
+            name = (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        role = "main" if int(tid) == pid else "librdkafka" if name.startswith("rdk:") else "other"
+        out[role] += ns / 1e9
+    return out
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """``rss_mb`` (now) and ``hwm_mb`` (peak) of ``pid`` from /proc/<pid>/status; {} if gone."""
     out: dict[str, float] = {}
@@ -303,5 +324,6 @@ __all__ = [
     "mdpeer_argv",
     "memory_mb",
     "run_mdpeer",
+    "thread_cpu_seconds",
     "tied_prefix",
 ]

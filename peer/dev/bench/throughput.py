@@ -23,7 +23,7 @@ from peer.dev.bench.producers import (
 )
 from peer.dev.bench.session import Broker
 from peer.dev.bench.visible import EndWatch, measure, rates
-from peer.testing import split_evenly, wait_until
+from peer.testing import split_evenly, thread_cpu_seconds, wait_until
 from peer.testing.verdict import Delivered, judge, totals
 from peer.writer.records import Headers
 
@@ -98,6 +98,7 @@ def peer_throughput(
             watch = EndWatch(
                 broker.bootstrap, dep.topic, PARTITIONS, [sim.pid, *(p.pid for p in procs)]
             )
+            threads0 = [thread_cpu_seconds(p.pid) for p in procs]
             start = watch.sample()
             dep.route_subjects(names)
 
@@ -110,6 +111,8 @@ def peer_throughput(
                 watch, total, functools.partial(peer_record, sample=sample), check=alive
             )
             quiet, after = watch.samples[-1], watch.sample()
+            # after the end (the quiet second included: an idle peer's few ms), before the read
+            threads = by_role(threads0, [thread_cpu_seconds(p.pid) for p in procs], total)
             server_cpu = win.last.cpu[0] - start.cpu[0]
             peer_cpu = sum(win.last.cpu[1:]) - sum(start.cpu[1:])
             verdicts = judge(expected, records)
@@ -119,6 +122,7 @@ def peer_throughput(
                 **rates(total, load.size, win, start, peer_cpu),
                 "server_cpu_cores": round(server_cpu / max(win.last.mono - start.mono, 1e-3), 2),
                 "server_cpu_us_per_msg": round(server_cpu / total * 1e6, 2),
+                "cpu_us_per_msg_by_thread": threads,
                 "visible": len(records),
                 # nothing may be written once every message is visible: it would be a duplicate
                 "ends_moved_after_read": after.ends != quiet.ends,
@@ -133,6 +137,18 @@ def peer_throughput(
 WARMUP_MESSAGES = 50_000
 #: what a run keeps of each round (the whole results of the median round are kept too)
 _ROUND_KEYS = ("msgs_per_s", "cpu_us_per_msg", "cpu_cores")
+
+
+def by_role(
+    before: list[dict[str, float]], after: list[dict[str, float]], n: int
+) -> dict[str, float]:
+    """CPU µs per message of the peers' threads by role (:func:`thread_cpu_seconds`), summed
+    over the peers: which thread grows when the same code costs more (issue 14)."""
+    out: dict[str, float] = {}
+    for b, a in zip(before, after, strict=True):
+        for role, seconds in a.items():
+            out[role] = out.get(role, 0.0) + seconds - b.get(role, 0.0)
+    return {role: round(s / n * 1e6, 2) for role, s in out.items()}
 
 
 def throughput_for_size(
@@ -213,7 +229,9 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in done if r.get(key) is not None]
         if values:
             out[key] = statistics.median(values)
-    out["rounds"] = [{k: r.get(k) for k in _ROUND_KEYS} for r in results]
+    out["rounds"] = [
+        {k: r.get(k) for k in (*_ROUND_KEYS, "cpu_us_per_msg_by_thread") if k in r} for r in results
+    ]
     if "exactly_once" in out:
         out["exactly_once"] = {
             **out["exactly_once"],
