@@ -48,6 +48,17 @@ def _port(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
+async def _client_of(script: Script, max_concurrency: int) -> tuple[asyncio.Server, ConsumeClient]:
+    """A scripted server and an opened :class:`ConsumeClient` of it."""
+    server, _heads, _accepted = await _serve(script)
+    config = RestSourceConfig(
+        servers=parse_servers(f"127.0.0.1:{_port(server)}"), max_concurrency=max_concurrency
+    )
+    client = ConsumeClient(config, random.Random(1))
+    await client.open()
+    return server, client
+
+
 def _run(
     script: Script,
     body: Callable[[Http1Pool, list[bytes], list[int]], Awaitable[None]],
@@ -257,12 +268,7 @@ def test_consume_client_keeps_at_most_max_concurrency_in_flight_and_cancels_clea
         return True
 
     async def main() -> None:
-        server, _heads, _accepted = await _serve(script)
-        config = RestSourceConfig(
-            servers=parse_servers(f"127.0.0.1:{_port(server)}"), max_concurrency=3
-        )
-        client = ConsumeClient(config, random.Random(1))
-        await client.open()
+        server, client = await _client_of(script, max_concurrency=3)
         snapshot = ConsumeRequest(RequestKind.SNAPSHOT)
         try:
             answers = await asyncio.gather(*(client.fetch(f"/s/{i}", snapshot) for i in range(10)))
@@ -335,12 +341,7 @@ def test_consume_client_sends_under_its_bound_and_counts_answers() -> None:
         return True
 
     async def main() -> None:
-        server, _heads, _accepted = await _serve(script)
-        config = RestSourceConfig(
-            servers=parse_servers(f"127.0.0.1:{_port(server)}"), max_concurrency=1
-        )
-        client = ConsumeClient(config, random.Random(1))
-        await client.open()
+        server, client = await _client_of(script, max_concurrency=1)
         snapshot = ConsumeRequest(RequestKind.SNAPSHOT)
         done: list[bytes | bytearray | None] = []
         handed: list[bool] = []

@@ -7,19 +7,16 @@ path without losing or repeating a message."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from peer.config.settings import SourceSettings
 from peer.dev.sim.server import SimServer
-from peer.errors import EntitlementDeniedError
 from peer.model import Message, Position
 from peer.source.base import Event, SubjectFault
-from peer.source.rest import RestSourceConfig
 from peer.source.wakeups import DoorbellSource, Wakeups
 from peer.testing import STANDIN_DIR, wait_until
+from tests.fixtures.doorbell import deny_and_await_fault, drain, started_doorbell_source
 
 pytestmark = pytest.mark.sim
 
@@ -37,29 +34,10 @@ def parked_source(
     """``request.param``: the safety interval (ms); 1 s (the default here) sweeps often."""
     monkeypatch.syspath_prepend(str(STANDIN_DIR))
     sim = sim_factory(cache_size=1000)
-    settings = SourceSettings(
-        servers=(sim.url,),
-        doorbell="on",
-        doorbell_module="mdclient_standin",
-        poll_idle_max_ms=1000,
-        poll_safety_interval_ms=request.param,
-    )
-    wakeups = Wakeups(settings)
-    config = RestSourceConfig.from_settings(settings.rest_settings())
-    # faults retried soon: the fault test waits for deliveries through them
-    config = dataclasses.replace(config, retry_initial=0.05, retry_max=0.2)
-    source = DoorbellSource(config, wakeups)
-    source.start()
-    try:
+    with started_doorbell_source(
+        sim, idle_max_ms=1000, safety_ms=request.param, fast_retries=True
+    ) as (source, wakeups):
         yield sim, source, wakeups
-    finally:
-        source.close()
-
-
-def drain(source: DoorbellSource, into: list[Event]) -> bool:
-    """Take what is there into ``into``; False (for ``drain(...) or condition``)."""
-    into.extend(source.poll(1000, 0.05))
-    return False
 
 
 def parked(source: DoorbellSource) -> int:
@@ -171,18 +149,8 @@ def test_unsubscribed_and_subscribed_again_while_parked(parked_source: Setup) ->
 def test_a_denied_parked_subject_stops(parked_source: Setup) -> None:
     sim, source, wakeups = parked_source
     park_all(sim, source, SUBJECTS[:2])
-    sim.deny_subjects(SUBJECTS[1])
-    wakeups.door.unsubscribe([SUBJECTS[1]])
-    wakeups.door.subscribe([SUBJECTS[1]])  # asked again: denied now
+    deny_and_await_fault(sim, source, wakeups, SUBJECTS[1])
     events: list[Event] = []
-    wait_until(
-        lambda: drain(source, events) or any(isinstance(e, SubjectFault) for e in events),
-        20,
-        "the denied subject's fault",
-    )
-    faults = [e for e in events if isinstance(e, SubjectFault)]
-    assert [f.subject for f in faults] == [SUBJECTS[1]]
-    assert isinstance(faults[0].error, EntitlementDeniedError)
     wait_until(lambda: parked(source) == 1 and not source._tasks, 10, "only s0 parked")
     sim.publish(SUBJECTS[0], "still flowing")
     wait_until(

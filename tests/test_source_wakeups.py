@@ -12,12 +12,11 @@ import pytest
 
 from peer.config.settings import SourceSettings
 from peer.dev.sim.server import SimServer
-from peer.errors import EntitlementDeniedError
 from peer.model import Message
-from peer.source.base import Event, SubjectFault
-from peer.source.rest import RestSource, RestSourceConfig
+from peer.source.base import Event
 from peer.source.wakeups import DoorbellSource, Wakeups, _Bell
 from peer.testing import STANDIN_DIR, run_mdpeer, wait_until
+from tests.fixtures.doorbell import deny_and_await_fault, drain, started_doorbell_source
 
 pytestmark = pytest.mark.sim
 
@@ -34,26 +33,11 @@ def doorbell_source(
     seconds can only be the doorbell's doing."""
     monkeypatch.syspath_prepend(str(STANDIN_DIR))
     sim = sim_factory(cache_size=1000)
-    settings = SourceSettings(
-        servers=(sim.url,),
-        doorbell="on",
-        doorbell_module="mdclient_standin",
-        poll_idle_max_ms=request.param,
-        poll_safety_interval_ms=60_000,
-    )
-    wakeups = Wakeups(settings)
-    source = DoorbellSource(RestSourceConfig.from_settings(settings.rest_settings()), wakeups)
-    source.start()
-    try:
+    with started_doorbell_source(sim, idle_max_ms=request.param, safety_ms=60_000) as (
+        source,
+        wakeups,
+    ):
         yield sim, source, wakeups
-    finally:
-        source.close()
-
-
-def drain(source: RestSource, into: list[Event]) -> bool:
-    """Poll what is there into ``into``; False (for ``drain(...) or condition``)."""
-    into.extend(source.poll(1000, 0.05))
-    return False
 
 
 def subscribe_armed(source: DoorbellSource, wakeups: Wakeups) -> None:
@@ -125,20 +109,10 @@ def test_a_denied_subscription_stops_only_its_subject(
     wait_until(lambda: wakeups.stats()["armed"] == 2, 20, "both armed")
     # s1 sleeps the safety interval (60 s): only the doorbell's denial can wake and stop it,
     # before any fetch could meet consume's own 403
-    sim.deny_subjects("/idle/s1")
-    wakeups.door.unsubscribe(["/idle/s1"])
-    wakeups.door.subscribe(["/idle/s1"])  # asked again: denied now
-    events: list[Event] = []
-    wait_until(
-        lambda: drain(source, events) or any(isinstance(e, SubjectFault) for e in events),
-        20,
-        "the denied subject's fault",
-    )
-    faults = [e for e in events if isinstance(e, SubjectFault)]
-    assert [f.subject for f in faults] == ["/idle/s1"]
-    assert isinstance(faults[0].error, EntitlementDeniedError)
-    assert "MigratoryData denied the subscription" in str(faults[0].error)
+    fault = deny_and_await_fault(sim, source, wakeups, "/idle/s1")
+    assert "MigratoryData denied the subscription" in str(fault.error)
     assert wakeups.stats()["denied"] == 1
+    events: list[Event] = []
     sim.publish("/idle/s0", "still flowing")
     wait_until(
         lambda: drain(source, events) or any(isinstance(e, Message) for e in events), 10, "s0"
