@@ -295,14 +295,16 @@ class ConsumeClient:
         body: Body,
         exc: BaseException | None,
     ) -> None:
-        if exc is None:
-            ok = self._answered(server, status, body) is None and status == 200
-        else:
-            ok = False
+        ok = False
+        try:
+            if exc is None:
+                ok = self._answered(server, status, body) is None and status == 200
             # a reused connection that the server had closed unanswered: not its fault
-            if not (isinstance(exc, HttpTransportError) and exc.unanswered):
+            elif not (isinstance(exc, HttpTransportError) and exc.unanswered):
                 self._count_failure(server, describe_error(exc, self._token))
-        self._release()
+        finally:
+            # the place goes on whatever the counting did: a lost one would shrink the bound
+            self._release()
         on_done(body if ok else None)
 
     async def _slot(self) -> None:

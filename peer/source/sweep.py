@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 from typing import Protocol
 
 from peer.source.consume import ConsumeClient
@@ -38,6 +39,8 @@ from peer.source.follow import Unchanged
 from peer.source.http1 import Body
 from peer.source.resume import Subscription
 from peer.source.timerwheel import Wheel
+
+log = logging.getLogger("peer.source")
 
 #: ``Parked.slot`` while due (queued for a place) and while its fetch is in flight
 _DUE, _FLYING = 0, -1
@@ -166,11 +169,14 @@ class Sweeper:
     def _answered(self, parked: Parked, body: Body | None) -> None:
         if self._parked.get(parked.sub.subject) is not parked:
             return  # unsubscribed, replaced or closed meanwhile
-        if body is not None and body == parked.same.body:
-            wait = self._host.park_wait(parked.sub)
-            if wait is not None:
-                parked.slot = self._wheel.add(parked, *wait)
-                return
+        try:
+            if body is not None and body == parked.same.body:
+                wait = self._host.park_wait(parked.sub)
+                if wait is not None:
+                    parked.slot = self._wheel.add(parked, *wait)
+                    return
+        except Exception:  # a bug: the subject must not stay in flight, never asked again
+            log.exception("parked subject not parked again", extra={"subject": parked.sub.subject})
         self._restart(parked)
 
 
