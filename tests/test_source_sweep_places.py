@@ -43,12 +43,12 @@ class ScriptedClient:
         else:
             self.free += 1
 
-    def answer(self, body: Body | None) -> str:
-        """The oldest request in flight is answered ``body``; its target."""
-        target, on_done = self.sent.pop(0)
+    def answer(self, body: Body | None, target: str | None = None) -> None:
+        """The request for ``target`` (None: the oldest in flight) is answered ``body``."""
+        at = 0 if target is None else [t for t, _ in self.sent].index(target)
+        _, on_done = self.sent.pop(at)
         self.release_slot()
         on_done(body)
-        return target
 
 
 class Host:
@@ -120,9 +120,10 @@ def test_a_changed_or_failed_answer_restarts_and_an_unsubscribed_one_is_dropped(
         sweeper._fell_due(set(sweeper._parked.values()))
         assert len(client.sent) == 3
         sweeper.unpark(c)  # unsubscribed while its fetch flies
-        answered = [client.answer(body) for body in (b"changed", None, BODY)]
-        restarted = {f"/t{s}" for s in host.restarted}
-        assert restarted == set(answered[:2])  # the changed one and the failed one
+        client.answer(b"changed", "/t/s0")
+        client.answer(None, "/t/s1")  # a fault, a refusal, a timeout
+        client.answer(BODY, "/t/s2")
+        assert host.restarted == ["/s0", "/s1"]
         assert c.subject not in host.restarted  # forgotten: its answer is dropped
         assert len(sweeper) == 0
         assert client.free == 3
