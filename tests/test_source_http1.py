@@ -13,7 +13,7 @@ import pytest
 
 from peer.config.servers import parse_servers
 from peer.source.consume import ConsumeClient
-from peer.source.http1 import Http1Pool, HttpTransportError
+from peer.source.http1 import Body, Http1Pool, HttpTransportError
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest, RequestKind
 
@@ -306,7 +306,7 @@ def test_send_hands_answers_faults_and_timeouts_to_a_callback() -> None:
         got: list[tuple[int, bytes, type[BaseException] | None]] = []
         ended = asyncio.Event()
 
-        def on_answer(status: int, answer: bytes | bytearray, exc: BaseException | None) -> None:
+        def on_answer(status: int, answer: Body, exc: BaseException | None) -> None:
             got.append((status, bytes(answer), None if exc is None else type(exc)))
             ended.set()
 
@@ -343,11 +343,11 @@ def test_consume_client_sends_under_its_bound_and_counts_answers() -> None:
     async def main() -> None:
         server, client = await _client_of(script, max_concurrency=1)
         snapshot = ConsumeRequest(RequestKind.SNAPSHOT)
-        done: list[bytes | bytearray | None] = []
+        done: list[Body | None] = []
         handed: list[bool] = []
         both = asyncio.Event()
 
-        def on_done(answer: bytes | bytearray | None) -> None:
+        def on_done(answer: Body | None) -> None:
             done.append(answer)
             if len(done) == 2:
                 both.set()

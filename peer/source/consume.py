@@ -39,6 +39,7 @@ from tenacity.stop import stop_base
 
 from peer.config.servers import ServerAddress
 from peer.errors import EntitlementDeniedError, SourceError, SourceUnavailableError
+from peer.source.bodies import BodyBuffers
 from peer.source.http1 import Body, Http1Pool, HttpTransportError
 from peer.source.pacing import jittered_backoff
 from peer.source.rest_config import RestSourceConfig
@@ -111,15 +112,26 @@ class ConsumeClient:
         #: read from the peer's thread (plain attribute reads)
         self.failing_since: float | None = None
         self.last_error = ""
+        self._bodies = BodyBuffers()
 
     async def open(self) -> None:
         """(loop thread) Prepare a connection pool per server; before any :meth:`fetch`."""
         cfg = self._config
         tls = client_context(cfg.tls_ca_file) if cfg.encryption else None
+        # one set of body buffers for all servers: at most one large body per request in flight
+        bodies = BodyBuffers(max_count=cfg.max_concurrency)
         self._http = {
-            s: Http1Pool(s.host, s.port, ssl_context=tls, timeout=cfg.request_timeout)
+            s: Http1Pool(
+                s.host, s.port, ssl_context=tls, timeout=cfg.request_timeout, bodies=bodies
+            )
             for s in cfg.servers
         }
+        self._bodies = bodies
+
+    def give_back(self, body: Body) -> None:
+        """(loop thread) ``body``, from :meth:`fetch`, is read and let go: a large one is
+        received again into the same memory (``peer.source.bodies``). Never use it after."""
+        self._bodies.give_back(body)
 
     async def close(self) -> None:
         """(loop thread) Close the connections."""

@@ -44,7 +44,7 @@ class Unchanged(NamedTuple):
 
     request: ConsumeRequest
     target: str
-    body: Body
+    body: bytes
 
 
 def _unchanged(outcome: Outcome, body: Body) -> bool:
@@ -150,21 +150,29 @@ class Follower:
                     if messages is None:
                         target = target or self._client.target(subject, request)
                         body = await self._client.fetch(subject, request, target)
-                        if same is not None and body == same.body:
-                            outcome = _NOTHING if self._current(sub) else None
-                        else:
-                            same, body_len = None, len(body)
-                            room, position = self._buffer.takes_any(), sub.tracker.last is not None
-                            if self._carried.worth(body_len - held, room=room, position=position):
-                                messages = decode_consume(subject, body)
-                            if messages is None:
-                                dropped, behind = (body_len if position else 0), True
-                                continue
-                            # messages are validated as the tracker reaches them: the same fault
-                            outcome = self._accept(sub, request, messages)
-                            if outcome is not None and _unchanged(outcome, body):
-                                same = Unchanged(request, target, body)
-                        del body  # not held across the waits below: a whole answer per subject
+                        try:
+                            if same is not None and body == same.body:
+                                outcome = _NOTHING if self._current(sub) else None
+                            else:
+                                same, body_len = None, len(body)
+                                room = self._buffer.takes_any()
+                                position = sub.tracker.last is not None
+                                if self._carried.worth(
+                                    body_len - held, room=room, position=position
+                                ):
+                                    messages = decode_consume(subject, body)
+                                if messages is None:
+                                    dropped, behind = (body_len if position else 0), True
+                                    continue
+                                # validated as the tracker reaches them: the same fault
+                                outcome = self._accept(sub, request, messages)
+                                if outcome is not None and _unchanged(outcome, body):
+                                    same = Unchanged(request, target, bytes(body))
+                        finally:
+                            # decoded (messages own their bytes) or let go: a large body's
+                            # memory takes the next answer (peer.source.bodies)
+                            self._client.give_back(body)
+                            del body  # not held across the waits below
                     else:
                         outcome = self._accept(sub, request, messages, continued=continued)
                 except MalformedResponseError as exc:

@@ -29,14 +29,17 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from peer.source.bodies import LEND_MIN, BodyBuffers
+
 #: the longest status line plus headers accepted
 MAX_HEAD: Final = 64 * 1024
 #: bytes read at once while no body is received in place (heads, small and chunked answers;
 #: as much as asyncio's own transports read at once)
 _SCRATCH: Final = 256 * 1024
 
-#: an answer's body: ``bytes``, or the ``bytearray`` a large one was received into in place
-Body = bytes | bytearray
+#: an answer's body: ``bytes``, the ``bytearray`` one was received into in place, or a body
+#: lent by :class:`BodyBuffers` (a large one: to be handed back, never kept)
+Body = bytes | bytearray | memoryview
 #: what :meth:`Http1Pool.send` calls with an answer: ``(status, body, None)``, or
 #: ``(0, b"", fault)`` for a transport fault or a timeout
 AnswerCallback = Callable[[int, Body, BaseException | None], None]
@@ -92,10 +95,12 @@ class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection: at most one request in flight (``waiter``)."""
 
     __slots__ = (
+        "_bodies",
         "_body",
         "_chunked",
         "_filled",
         "_head",
+        "_in_place",
         "_into",
         "_keep",
         "_remaining",
@@ -112,7 +117,8 @@ class _Connection(asyncio.BufferedProtocol):
         "waiter",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, bodies: BodyBuffers | None = None) -> None:
+        self._bodies = bodies
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self._scratch: memoryview | None = None
@@ -132,9 +138,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._chunked = False
         self._until_eof = False
         self._remaining = 0
-        self._body = bytearray()
-        #: a view of ``_body`` while a Content-Length body is received in place into it, and
-        #: how much of it is in
+        self._body = bytearray()  # a chunked body
+        #: a Content-Length body received in place (a ``bytearray``, or lent), a view of it
+        #: while it is, and how much of it is in
+        self._in_place: Body = b""
         self._into: memoryview | None = None
         self._filled = 0
 
@@ -167,7 +174,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self._filled += nbytes
         if self._filled == len(self._into):
-            self._finish(waiter, self._body)
+            self._finish(waiter, self._in_place)
 
     def data_received(self, data: bytes | memoryview) -> None:
         waiter = self.waiter
@@ -229,12 +236,17 @@ class _Connection(asyncio.BufferedProtocol):
         self._read_chunks(waiter)
 
     def _receive_in_place(self) -> None:
-        """The rest of this Content-Length body goes straight into ``_body``."""
-        body = self._body = bytearray(self._remaining)
-        body[: len(self.buf)] = self.buf
+        """The rest of this Content-Length body goes straight into ``_in_place``."""
+        n, bodies = self._remaining, self._bodies
+        if bodies is not None and n >= LEND_MIN:
+            into = self._in_place = bodies.lend(n)
+        else:
+            body = self._in_place = bytearray(n)
+            into = memoryview(body)
+        into[: len(self.buf)] = self.buf
         self._filled = len(self.buf)
         self.buf.clear()
-        self._into = memoryview(body)
+        self._into = into
 
     def _read_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -341,12 +353,15 @@ class Http1Pool:
         ssl_context: ssl.SSLContext | None,
         timeout: float,
         keepalive: float = 30.0,
+        bodies: BodyBuffers | None = None,
     ) -> None:
         self._host = host.strip("[]")
         self._port = port
         self._ssl = ssl_context
         self._timeout = timeout
         self._keepalive = keepalive
+        #: where large bodies are received: lent to the caller, who hands them back
+        self._bodies = bodies
         netloc = f"[{self._host}]" if ":" in self._host else self._host
         self._tail = f" HTTP/1.1\r\nHost: {netloc}:{port}\r\n\r\n".encode("ascii")
         self._idle: list[_Connection] = []
@@ -410,7 +425,7 @@ class Http1Pool:
         try:
             async with asyncio.timeout(left):
                 _, conn = await loop.create_connection(
-                    _Connection,
+                    lambda: _Connection(self._bodies),
                     self._host,
                     self._port,
                     ssl=self._ssl,

@@ -62,7 +62,7 @@ _DECODER = msgspec.json.Decoder(_Answer)
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-def decode_consume(subject: str, body: bytes | bytearray) -> list[Message]:
+def decode_consume(subject: str, body: bytes | bytearray | memoryview) -> list[Message]:
     """Parse and validate a consume answer for ``subject``; raise MalformedResponseError."""
     try:
         answer = _DECODER.decode(body)
@@ -109,8 +109,10 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def decode_error(body: bytes | bytearray) -> str:
+def decode_error(body: bytes | bytearray | memoryview) -> str:
     """The server's own words from an error answer (``{"error": ...}``), bounded in length."""
+    if isinstance(body, memoryview):
+        body = body.tobytes()
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
