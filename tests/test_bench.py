@@ -11,6 +11,7 @@ from peer.dev.bench.deploy import peer_config_text, toml_value
 from peer.dev.bench.main import parse_args
 from peer.dev.bench.plots import write_plots
 from peer.dev.bench.producers import generator_content, parse_perf_summary, same_records
+from peer.dev.bench.quiet import busy_share, settle
 from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
 from peer.dev.bench.throughput import median_of, paired_ratios, ratios
 from peer.dev.bench.visible import Sample, window
@@ -361,3 +362,14 @@ def test_worker_properties_set_exactly_once_and_the_groups_topics() -> None:
 def test_doorbell_option_reaches_latency_and_scale() -> None:
     assert parse_args(["--doorbell", "--only", "scale,latency"]).doorbell
     assert not parse_args([]).doorbell
+
+
+def test_busy_share_is_a_share_of_all_cores() -> None:
+    assert 0.0 <= busy_share(0.2) <= 1.0
+
+
+def test_settle_says_whether_the_machine_got_quiet_within_its_bound() -> None:
+    assert settle(max_wait=0.0, below=1.01)["quiet"] is True  # any machine is below 101 %
+    never = settle(max_wait=0.0, below=0.0)  # no machine is below 0 %: one window, then gives up
+    assert never["quiet"] is False
+    assert never["settle_s"] < 5

@@ -21,6 +21,7 @@ from peer.dev.bench.producers import (
     java_perf,
     same_records,
 )
+from peer.dev.bench.quiet import settle
 from peer.dev.bench.session import Broker
 from peer.dev.bench.visible import EndWatch, measure, rates
 from peer.testing import split_evenly, thread_cpu_seconds, wait_until
@@ -95,6 +96,7 @@ def peer_throughput(
         ) as dep:
             procs = [dep.start_peer(f"tput-{i}") for i in range(peers)]
             wait_until(lambda: split_evenly(procs, SHARDS), 120, f"{peers} peer(s) owning shards")
+            settled = settle()  # the server's generator, the previous contender: done
             watch = EndWatch(
                 broker.bootstrap, dep.topic, PARTITIONS, [sim.pid, *(p.pid for p in procs)]
             )
@@ -129,6 +131,7 @@ def peer_throughput(
                 "duplicates": totals(verdicts)["duplicates"],
                 "exactly_once": {"ok": all(v.ok for v in verdicts), **totals(verdicts)},
                 "watcher_cpu_s": round(watch.own_cpu_s, 2),
+                "before": settled,
             }
             return result, sample, dep.config
 
@@ -193,7 +196,9 @@ def throughput_for_size(
         if records is None:
             conf = bare_producer_config(config)
             records = same_records(load.total, size, load.names, PARTITIONS, sample)
+        settled = settle()
         res = bare_producer(broker.bootstrap, broker.admin, conf, records)
+        res["before"] = settled
         # the fairness claim, checked: the bare records carry the header names a peer record had
         res["same_header_names_as_peer"] = [h for h, _ in records[0][2]] == [h for h, _ in sample]
         runs.setdefault("bare", []).append(res)
@@ -270,7 +275,11 @@ def summary(res: dict[str, Any]) -> str:
     if "msgs_per_s" not in res:
         return str(res.get("skipped") or res.get("error"))
     cpu = res.get("cpu_us_per_msg")
-    return f"{res['msgs_per_s']} msg/s ({res['mb_per_s']} MB/s), {cpu} µs CPU/msg"
+    text = f"{res['msgs_per_s']} msg/s ({res['mb_per_s']} MB/s), {cpu} µs CPU/msg"
+    before = res.get("before")
+    if before:
+        text += f" (settled {before['settle_s']} s, {before['busy_share']:.0%} busy)"
+    return text
 
 
 def ratios(res: dict[str, Any], peer_counts: list[int]) -> dict[str, float | None]:
