@@ -42,7 +42,9 @@ def test_a_lent_body_is_exactly_n_bytes_and_its_memory_comes_back() -> None:
 def test_only_lent_bodies_are_kept_and_within_bounds() -> None:
     bodies = BodyBuffers(max_count=2, max_bytes=10 * 1024 * 1024)
     bodies.give_back(b"x" * LEND_MIN)  # not lent: nothing to keep
-    bodies.give_back(memoryview(bytearray(100)))  # too small to be a lent one
+    bodies.give_back(memoryview(bytearray(100)))  # not lent
+    own = bytearray(LEND_MIN)
+    bodies.give_back(memoryview(own))  # a caller's own buffer, large enough: never reused
     views = [bodies.lend(LEND_MIN) for _ in range(3)]
     buffers = [v.obj for v in views]
     for view in views:
@@ -50,6 +52,7 @@ def test_only_lent_bodies_are_kept_and_within_bounds() -> None:
     again = [bodies.lend(LEND_MIN) for _ in range(3)]
     reused = sum(any(a.obj is b for b in buffers) for a in again)
     assert reused == 2  # the third one was not kept (max_count)
+    assert all(a.obj is not own for a in again)
     assert bodies.made == 4
 
 

@@ -8,7 +8,8 @@ the GIL. A body is decoded and let go within one turn of the source's loop, so a
 buffers, handed back after each decode, carry every large answer.
 
 A lent body is a ``memoryview`` of a kept buffer, exactly the answer's length. Handing it
-back releases the view: a use after that raises instead of reading the next answer's bytes.
+back releases that view: a use of it after that raises instead of reading the next answer's
+bytes. A slice taken of it is not released with it: never keep one (copy with ``bytes``).
 A body that is never handed back (a fault, a refusal, an answer let go unread) is simply
 collected; the next large answer gets a new buffer.
 
@@ -26,13 +27,20 @@ LEND_MIN: Final = 64 * 1024
 _STEP: Final = 256 * 1024
 
 
+class _Kept(bytearray):
+    """A buffer made here: the only kind taken back (a caller's own is never reused)."""
+
+    __slots__ = ()
+
+
 class BodyBuffers:
-    """A few kept buffers that large answer bodies are received into, lent and handed back."""
+    """Buffers that large answer bodies are received into, lent and handed back; at most
+    ``max_count`` idle ones (``max_bytes`` in all) are kept for the next answers."""
 
     __slots__ = ("_free", "_kept_bytes", "_max_bytes", "_max_count", "lent", "made")
 
     def __init__(self, max_count: int = 8, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._free: list[bytearray] = []
+        self._free: list[_Kept] = []
         self._kept_bytes = 0
         self._max_count = max_count
         self._max_bytes = max_bytes
@@ -51,7 +59,7 @@ class BodyBuffers:
             buf = free.pop(best)
             self._kept_bytes -= len(buf)
         else:
-            buf = bytearray(-(-n // _STEP) * _STEP)
+            buf = _Kept(-(-n // _STEP) * _STEP)
             self.made += 1
         self.lent += 1
         return memoryview(buf)[:n]
@@ -64,8 +72,11 @@ class BodyBuffers:
             buf = body.obj
         except ValueError:  # released already: handed back before
             return
-        body.release()
-        if not isinstance(buf, bytearray) or len(buf) < LEND_MIN:
+        if not isinstance(buf, _Kept):
+            return
+        try:
+            body.release()
+        except BufferError:  # something still reads it: let it be collected, not reused
             return
         if len(self._free) < self._max_count and self._kept_bytes + len(buf) <= self._max_bytes:
             self._free.append(buf)

@@ -112,7 +112,7 @@ class ConsumeClient:
         #: read from the peer's thread (plain attribute reads)
         self.failing_since: float | None = None
         self.last_error = ""
-        self._bodies = BodyBuffers()
+        self._bodies = BodyBuffers()  # replaced by open(), shared by its servers' pools
 
     async def open(self) -> None:
         """(loop thread) Prepare a connection pool per server; before any :meth:`fetch`."""

@@ -235,7 +235,8 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         if values:
             out[key] = statistics.median(values)
     out["rounds"] = [
-        {k: r.get(k) for k in (*_ROUND_KEYS, "cpu_us_per_msg_by_thread") if k in r} for r in results
+        {k: r.get(k) for k in (*_ROUND_KEYS, "cpu_us_per_msg_by_thread", "before") if k in r}
+        for r in results
     ]
     if "ends_moved_after_read" in out:  # a write after the end in any round: a duplicate
         out["ends_moved_after_read"] = any(r.get("ends_moved_after_read") for r in results)
