@@ -1,11 +1,11 @@
 """Waiting for a quiet machine before a timed contender (issue 14, a fair benchmark).
 
-A contender that follows another inherits its leftovers: the broker rolling, indexing and
-collecting after hundreds of megabytes, and the kernel writing them back to disk. On two
-cores they run beside the next contender's threads and inflate its CPU per message (a peer
-round after the bare producer cost twice the round after the warm-up pass). So before each
-timed contender the dirty pages are flushed and the machine's busy share is awaited below a
-bound, for a bounded time; what was waited, and how busy it still was, goes in the result.
+A contender that follows another could inherit its leftovers: the broker rolling, indexing
+and collecting after hundreds of megabytes, the kernel writing them back to disk, beside the
+next contender's threads on two cores. So before each timed peer round and bare producer run
+the dirty pages are flushed and the machine's busy share is awaited below a bound, for a
+bounded time; what was waited, and how busy it still was, goes in the result. (The peer's
+dear rounds stayed after this: docs/PERFORMANCE.md, 2026-12-02 night.)
 """
 
 from __future__ import annotations
