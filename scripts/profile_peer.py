@@ -50,15 +50,17 @@ from confluent_kafka.admin import AdminClient
 
 from peer.config.load import load_settings
 from peer.control.admin import ensure_control_topic
+from peer.dev.bench.quiet import busy_cores, jiffies
 from peer.dev.localkafka import start_on_free_ports
 from peer.model import Message, StartPolicy
 from peer.ops import logs
 from peer.routes.model import Route
 from peer.runner import SWITCH_INTERVAL_S, Peer
-from peer.source import rest
+from peer.source import follow as follow_module
+from peer.source import heads as heads_module
 from peer.source.rest import RestSource, RestSourceConfig
 from peer.source.wire import decode_consume
-from peer.testing import SimProcess, create_topics, wait_until
+from peer.testing import SimProcess, cpu_seconds, create_topics, wait_until
 from peer.testing.deployment import Deployment
 
 SHARDS = 6
@@ -349,11 +351,14 @@ def main() -> int:
         settings = load_settings(config, {}, {"peer_id": "profile"})
         source = RestSource(RestSourceConfig.from_settings(settings.source.rest_settings()))
         decoded = Decoded()
-        rest.decode_consume = decoded  # type: ignore[attr-defined]  # what the source calls
+        # what the source calls: the follow loop and the first (head) requests
+        for module in (follow_module, heads_module):
+            module.decode_consume = decoded  # type: ignore[attr-defined]
         peer = Peer(settings, source)
         sampler = Sampler(args.rate, Path(tmp) / "py-spy.txt", lines=args.lines, wall=args.wall)
         window: dict[str, float] = {}
         threads: list[dict[int, ThreadSample]] = [{}, {}]
+        machine: list[tuple[int, int]] = [(0, 0), (0, 0)]
 
         def drive() -> None:
             wait_until(lambda: len(peer.owned.shards) == SHARDS, 120, "the peer owning shards")
@@ -363,9 +368,13 @@ def main() -> int:
             threads[0] = thread_cpu()
             window["rss0"] = rss_mb()
             window["cpu0"], window["t0"] = time.process_time(), time.monotonic()
+            window["server0"] = cpu_seconds(sim.pid)
+            machine[0] = jiffies()
             dep.write_routes(routes, timeout=120)
             wait_until(lambda: committed_all(peer, heads), 600, f"{total} committed", step=0.05)
             window["cpu1"], window["t1"] = time.process_time(), time.monotonic()
+            window["server1"] = cpu_seconds(sim.pid)
+            machine[1] = jiffies()
             threads[1] = thread_cpu()
             window["rss1"] = rss_mb()
             sampler.stop()
@@ -396,6 +405,13 @@ def main() -> int:
         print(
             f"decoded {decoded.messages / total:.2f} messages per message delivered "
             f"({decoded.nbytes / 1e6:,.0f} MB of answers)"
+        )
+        # the reference server competes with the peer for the same cores
+        server = window["server1"] - window["server0"]
+        print(
+            f"reference server: CPU {server / total * 1e6:.2f} µs per message "
+            f"({server / elapsed:.2f} cores); the machine: "
+            f"{busy_cores(machine[0], machine[1]):.2f} of {os.cpu_count()} cores busy"
         )
         print(
             f"RSS {window['rss0']:,.0f} MB before the window, {window['rss1']:,.0f} MB after "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from peer.dev.bench.deploy import peer_config_text, toml_value
 from peer.dev.bench.main import parse_args
 from peer.dev.bench.plots import write_plots
 from peer.dev.bench.producers import generator_content, parse_perf_summary, same_records
-from peer.dev.bench.quiet import busy_share, settle
+from peer.dev.bench.quiet import busy_cores, busy_share, jiffies, settle, warm_memory
 from peer.dev.bench.stats import Target, evaluate_targets, pct, percentiles
 from peer.dev.bench.throughput import median_of, paired_ratios, ratios
 from peer.dev.bench.visible import Sample, window
@@ -362,6 +363,43 @@ def test_worker_properties_set_exactly_once_and_the_groups_topics() -> None:
 def test_doorbell_option_reaches_latency_and_scale() -> None:
     assert parse_args(["--doorbell", "--only", "scale,latency"]).doorbell
     assert not parse_args([]).doorbell
+
+
+def test_peer_settings_reach_the_throughput_peers_as_typed_values() -> None:
+    args = parse_args(["--peer-setting", "commit_interval_ms=1000", "--peer-setting", "x = on"])
+    assert dict(args.peer_settings) == {"commit_interval_ms": 1000, "x": "on"}
+    assert parse_args([]).peer_settings == []
+
+
+@pytest.mark.parametrize("bad", ["commit_interval_ms", "=5", "max_batch="])
+def test_a_peer_setting_without_name_and_value_is_refused(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--peer-setting", bad])
+    assert exit_.value.code == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_busy_cores_counts_every_core_of_the_machine() -> None:
+    cores = os.cpu_count() or 1
+    # (all, idle) jiffies: half of all the time idle means half of the cores busy
+    assert busy_cores((0, 0), (1000, 500)) == pytest.approx(cores / 2)
+    assert busy_cores((0, 0), (0, 0)) == 0.0  # no time passed: nothing to say
+    first = jiffies()
+    assert 0.0 <= busy_cores(first, jiffies()) <= cores
+
+
+def test_settle_warms_memory_only_when_asked() -> None:
+    assert warm_memory(4) >= 0.0
+    warmed = settle(max_wait=0.0, below=1.01, warm_mb=4)
+    assert (warmed["warmed_mb"], warmed["quiet"]) == (4, True)
+    assert "warmed_mb" not in settle(max_wait=0.0, below=1.01)
+
+
+def test_throughput_warms_memory_only_when_asked() -> None:
+    assert parse_args([]).warm_memory_mb == 0
+    assert parse_args(["--warm-memory-mb", "1024"]).warm_memory_mb == 1024
 
 
 def test_busy_share_is_a_share_of_all_cores() -> None:

@@ -64,6 +64,15 @@ def parts_list(text: str) -> list[str]:
     return parts
 
 
+def peer_setting(text: str) -> tuple[str, int | str]:
+    """``--peer-setting NAME=VALUE``: one peer setting (an integer when it reads as one)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"--peer-setting {text!r}: give NAME=VALUE")
+    value = value.strip()
+    return name.strip(), int(value) if value.lstrip("-").isdigit() else value
+
+
 #: options whose default depends on ``--quick``: flag -> (type, full run, quick run, help)
 SCALED: dict[str, tuple[Callable[[str], Any], Any, Any, str]] = {
     "--messages-mb": (float, 200.0, 20.0, "throughput: MB of values per size (N = MB / size)"),
@@ -114,6 +123,23 @@ def parse_args(argv: list[str] | None = None, *, root: Path = Path()) -> argpars
         default=None,
         help="with --doorbell: the peers' poll_safety_interval_ms (default: the peer's, 30 s)",
     )
+    p.add_argument(
+        "--peer-setting",
+        dest="peer_settings",
+        type=peer_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="throughput: a setting of the peers other than its default (a diagnostic; repeat)",
+    )
+    p.add_argument(
+        "--warm-memory-mb",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="throughput: write MB of fresh memory right before each timed contender, for "
+        "VMs whose host discards freed memory (a diagnostic; docs/PERFORMANCE.md)",
+    )
     p.add_argument("--scale", type=int_list, default=[1000, 10_000, 100_000], help="subjects")
     for flag, (kind, full, small, text) in SCALED.items():
         more = f"default {shown(full)}; quick {shown(small)}"
@@ -156,6 +182,8 @@ def run(args: argparse.Namespace, doc: dict[str, Any], broker: Broker) -> None:
                     connect=args.connect,
                     rounds=args.rounds,
                     warmup=args.warmup,
+                    settings=dict(args.peer_settings),
+                    warm_mb=args.warm_memory_mb,
                 )
             )
         doc["throughput"] = {"sizes": sizes}

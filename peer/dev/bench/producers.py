@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from peer.config.load import load_settings
 from peer.dev.bench.deploy import create_topic
+from peer.dev.bench.quiet import busy_cores, jiffies
 from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
 from peer.kafka.clients import producer_config
 from peer.model import Message
@@ -122,7 +123,7 @@ def bare_producer(
     # This whole process's CPU (/proc, every thread: librdkafka's too) while it produces;
     # nothing else of the benchmark runs then.
     cpu0 = cpu_seconds(os.getpid())
-    t0 = time.perf_counter()
+    t0, machine0 = time.perf_counter(), jiffies()
     for partition, value, headers in records:
         while True:
             try:
@@ -139,7 +140,7 @@ def bare_producer(
                 producer.poll(0.01)
         producer.poll(0)
     left = producer.flush(300)
-    elapsed = time.perf_counter() - t0
+    elapsed, machine1 = time.perf_counter() - t0, jiffies()
     if only_errors and left == 0:
         delivered = n - failed
     cpu = cpu_seconds(os.getpid()) - cpu0
@@ -154,6 +155,7 @@ def bare_producer(
         "cpu_s": round(cpu, 2),
         "cpu_cores": round(cpu / elapsed, 2),
         "cpu_us_per_msg": round(cpu / n * 1e6, 2),
+        "machine_busy_cores": round(busy_cores(machine0, machine1), 2),
         "headers_per_record": len(records[0][2]) if records else 0,
         "delivery_report_only_error": only_errors,
     }

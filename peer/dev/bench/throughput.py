@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from peer.dev.bench.producers import (
     java_perf,
     same_records,
 )
-from peer.dev.bench.quiet import settle
+from peer.dev.bench.quiet import busy_cores, settle, warm_memory
 from peer.dev.bench.session import Broker
 from peer.dev.bench.visible import EndWatch, measure, rates
 from peer.testing import split_evenly, thread_cpu_seconds, wait_until
@@ -67,14 +68,22 @@ def peer_record(msg: Any, sample: Headers) -> Delivered:
 
 
 def peer_throughput(
-    broker: Broker, load: Backlog, *, peers: int, max_per_response: int = 0
+    broker: Broker,
+    load: Backlog,
+    *,
+    peers: int,
+    max_per_response: int = 0,
+    settings: Mapping[str, object] | None = None,
+    warm_mb: int = 0,
 ) -> tuple[dict[str, Any], Headers, Path]:
     """The server pre-fills ``load``; ``peers`` peers join and split the shards; only then
     are the routes written, so every peer starts at once and start-up is not timed.
 
     Rate = total / (last record visible - first record visible) to a read_committed consumer,
     seen by the end watch (:mod:`peer.dev.bench.visible`); the records are read and judged
-    after that. Returns the result, one record's headers and the peer config used.
+    after that. ``settings``: the peers' settings other than their defaults; ``warm_mb``: memory
+    warmed before the round (:func:`~peer.dev.bench.quiet.warm_memory`); both diagnostics.
+    Returns the result, one record's headers and the peer config used.
     """
     per_subject = load.n // load.subjects
     total = load.total
@@ -92,11 +101,17 @@ def peer_throughput(
             for s in names
         }
         with deployment(
-            broker, sim.hostport, None, shards=SHARDS, partitions=PARTITIONS, settings={}
+            broker,
+            sim.hostport,
+            None,
+            shards=SHARDS,
+            partitions=PARTITIONS,
+            settings=dict(settings or {}),
         ) as dep:
             procs = [dep.start_peer(f"tput-{i}") for i in range(peers)]
             wait_until(lambda: split_evenly(procs, SHARDS), 120, f"{peers} peer(s) owning shards")
-            settled = settle()  # the server's generator, the previous contender: done
+            # the server's generator, the previous contender: done
+            settled = settle(warm_mb=warm_mb)
             watch = EndWatch(
                 broker.bootstrap, dep.topic, PARTITIONS, [sim.pid, *(p.pid for p in procs)]
             )
@@ -124,6 +139,8 @@ def peer_throughput(
                 **rates(total, load.size, win, start, peer_cpu),
                 "server_cpu_cores": round(server_cpu / max(win.last.mono - start.mono, 1e-3), 2),
                 "server_cpu_us_per_msg": round(server_cpu / total * 1e6, 2),
+                # every process (broker, server, peers): under the cores, the peer waits
+                "machine_busy_cores": round(busy_cores(start.machine, win.last.machine), 2),
                 "cpu_us_per_msg_by_thread": threads,
                 "visible": len(records),
                 # nothing may be written once every message is visible: it would be a duplicate
@@ -140,6 +157,13 @@ def peer_throughput(
 WARMUP_MESSAGES = 50_000
 #: what a run keeps of each round (the whole results of the median round are kept too)
 _ROUND_KEYS = ("msgs_per_s", "cpu_us_per_msg", "cpu_cores")
+#: kept of each round as measured, without a median
+_ROUND_EXTRAS = (
+    "cpu_us_per_msg_by_thread",
+    "server_cpu_us_per_msg",
+    "machine_busy_cores",
+    "before",
+)
 
 
 def by_role(
@@ -162,6 +186,8 @@ def throughput_for_size(
     connect: bool = True,
     rounds: int = 1,
     warmup: bool = True,
+    settings: Mapping[str, object] | None = None,
+    warm_mb: int = 0,
 ) -> dict[str, Any]:
     """Every contender for one message size; ratios against the bare producer.
 
@@ -176,9 +202,13 @@ def throughput_for_size(
     """
     n, size = load.n, load.size
     out: dict[str, Any] = {"size": size, "messages": n, "rounds": rounds, "warmup": warmup}
+    if settings:
+        out["peer_settings"] = dict(settings)
+    if warm_mb:
+        out["warm_memory_mb"] = warm_mb
     if warmup:
         small = Backlog(min(n, WARMUP_MESSAGES), size, load.subjects)
-        res, _, _ = peer_throughput(broker, small, peers=peer_counts[0])
+        res, _, _ = peer_throughput(broker, small, peers=peer_counts[0], settings=settings)
         log(f"  {size} B, warm-up pass (not counted): {summary(res)}")
     sample: Headers = []
     config: Path | None = None
@@ -187,7 +217,9 @@ def throughput_for_size(
     conf: dict[str, Any] = {}
     for r in range(1, rounds + 1):
         for count in peer_counts:
-            res, hdrs, config = peer_throughput(broker, load, peers=count)
+            res, hdrs, config = peer_throughput(
+                broker, load, peers=count, settings=settings, warm_mb=warm_mb
+            )
             sample = sample or hdrs
             runs.setdefault(f"peer{count}", []).append(res)
             log(f"  {size} B, {count} peer(s), round {r}/{rounds}: {summary(res)}")
@@ -196,7 +228,7 @@ def throughput_for_size(
         if records is None:
             conf = bare_producer_config(config)
             records = same_records(load.total, size, load.names, PARTITIONS, sample)
-        settled = settle()
+        settled = settle(warm_mb=warm_mb)
         res = bare_producer(broker.bootstrap, broker.admin, conf, records)
         res["before"] = settled
         # the fairness claim, checked: the bare records carry the header names a peer record had
@@ -206,11 +238,14 @@ def throughput_for_size(
     del records
     for name, results in runs.items():
         out[name] = median_of(results)
+    # the JVM contenders are fresh processes too: the same warmed memory before each
+    _warm(warm_mb)
     out["java"] = java_perf(broker.bootstrap, broker.admin, conf, n, size)
     log(f"  {size} B, Java ProducerPerformance: {summary(out['java'])}")
     if connect:
         with connect_files(broker.work, load.total, size) as files:
             for name, eos in (("connect_eos", True), ("connect", False)):
+                _warm(warm_mb)
                 out[name] = connect_throughput(
                     broker.bootstrap, broker.work, files, load.total, size, exactly_once=eos
                 )
@@ -218,6 +253,11 @@ def throughput_for_size(
     out["ratios"] = ratios(out, peer_counts)
     out["ratios"].update(paired_ratios(runs, peer_counts))
     return out
+
+
+def _warm(mb: int) -> None:
+    if mb > 0:
+        warm_memory(mb)
 
 
 def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -235,8 +275,7 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         if values:
             out[key] = statistics.median(values)
     out["rounds"] = [
-        {k: r.get(k) for k in (*_ROUND_KEYS, "cpu_us_per_msg_by_thread", "before") if k in r}
-        for r in results
+        {k: r.get(k) for k in (*_ROUND_KEYS, *_ROUND_EXTRAS) if k in r} for r in results
     ]
     if "ends_moved_after_read" in out:  # a write after the end in any round: a duplicate
         out["ends_moved_after_read"] = any(r.get("ends_moved_after_read") for r in results)

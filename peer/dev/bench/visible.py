@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from peer.dev.bench.quiet import jiffies
 from peer.testing import cpu_seconds
 from peer.testing.wait import WaitTimeoutError
 
@@ -33,11 +34,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """What one poll saw: when, each partition's last stable offset, each pid's CPU seconds."""
+    """What one poll saw: when, each partition's last stable offset, each pid's CPU seconds,
+    and the machine's (all, idle) jiffies (:func:`peer.dev.bench.quiet.jiffies`)."""
 
     mono: float
     ends: tuple[int, ...]
     cpu: tuple[float, ...]
+    machine: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -80,6 +83,7 @@ class EndWatch:
             time.monotonic(),
             tuple(by_partition[p] for p in range(self.partitions)),
             tuple(cpu_seconds(pid) for pid in self.pids),
+            jiffies(),
         )
         self.samples.append(got)
         return got
