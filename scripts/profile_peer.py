@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -50,12 +51,13 @@ from confluent_kafka.admin import AdminClient
 
 from peer.config.load import load_settings
 from peer.control.admin import ensure_control_topic
+from peer.dev.bench.idle import CollectorClock
 from peer.dev.bench.quiet import busy_cores, jiffies
 from peer.dev.localkafka import start_on_free_ports
 from peer.model import Message, StartPolicy
 from peer.ops import logs
 from peer.routes.model import Route
-from peer.runner import SWITCH_INTERVAL_S, Peer
+from peer.runner import GC_YOUNG_THRESHOLD, SWITCH_INTERVAL_S, Peer
 from peer.source import follow as follow_module
 from peer.source import heads as heads_module
 from peer.source.rest import RestSource, RestSourceConfig
@@ -325,6 +327,7 @@ def main() -> int:
     args = parse_args()
     logs.configure("WARNING", json_lines=False)
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `mdpeer run` does
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])  # and this
     per_subject = args.messages // args.subjects
     total = per_subject * args.subjects
     names = [f"/tput/{i}" for i in range(1, args.subjects + 1)]
@@ -359,6 +362,7 @@ def main() -> int:
         window: dict[str, float] = {}
         threads: list[dict[int, ThreadSample]] = [{}, {}]
         machine: list[tuple[int, int]] = [(0, 0), (0, 0)]
+        collector = CollectorClock()
 
         def drive() -> None:
             wait_until(lambda: len(peer.owned.shards) == SHARDS, 120, "the peer owning shards")
@@ -366,6 +370,7 @@ def main() -> int:
             if args.profiler == "py-spy":
                 sampler.start()
             threads[0] = thread_cpu()
+            gc.callbacks.append(collector)
             window["rss0"] = rss_mb()
             window["cpu0"], window["t0"] = time.process_time(), time.monotonic()
             window["server0"] = cpu_seconds(sim.pid)
@@ -376,6 +381,7 @@ def main() -> int:
             window["server1"] = cpu_seconds(sim.pid)
             machine[1] = jiffies()
             threads[1] = thread_cpu()
+            gc.callbacks.remove(collector)
             window["rss1"] = rss_mb()
             sampler.stop()
             peer.request_stop()
@@ -412,6 +418,11 @@ def main() -> int:
             f"reference server: CPU {server / total * 1e6:.2f} µs per message "
             f"({server / elapsed:.2f} cores); the machine: "
             f"{busy_cores(machine[0], machine[1]):.2f} of {os.cpu_count()} cores busy"
+        )
+        gc_s = sum(collector.seconds)
+        print(
+            f"garbage collector: {gc_s / total * 1e6:.2f} µs per message, collections per "
+            f"generation {collector.count}, seconds {[round(x, 3) for x in collector.seconds]}"
         )
         print(
             f"RSS {window['rss0']:,.0f} MB before the window, {window['rss1']:,.0f} MB after "

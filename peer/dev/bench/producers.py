@@ -23,7 +23,7 @@ from peer.dev.bench.quiet import busy_cores, jiffies
 from peer.dev.localkafka.runtime import find_java, resolve_jars, stderr_progress
 from peer.kafka.clients import producer_config
 from peer.model import Message
-from peer.testing import cpu_seconds
+from peer.testing import cpu_seconds, thread_cpu_seconds
 from peer.writer.records import Headers, java_partition, message_headers
 
 #: headers as confluent-kafka's ``produce`` types them
@@ -122,7 +122,7 @@ def bare_producer(
     delivered = 0
     # This whole process's CPU (/proc, every thread: librdkafka's too) while it produces;
     # nothing else of the benchmark runs then.
-    cpu0 = cpu_seconds(os.getpid())
+    cpu0, threads0 = cpu_seconds(os.getpid()), thread_cpu_seconds(os.getpid())
     t0, machine0 = time.perf_counter(), jiffies()
     for partition, value, headers in records:
         while True:
@@ -143,7 +143,7 @@ def bare_producer(
     elapsed, machine1 = time.perf_counter() - t0, jiffies()
     if only_errors and left == 0:
         delivered = n - failed
-    cpu = cpu_seconds(os.getpid()) - cpu0
+    cpu, threads1 = cpu_seconds(os.getpid()) - cpu0, thread_cpu_seconds(os.getpid())
     if delivered != n:
         raise RuntimeError(f"bare producer: {delivered} of {n} delivered; errors: {errors}")
     value_bytes = sum(len(v) for _, v, _ in records)
@@ -156,6 +156,11 @@ def bare_producer(
         "cpu_cores": round(cpu / elapsed, 2),
         "cpu_us_per_msg": round(cpu / n * 1e6, 2),
         "machine_busy_cores": round(busy_cores(machine0, machine1), 2),
+        # as the peer's: is librdkafka's work per message the same in both?
+        "cpu_us_per_msg_by_thread": {
+            role: round((threads1[role] - threads0.get(role, 0.0)) / n * 1e6, 2)
+            for role in threads1
+        },
         "headers_per_record": len(records[0][2]) if records else 0,
         "delivery_report_only_error": only_errors,
     }
