@@ -392,6 +392,7 @@ def test_busy_cores_counts_every_core_of_the_machine() -> None:
 
 def test_settle_warms_memory_only_when_asked() -> None:
     assert warm_memory(4) >= 0.0
+    assert warm_memory(0) == 0.0
     warmed = settle(max_wait=0.0, below=1.01, warm_mb=4)
     assert (warmed["warmed_mb"], warmed["quiet"]) == (4, True)
     assert "warmed_mb" not in settle(max_wait=0.0, below=1.01)

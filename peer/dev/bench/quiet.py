@@ -49,7 +49,7 @@ def busy_cores(first: tuple[int, int], last: tuple[int, int]) -> float:
 
 def warm_memory(mb: int) -> float:
     """Write every page of ``mb`` MB of fresh anonymous memory once, then give it back;
-    returns the seconds it took.
+    returns the seconds it took (none for ``mb`` 0).
 
     On a virtual machine whose balloon device reports free pages to the host (virtio's free
     page reporting), memory a process gave back is soon discarded by the host, and the next
@@ -60,6 +60,8 @@ def warm_memory(mb: int) -> float:
     same for every contender. A diagnostic, off by default: side by side it did not remove the
     peer's dear rounds (docs/PERFORMANCE.md, 2026-12-03).
     """
+    if mb <= 0:
+        return 0.0
     t0 = time.monotonic()
     chunk = b"\x01" * (1 << 20)
     with mmap.mmap(-1, mb << 20) as area:
@@ -80,7 +82,7 @@ def settle(
     while busy >= below and time.monotonic() - t0 < max_wait:
         busy = busy_share()
     # last, right before the contender: the host starts discarding freed pages at once
-    warmed = warm_memory(warm_mb) if warm_mb > 0 else 0.0
+    warmed = warm_memory(warm_mb)
     out: dict[str, Any] = {
         "settle_s": round(time.monotonic() - t0, 1),
         "busy_share": round(busy, 3),

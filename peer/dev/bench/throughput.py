@@ -239,13 +239,13 @@ def throughput_for_size(
     for name, results in runs.items():
         out[name] = median_of(results)
     # the JVM contenders are fresh processes too: the same warmed memory before each
-    _warm(warm_mb)
+    warm_memory(warm_mb)
     out["java"] = java_perf(broker.bootstrap, broker.admin, conf, n, size)
     log(f"  {size} B, Java ProducerPerformance: {summary(out['java'])}")
     if connect:
         with connect_files(broker.work, load.total, size) as files:
             for name, eos in (("connect_eos", True), ("connect", False)):
-                _warm(warm_mb)
+                warm_memory(warm_mb)
                 out[name] = connect_throughput(
                     broker.bootstrap, broker.work, files, load.total, size, exactly_once=eos
                 )
@@ -253,11 +253,6 @@ def throughput_for_size(
     out["ratios"] = ratios(out, peer_counts)
     out["ratios"].update(paired_ratios(runs, peer_counts))
     return out
-
-
-def _warm(mb: int) -> None:
-    if mb > 0:
-        warm_memory(mb)
 
 
 def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
