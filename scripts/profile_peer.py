@@ -17,10 +17,12 @@ topic: the end is the peer's own committed checkpoints).
 Printed, for the window from the routes' write to the last checkpoint committed: msg/s; CPU
 per message of the whole process (``time.process_time``) and per thread (the loop, the source
 thread, librdkafka's threads, from ``/proc/self/task/*/schedstat``); how many messages the
-source decoded per message delivered (above 1: answers parsed and let go); then the top
-functions in microseconds per message. ``py-spy`` (on PATH, else ``uvx py-spy``) samples the
-thread holding the GIL, so its tables are Python CPU; ``--wall`` samples every thread, idle
-or not (where the loop waits). ``cprofile`` counts every call exactly, but its overhead, with
+source decoded per message delivered (above 1: answers parsed and let go); the reference
+server's CPU per message and how many of the machine's cores were busy (they compete for the
+same cores); the garbage collector's time; then the top functions in microseconds per
+message. ``py-spy`` (on PATH, else ``uvx py-spy``) samples the thread holding the GIL, so
+its tables are Python CPU; ``--wall`` samples every thread, idle or not (where the loop
+waits). ``cprofile`` counts every call exactly, but its overhead, with
 each thread timed by its own CPU clock, inflates the run several times: read it as shares.
 """
 
