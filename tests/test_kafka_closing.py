@@ -1,4 +1,5 @@
-"""``close_within``: a stopping peer leaves the group within a deadline, whatever close does."""
+"""``close_within`` and ``leave_and_close``: a stopping peer leaves the group within a deadline,
+whatever close does, and never closes a member that still has a rebalance event to serve."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 import threading
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from peer.kafka.closing import close_within
+from peer.kafka.closing import close_within, leave_and_close
 
 
 class _Blocked:
@@ -49,3 +51,64 @@ def test_a_close_that_returns_in_time_is_reported_closed() -> None:
 def test_an_error_from_close_is_raised_to_the_caller() -> None:
     with pytest.raises(RuntimeError, match="already closed"):
         close_within(_Refusing(), "group consumer", seconds=10)
+
+
+class _Member:
+    """A subscribed member whose revoke is served by its ``polls_to_revoke``-th poll."""
+
+    def __init__(self, polls_to_revoke: int, *, refuse_unsubscribe: bool = False) -> None:
+        self.polls_to_revoke = polls_to_revoke
+        self.refuse_unsubscribe = refuse_unsubscribe
+        self.calls: list[str] = []
+        self.held = ["control-0", "control-1"]
+
+    def unsubscribe(self) -> None:
+        self.calls.append("unsubscribe")
+        if self.refuse_unsubscribe:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "fatal error"))
+
+    def assignment(self) -> list[str]:
+        return list(self.held)
+
+    def poll(self, timeout: float) -> None:
+        assert "close" not in self.calls
+        assert 0 < timeout <= 0.1
+        self.calls.append("poll")
+        if self.calls.count("poll") >= self.polls_to_revoke:
+            self.held = []  # the revoke callback ran here, then the assignment call
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_leaving_serves_the_revoke_by_polling_before_the_close() -> None:
+    member = _Member(polls_to_revoke=3)
+    assert leave_and_close(member, "group consumer", seconds=10) is True
+    assert member.calls == ["unsubscribe", "poll", "poll", "poll", "close"]
+
+
+def test_a_member_without_partitions_is_closed_at_once() -> None:
+    member = _Member(polls_to_revoke=1)
+    member.held = []
+    assert leave_and_close(member, "group consumer", seconds=10) is True
+    assert member.calls == ["unsubscribe", "close"]
+
+
+def test_a_member_that_keeps_its_partitions_is_closed_after_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    member = _Member(polls_to_revoke=10**9)
+    with caplog.at_level(logging.WARNING, logger="peer.kafka"):
+        assert leave_and_close(member, "group consumer", seconds=0.3) is True
+    assert member.calls[0] == "unsubscribe"
+    assert member.calls[-1] == "close"
+    assert member.calls.count("poll") >= 1
+    assert "the group consumer still held partitions after 0.3 s of leaving" in caplog.text
+
+
+def test_a_client_that_cannot_leave_is_still_closed(caplog: pytest.LogCaptureFixture) -> None:
+    member = _Member(polls_to_revoke=1, refuse_unsubscribe=True)
+    with caplog.at_level(logging.WARNING, logger="peer.kafka"):
+        assert leave_and_close(member, "group consumer", seconds=10) is True
+    assert member.calls == ["unsubscribe", "close"]
+    assert "the group consumer could not leave the group" in caplog.text

@@ -7,6 +7,7 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
+from peer.kafka.closing import leave_and_close
 from tests.fixtures.kafka import GroupFactory, TopicFactory
 
 pytestmark = pytest.mark.kafka
@@ -51,5 +52,5 @@ def test_kip848_members_share_partitions_after_a_join(
             second.poll(0.05)
         assert owned(first).isdisjoint(owned(second))
     finally:
-        first.close()
-        second.close()
+        leave_and_close(first, "first")  # the second has a rebalance of its own to serve
+        leave_and_close(second, "second")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from peer.kafka.closing import close_within
+from peer.kafka.closing import leave_and_close
 from peer.testing import wait_until
 from tests.fixtures.kafka import GroupFactory, TopicFactory, eager_member, read_topic, values
 
@@ -177,6 +177,6 @@ def test_stale_generation_is_fenced_by_send_offsets(
         assert all(tp.offset == 3 for tp in committed), committed
     finally:
         for member in (a, b):
-            close_within(member.consumer, member.name)  # a fenced close may not return
+            leave_and_close(member.consumer, member.name)  # a fenced member: see its docs
         producer_a.flush(5)
         producer_b.flush(5)

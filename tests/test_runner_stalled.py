@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from peer.control import encode_checkpoint
 from peer.control.shards import shard_of
 from peer.dev.sim.server import SimServer
+from peer.kafka.closing import leave_and_close
 from peer.model import Message, StartPolicy
 from peer.routes.model import Route
 from peer.testing import PeerProcess, wait_until
@@ -182,7 +183,7 @@ def test_a_new_owner_waits_for_offsets_a_stalled_owner_sent_before_its_checkpoin
             [TopicPartition(dep.control, 0, high)], member.consumer_group_metadata(), 30
         )
         assert scene.zombie.flush(30) == 0
-        member.close()  # the group moves on; its offsets stay pending with the transaction
+        leave_and_close(member, "member")  # its offsets stay pending with the transaction
 
         waiting = dep.start_peer("b")
         scene.assert_not_started(waiting, PENDING_S)

@@ -22,7 +22,7 @@ from peer.control import CheckpointRecord, decode
 from peer.control.shards import murmur2, shard_of, to_positive
 from peer.errors import FaultReason
 from peer.kafka.clients import producer_config
-from peer.kafka.closing import close_within
+from peer.kafka.closing import leave_and_close
 from peer.kafka.errors import (
     AbortRequiredError,
     FencedError,
@@ -285,7 +285,7 @@ def test_offsets_commit_atomically_and_a_topic_limit_is_learned_then_applied_per
         assert [r.value for r in read_records(env.bootstrap, small)] == [b"/big/one#0"]
         assert [c.position for _p, c in env.checkpoints()] == [big.position]
     finally:
-        close_within(member, "member")
+        leave_and_close(member, "member")
 
 
 def test_records_refused_within_a_known_topic_limit_name_the_route_at_fault(
@@ -369,8 +369,8 @@ def test_a_stale_group_generation_cannot_commit(
         assert env.checkpoints() == []
         assert all(tp.offset < 0 for tp in b.committed(b.assignment(), 30))
     finally:
-        close_within(a, "zombie member a")  # a fenced member's close may never return
-        close_within(b, "member b")
+        leave_and_close(a, "zombie member a")  # a fenced member: see peer.kafka.closing
+        leave_and_close(b, "member b")
 
 
 def test_oversize_policies(env: Env, unique_topic: TopicFactory) -> None:

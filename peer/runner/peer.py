@@ -35,7 +35,7 @@ from peer.config.settings import PeerSettings
 from peer.control import Change, ControlRecordError, decode
 from peer.errors import MdpeerError, PeerFatalError
 from peer.kafka.clients import consumer_config, producer_config, with_callbacks
-from peer.kafka.closing import close_within
+from peer.kafka.closing import leave_and_close
 from peer.kafka.errors import (
     AbortRequiredError,
     FatalKafkaError,
@@ -461,7 +461,7 @@ class Peer:
         try:
             budget = self.settings.on_revoke_budget_ms / 1000  # as a revoke: bounded
             self._txns().commit(self._consumer, "shutdown", budget)
-            if not close_within(self._consumer, "group consumer"):  # on_revoke runs, empty
+            if not leave_and_close(self._consumer, "group consumer"):  # on_revoke: empty
                 self._closing = True  # a callback the late close still serves does nothing
             self._raise_fatal()
         except (KafkaWriteError, PeerFatalError, KafkaException) as exc:
@@ -493,7 +493,7 @@ class Peer:
         self.owned.clear()  # callbacks during close must commit nothing
         if self._consumer is not None and not self.abandoned:
             try:
-                close_within(self._consumer, "group consumer")  # self._closing is set
+                leave_and_close(self._consumer, "group consumer")  # self._closing is set
             except Exception as exc:
                 log.warning("consumer close failed: %s", exc, extra=self._ctx)
             self._consumer = None
