@@ -234,7 +234,10 @@ class Rebalancer:
         if self._eager():
             consumer.unassign()
         else:
-            consumer.incremental_unassign(partitions)
+            # Only what this peer assigned: a stopping peer took nothing of its last
+            # assignment (_take_nothing_new), and librdkafka refuses to unassign those.
+            mine = set(gone)
+            consumer.incremental_unassign([tp for tp in partitions if tp.partition in mine])
         self._health.revoked(gone)
 
 
