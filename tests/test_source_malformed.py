@@ -116,6 +116,10 @@ class ScriptedServer:
         self._thread.start()
         self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
 
+    def stall(self, seconds: float) -> None:
+        """Hold the server's loop for ``seconds``: nothing it owes is sent meanwhile."""
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
+
     def stop(self) -> None:
         left: list[socket.socket] = []
         if self._runner is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -61,6 +64,39 @@ def test_https_with_a_private_ca(tls_server: tuple[ScriptedServer, Path]) -> Non
     )
     assert [m.seq for m in first_three(config)] == [1, 2, 3]
     assert server.requests
+
+
+def sockets_to(port: int) -> int:
+    """This process's open TCP sockets connected to ``port``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue  # not a socket
+        with sock, contextlib.suppress(OSError):  # OSError: not connected
+            count += sock.family == socket.AF_INET and sock.getpeername()[1] == port
+    return count
+
+
+def test_a_closed_source_leaves_no_socket_open_when_the_server_answers_its_close_late(
+    tls_server: tuple[ScriptedServer, Path],
+) -> None:
+    """A TLS close waits for the server's close_notify; a source whose loop ended first left
+    the socket open, found later as an unclosed transport (a CI failure in a random test)."""
+    server, cert = tls_server
+    port = int(server.url.rsplit(":", 1)[1])
+    config = RestSourceConfig(
+        servers=parse_servers(server.url), encryption=True, tls_ca_file=cert, poll_idle_max=0.05
+    )
+    with RestSource(config) as source:
+        source.subscribe(SUBJECT, after=Position(1, 0))
+        end = time.monotonic() + 15
+        while not any(isinstance(e, Message) for e in source.poll(100, 0.05)):
+            assert time.monotonic() < end, "no message"
+        assert sockets_to(port) >= 1
+        server.stall(0.5)
+    assert sockets_to(port) == 0
 
 
 def test_an_unverifiable_certificate_is_not_accepted(

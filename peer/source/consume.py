@@ -51,7 +51,6 @@ from peer.source.wire import MalformedResponseError, decode_error
 log = logging.getLogger("peer.source")
 
 CONSUME_PATH: Final = "/rest/consume"
-_TLS_CLOSE_GRACE_S: Final = 0.25
 #: seconds between two "server failing" (or "answering again") lines for one server
 _FLIP_LOG_EVERY_S: Final = 10.0
 _TOKEN_PARAM = re.compile(r"(token=)[^&\s'\"]*")
@@ -140,10 +139,6 @@ class ConsumeClient:
         for pool in self._http.values():
             await pool.close()
         self._http = {}
-        if self._config.encryption:
-            # A TLS connection closes asynchronously (close_notify): give it a moment,
-            # or the socket outlives the loop (a ResourceWarning, and an unclean close).
-            await asyncio.sleep(_TLS_CLOSE_GRACE_S)
 
     def scrub(self, text: str) -> str:
         return scrub_token(text, self._token)

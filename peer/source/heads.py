@@ -185,7 +185,7 @@ class _HeadAsker:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if cfg.encryption:
-            # as in peer.source.rest: a TLS connection cut mid-answer closes asynchronously;
+            # a TLS connection cut mid-answer closes asynchronously (close_notify);
             # give it a moment so the socket does not outlive the loop
             await asyncio.sleep(_TLS_CLOSE_GRACE_S)
         out: dict[str, Head | HeadUnknown] = {}

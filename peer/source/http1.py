@@ -337,9 +337,12 @@ class _Connection(asyncio.BufferedProtocol):
             waiter.set_exception(exc)
 
     def close(self) -> None:
+        """Aborted, not closed: a connection is closed when it failed or is let go, and a
+        TLS close would wait for the server's close_notify; a loop that ended first left
+        that socket open (a ResourceWarning, a leaked descriptor)."""
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 class Http1Pool:
@@ -394,6 +397,7 @@ class Http1Pool:
             conn.close()
         self._open.clear()
         self._idle.clear()
+        await asyncio.sleep(0)  # aborted sockets close on the loop's next turn
 
     def _take_idle(self) -> _Connection | None:
         idle = self._idle
