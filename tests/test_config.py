@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -484,6 +485,7 @@ def test_producer_config() -> None:
     assert conf["acks"] == "all"
     assert conf["transaction.timeout.ms"] == 30_000
     assert conf["linger.ms"] == "20"  # the passthrough wins over mdpeer's default
+    assert producer_config(replace(s, kafka_producer={}))["linger.ms"] == 50
     assert conf["client.rack"] == "r1"
     assert conf["client.id"] == "mdpeer-p1"
     assert conf["partitioner"] == "murmur2_random"  # Java-compatible placement
@@ -493,6 +495,14 @@ def test_producer_config() -> None:
     for mode in ("create", "never"):  # mdpeer creates it, or nobody does: never by asking
         conf = producer_config(PeerSettings(bootstrap="k:1", peer_id="p1", topic_creation=mode))
         assert conf["allow.auto.create.topics"] is False
+
+
+def test_producer_linger_is_half_the_commit_interval_within_5_to_50_ms() -> None:
+    def linger(interval_ms: int) -> object:
+        s = PeerSettings(bootstrap="k:1", group="g", peer_id="p1", commit_interval_ms=interval_ms)
+        return producer_config(s)["linger.ms"]
+
+    assert [linger(ms) for ms in (1, 10, 40, 100, 1000)] == [5, 5, 20, 50, 50]
 
 
 def test_peer_id_admin_is_reserved() -> None:
