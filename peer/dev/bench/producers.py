@@ -82,16 +82,22 @@ def same_records(
     return out
 
 
-def bare_producer(
+def bare_topic(admin: AdminClient) -> str:
+    """A fresh target topic for one bare producer run."""
+    topic = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    create_topic(admin, topic, PARTITIONS)
+    return topic
+
+
+def produce_records(
     bootstrap: str,
-    admin: AdminClient,
+    topic: str,
     conf: dict[str, Any],
     records: list[tuple[int, bytes, WireHeaders]],
 ) -> dict[str, Any]:
-    """Time from the first ``produce`` until every record's delivery report (acks=all)."""
+    """The bare producer's timed part: ``records`` into ``topic``, until every delivery
+    report; this process's CPU (every thread) over that window."""
     n = len(records)
-    topic = f"bench-bare-{uuid.uuid4().hex[:6]}"
-    create_topic(admin, topic, PARTITIONS)
     producer = Producer(
         {
             **conf,

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from peer.dev.bench import log
+from peer.dev.bench.bare import BareJob, bare_in_fresh_process
 from peer.dev.bench.failover import add_failover_arguments, failover_of
 from peer.dev.bench.latency import latency_sweep
-from peer.dev.bench.producers import PARTITIONS, bare_producer, bare_producer_config, same_records
+from peer.dev.bench.producers import bare_producer_config, bare_topic
 from peer.dev.bench.session import Broker, local_broker, recorded, write_json
 from peer.dev.bench.throughput import Backlog, peer_throughput
 
@@ -33,8 +34,9 @@ from peer.dev.bench.throughput import Backlog, peer_throughput
 def throughput(broker: Broker, load: Backlog, *, max_per_response: int) -> dict[str, Any]:
     peer, sample, config = peer_throughput(broker, load, peers=1, max_per_response=max_per_response)
     log(f"peer: {peer}")
-    records = same_records(peer["messages"], load.size, load.names, PARTITIONS, sample)
-    bare = bare_producer(broker.bootstrap, broker.admin, bare_producer_config(config), records)
+    conf, topic = bare_producer_config(config), bare_topic(broker.admin)
+    job = BareJob(broker.bootstrap, topic, conf, peer["messages"], load.size, load.names, sample)
+    bare = bare_in_fresh_process(job)
     log(f"bare producer: {bare}")
     peer["server_max_per_response"] = max_per_response
     return {

@@ -13,15 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from peer.dev.bench import log
+from peer.dev.bench.bare import BareJob, bare_in_fresh_process
 from peer.dev.bench.connect import connect_files, connect_throughput
 from peer.dev.bench.deploy import bench_server, deployment
-from peer.dev.bench.producers import (
-    PARTITIONS,
-    bare_producer,
-    bare_producer_config,
-    java_perf,
-    same_records,
-)
+from peer.dev.bench.producers import PARTITIONS, bare_producer_config, bare_topic, java_perf
 from peer.dev.bench.quiet import busy_cores, settle, warm_memory
 from peer.dev.bench.session import Broker
 from peer.dev.bench.visible import EndWatch, measure, rates
@@ -213,7 +208,6 @@ def throughput_for_size(
     sample: Headers = []
     config: Path | None = None
     runs: dict[str, list[dict[str, Any]]] = {}
-    records: list[Any] | None = None
     conf: dict[str, Any] = {}
     for r in range(1, rounds + 1):
         for count in peer_counts:
@@ -225,17 +219,22 @@ def throughput_for_size(
             log(f"  {size} B, {count} peer(s), round {r}/{rounds}: {summary(res)}")
         if config is None:
             raise ValueError("throughput needs at least one peer count")
-        if records is None:
+        if not conf:
             conf = bare_producer_config(config)
-            records = same_records(load.total, size, load.names, PARTITIONS, sample)
-        settled = settle(warm_mb=warm_mb)
-        res = bare_producer(broker.bootstrap, broker.admin, conf, records)
-        res["before"] = settled
-        # the fairness claim, checked: the bare records carry the header names a peer record had
-        res["same_header_names_as_peer"] = [h for h, _ in records[0][2]] == [h for h, _ in sample]
+        # a fresh process each round, as every peer round is (:mod:`peer.dev.bench.bare`)
+        job = BareJob(
+            broker.bootstrap,
+            bare_topic(broker.admin),
+            conf,
+            load.total,
+            size,
+            load.names,
+            sample,
+            warm_mb,
+        )
+        res = bare_in_fresh_process(job)
         runs.setdefault("bare", []).append(res)
         log(f"  {size} B, bare producer, round {r}/{rounds}: {summary(res)}")
-    del records
     for name, results in runs.items():
         out[name] = median_of(results)
     # the JVM contenders are fresh processes too: the same warmed memory before each
