@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from peer.dev.bench.bare import BareJob, bare_in_fresh_process
 from peer.dev.bench.producers import PARTITIONS
+from peer.kafka.clients import with_callbacks
 from peer.model import Message
 from peer.writer.records import message_headers
 
@@ -42,9 +43,8 @@ def test_the_bare_producer_runs_in_a_fresh_process_and_every_record_lands(
     assert got["same_header_names_as_peer"] is True
     # what the rounds' medians and ratios are taken of (120 records take under a jiffy)
     assert {"msgs_per_s", "cpu_us_per_msg", "cpu_cores", "before"} <= set(got)
-    consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}"}
-    )
+    conf = {"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}"}
+    consumer = Consumer(with_callbacks(conf, "test-reader"))
     try:
         ends = [
             consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
