@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from peer.dev.sim.app import FaultChanges, Faults, SimApp
 from peer.dev.sim.generator import GeneratorSpec
+from peer.dev.sim.listener import RELEASE_DEADLINE_S, Listener
 from peer.dev.sim.model import FIRST_EPOCH, Store, check_subject, now_closure
 
 __all__ = ["GeneratorSpec", "SimConfig", "SimServer", "serve"]
@@ -27,6 +29,7 @@ _SHUTDOWN_TIMEOUT_S: Final = 1.0
 _START_TIMEOUT_S: Final = 15.0
 
 T = TypeVar("T")
+log = logging.getLogger("peer.dev.sim")
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,18 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _start_site(sim: SimApp, config: SimConfig) -> tuple[web.AppRunner, str]:
+async def _start_site(
+    sim: SimApp, config: SimConfig, listener: Listener | None = None
+) -> tuple[web.AppRunner, str]:
+    """Listen on ``config``'s host and port, or on ``listener`` (bound there) when given."""
     runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site: web.BaseSite = (
+            web.TCPSite(runner, config.host, config.port)
+            if listener is None
+            else web.SockSite(runner, listener)
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -172,6 +182,7 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._last_port: int | None = None
+        self._listener: Listener | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -191,11 +202,17 @@ class SimServer:
         thread.start()
         self._loop, self._thread = loop, thread
         try:
-            fut = asyncio.run_coroutine_threadsafe(_start_site(self._sim, config), loop)
+            # every connection it accepts is closed at stop (peer.dev.sim.listener)
+            self._listener = Listener(config.host, config.port)
+            start = _start_site(self._sim, config, self._listener)
+            fut = asyncio.run_coroutine_threadsafe(start, loop)
             self._runner, self._url = fut.result(_START_TIMEOUT_S)
             self._last_port = int(self._url.rsplit(":", 1)[1])
         except BaseException:
             self._stop_loop()
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             raise
         return self._url
 
@@ -205,11 +222,20 @@ class SimServer:
         if loop is None:
             return
         if runner is not None:
-            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-            fut.result(_SHUTDOWN_TIMEOUT_S + 10)
+            fut = asyncio.run_coroutine_threadsafe(self._cleanup(runner), loop)
+            fut.result(_SHUTDOWN_TIMEOUT_S + RELEASE_DEADLINE_S + 10)
         self._runner = None
         self._url = None
         self._stop_loop()
+
+    async def _cleanup(self, runner: web.AppRunner) -> None:
+        await runner.cleanup()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            left = await listener.release()
+            if left:
+                log.warning("reference server stopped with %d connection(s) still open", len(left))
+            listener.close()
 
     def _stop_loop(self) -> None:
         loop, thread = self._loop, self._thread

@@ -1,0 +1,78 @@
+"""A listening socket that keeps the connections it accepted, so a stopping in-process server
+can make sure each one is closed before its loop ends.
+
+aiohttp's cleanup closes a connection through its transport, and a transport with unsent
+bytes (an answer its client stopped reading) closes only once they are written. A loop
+stopped meanwhile never closes that socket: it is collected later, in whatever test runs
+then, as an "unclosed transport" warning, which fails that test (RELIABILITY.md). A socket
+shut down under its transport ends the wait: the transport's next write fails, its read
+sees the end, and it closes itself, on its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+#: how long a stopping server waits for its connections to close after shutting them down
+RELEASE_DEADLINE_S = 2.0
+
+
+class Listener(socket.socket):
+    """A listening TCP socket bound to ``(host, port)`` that keeps what it accepted."""
+
+    def __init__(self, host: str, port: int) -> None:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        super().__init__(family, socket.SOCK_STREAM)
+        self.accepted: list[socket.socket] = []
+        try:
+            # a restarted server listens on its old port again, as aiohttp's own sites do
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.bind(address)
+        except OSError:
+            self.close()
+            raise
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, address = super().accept()
+        # closed ones are let go here: a long-lived server accepts without bound
+        self.accepted = [*self.still_open(), conn]
+        return conn, address
+
+    def still_open(self) -> list[socket.socket]:
+        return [conn for conn in self.accepted if conn.fileno() != -1]
+
+    async def release(self, deadline: float = RELEASE_DEADLINE_S) -> list[socket.socket]:
+        """(on the server's loop, after its cleanup) Shut down every accepted connection
+        still open and wait, up to ``deadline`` seconds, until their transports have closed
+        them; returns those still open then."""
+        for conn in self.still_open():
+            with contextlib.suppress(OSError):  # the peer may have gone already
+                conn.shutdown(socket.SHUT_RDWR)
+        loop = asyncio.get_running_loop()
+        left = await _closed_within(self, loop, deadline / 2)
+        if left:
+            # A transport waiting for nothing (reading paused, nothing to write) sees no
+            # event from a shutdown. The selector loop's own table of its transports
+            # (private, as stable as asyncio's selector loop) finds it to abort.
+            transports = getattr(loop, "_transports", {})
+            for conn in left:
+                transport = transports.get(conn.fileno())
+                if transport is not None:
+                    transport.abort()
+            left = await _closed_within(self, loop, deadline / 2)
+        return left
+
+
+async def _closed_within(
+    listener: Listener, loop: asyncio.AbstractEventLoop, seconds: float
+) -> list[socket.socket]:
+    end = loop.time() + seconds
+    # a socket's close has no event to wait on: look again each 10 ms, up to the deadline
+    while (left := listener.still_open()) and loop.time() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return left
