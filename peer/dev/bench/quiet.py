@@ -54,10 +54,10 @@ def warm_memory(mb: int) -> float:
     On a virtual machine whose balloon device reports free pages to the host (virtio's free
     page reporting), memory a process gave back is soon discarded by the host, and the next
     process to touch it pays a host-side fault per page on top of the guest's. A contender
-    started as a fresh process (the peer, its reference server) then runs on such pages,
-    while a long-lived one (the bare producer in this process) keeps its own. Touching
-    memory just before a contender starts leaves the guest's free lists backed again, the
-    same for every contender. A diagnostic, off by default: side by side it did not remove the
+    started as a fresh process (every one since the bare producer got its own,
+    :mod:`peer.dev.bench.bare`) then runs on such pages. Touching memory just before a
+    contender starts leaves the guest's free lists backed again, the same for every
+    contender. A diagnostic, off by default: side by side it did not remove the
     peer's dear rounds (docs/PERFORMANCE.md, 2026-12-03).
     """
     if mb <= 0:
