@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from peer.config.servers import parse_servers
+from peer.dev.sim.listener import Listener
 from peer.errors import FaultReason, SourceError
 from peer.model import Message, Position
 from peer.source.base import Event, SubjectFault
@@ -44,25 +45,6 @@ def good(first: int, last: int, subject: str = SUBJECT) -> bytes:
     return json.dumps({"subject": subject, "messages": messages}).encode()
 
 
-class _Listener(socket.socket):
-    """A listening socket that keeps what it accepted: the server's loop closes a TLS
-    connection asynchronously (close_notify, or an EOF read after a refused handshake), and
-    a connection whose close was still pending when the loop stopped is never closed; it is
-    collected in some later test as an unclosed-transport warning."""
-
-    def __init__(self) -> None:
-        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
-        self.accepted: list[socket.socket] = []
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        conn, address = super().accept()
-        self.accepted.append(conn)
-        return conn, address
-
-    def still_open(self) -> list[socket.socket]:
-        return [conn for conn in self.accepted if conn.fileno() != -1]
-
-
 class ScriptedServer:
     """Answers consume from ``script`` (one reply per request) and then from ``fallback``."""
 
@@ -81,7 +63,9 @@ class ScriptedServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
-        self._listener = _Listener()
+        # keeps what it accepted: the server's loop closes a TLS connection asynchronously
+        # (close_notify, or an EOF after a refused handshake), and stop waits for each one
+        self._listener = Listener("127.0.0.1", 0)
         self.url = ""
 
     async def _consume(self, request: web.Request) -> web.Response:
@@ -95,7 +79,6 @@ class ScriptedServer:
         app.router.add_get("/rest/consume", self._consume)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self._listener.bind(("127.0.0.1", 0))
         site = web.SockSite(self._runner, self._listener, ssl_context=self.ssl_context)
         await site.start()
         return f"127.0.0.1:{self._listener.getsockname()[1]}"
@@ -105,12 +88,7 @@ class ScriptedServer:
         (the clients have gone by now, so each one has an EOF or a close_notify to read)."""
         assert self._runner is not None
         await self._runner.cleanup()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + self.STOP_DEADLINE_S
-        # a socket's close has no event to wait on: look again each 10 ms, up to the deadline
-        while (left := self._listener.still_open()) and loop.time() < end:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        return left
+        return await self._listener.closed_within(self.STOP_DEADLINE_S)
 
     def start(self) -> None:
         self._thread.start()

@@ -53,26 +53,25 @@ class Listener(socket.socket):
         for conn in self.still_open():
             with contextlib.suppress(OSError):  # the peer may have gone already
                 conn.shutdown(socket.SHUT_RDWR)
-        loop = asyncio.get_running_loop()
-        left = await _closed_within(self, loop, deadline / 2)
+        left = await self.closed_within(deadline / 2)
         if left:
             # A transport waiting for nothing (reading paused, nothing to write) sees no
             # event from a shutdown. The selector loop's own table of its transports
             # (private, as stable as asyncio's selector loop) finds it to abort.
-            transports = getattr(loop, "_transports", {})
+            transports = getattr(asyncio.get_running_loop(), "_transports", {})
             for conn in left:
                 transport = transports.get(conn.fileno())
                 if transport is not None:
                     transport.abort()
-            left = await _closed_within(self, loop, deadline / 2)
+            left = await self.closed_within(deadline / 2)
         return left
 
-
-async def _closed_within(
-    listener: Listener, loop: asyncio.AbstractEventLoop, seconds: float
-) -> list[socket.socket]:
-    end = loop.time() + seconds
-    # a socket's close has no event to wait on: look again each 10 ms, up to the deadline
-    while (left := listener.still_open()) and loop.time() < end:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    return left
+    async def closed_within(self, seconds: float) -> list[socket.socket]:
+        """(on the server's loop) Wait up to ``seconds`` until every accepted connection is
+        closed; returns those still open then."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        # a socket's close has no event to wait on: look again each 10 ms, up to the deadline
+        while (left := self.still_open()) and loop.time() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return left
