@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from peer.model import Message, Position
 from peer.source.base import Batch, Event, Gap, GapKind, Item, flatten
 from peer.source.buffer import EventBuffer
-from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff, jittered_backoff
+from peer.source.pacing import (
+    CarryBudget,
+    CatchUpTurns,
+    FirstFetches,
+    IdleBackoff,
+    jittered_backoff,
+)
 
 
 def m(subject: str, seq: int, size: int = 1) -> Message:
@@ -184,6 +190,76 @@ def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely
         assert turns.give_back(held=True) is False
         assert turns.give_back(held=False) is False  # not held: nothing to give back
         assert await asyncio.wait_for(turns.take(behind=True), 5)
+
+    asyncio.run(scenario())
+
+
+def test_first_fetches_start_slow_grow_with_small_answers_and_halve_with_large() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        # 4 at most; an answer is small when 4 of them fit 100 events and 1,000 bytes
+        starts = FirstFetches(4, events=100, nbytes=1000)
+        assert (starts.limit, starts.crowded) == (2, False)
+        assert starts.small(25, 250)
+        assert not starts.small(26, 250)
+        assert not starts.small(25, 251)
+        await starts.take()
+        await starts.take()
+        third = asyncio.create_task(starts.take())
+        await settle()
+        assert not third.done()  # two first answers of unknown size at once, no more
+        starts.done(small=True)  # a small one: one more may go, and the waiter goes in its place
+        await asyncio.wait_for(third, 5)
+        assert (starts.limit, starts.in_flight) == (3, 2)
+        starts.done(small=True)
+        starts.done(small=True)
+        assert starts.limit == 4  # never past the source's max_concurrency
+        await starts.take()
+        starts.done(small=False)  # large, cut or let go: halved
+        assert (starts.limit, starts.crowded) == (2, False)
+        await starts.take()
+        starts.done(small=False)
+        assert (starts.limit, starts.crowded) == (1, True)  # now also in catch-up turns
+        await starts.take()
+        starts.done(small=None)  # a fault says nothing about sizes
+        assert (starts.limit, starts.in_flight) == (1, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_first_fetch_cancelled_while_waiting_or_let_through_holds_no_place() -> None:
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        starts = FirstFetches(4, events=100, nbytes=1000, initial=1)
+        await starts.take()
+        waiting = [asyncio.create_task(starts.take()) for _ in range(3)]
+        await settle()
+        waiting[0].cancel()  # unsubscribed while waiting: skipped, no place taken
+        await settle()
+        starts.done(small=None)  # the place goes to the next one still waiting
+        await settle()
+        assert (waiting[1].done(), waiting[2].done(), starts.in_flight) == (True, False, 1)
+        starts.done(small=None)
+        await settle()
+        assert waiting[2].done()
+        starts.done(small=None)
+        assert starts.in_flight == 0
+        # let through and cancelled before it ran: its place is given back
+        await starts.take()
+        late = asyncio.create_task(starts.take())
+        await settle()
+        starts.done(small=None)
+        late.cancel()
+        await settle()
+        assert late.cancelled()
+        assert starts.in_flight == 0
+        await asyncio.wait_for(starts.take(), 5)
 
     asyncio.run(scenario())
 

@@ -1,10 +1,12 @@
-"""The follow loop's shortcut for repeated answers (peer/source/follow.py, issue #16).
+"""The follow loop (peer/source/follow.py): its shortcut for repeated answers (issue #16),
+and the slow start of first fetches (issue #14).
 
 An answer that changed nothing is kept; the same request answered with the same bytes is then
 neither decoded nor applied. That is exact only if applying it again could not change anything
 either: the property test checks it against the tracker for every start policy and answer
 shape, whatever the room. The reference server checks that a changed answer is still
-delivered, exactly once, and that the repeats really skip the decoding.
+delivered, exactly once, and that the repeats really skip the decoding; and that subjects
+starting far behind, all at once, are not fetched whole side by side only to be dropped.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from peer.config.servers import parse_servers
 from peer.dev.sim.server import SimServer
 from peer.model import Message, Position, StartPolicy
 from peer.source import follow, wire
-from peer.source.base import Event
+from peer.source.base import Event, SubjectStart
+from peer.source.consume import ConsumeClient
 from peer.source.follow import _unchanged
+from peer.source.http1 import Body
 from peer.source.rest import RestSource, RestSourceConfig
-from peer.source.resume import Outcome, SubjectTracker
+from peer.source.resume import ConsumeRequest, Outcome, SubjectTracker
 from peer.testing import wait_until
 
 SUBJECT = "/f/a"
@@ -154,3 +158,59 @@ def test_repeats_skip_decoding_and_a_changed_answer_is_delivered_once(
     assert stats.lagging is not None
     assert stats.server_head[SUBJECT] == positions[-1]
     assert SUBJECT not in stats.lagging
+
+
+@pytest.mark.sim
+def test_subjects_starting_far_behind_at_once_are_received_about_once(
+    sim_factory: Callable[..., SimServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 subjects of 300 messages (about 300 KB each) start from their history, 8 requests
+    # at a time, for a buffer of 200 messages. Side by side, 7 of the first 8 answers found
+    # no room and no position to keep them by, and were received again later: about twice
+    # the bytes. Slow start sends first fetches 2 at a time, then, their answers being
+    # large, one at a time in turn with the catch-ups.
+    subjects, per_subject = [f"/far/s{i}" for i in range(8)], 300
+    sim = sim_factory(cache_size=per_subject + 10)
+    for subject in subjects:
+        for seq in range(per_subject):
+            sim.publish(subject, f"{seq:04d}" + "x" * 996)
+    received: dict[str, list[int]] = {s: [] for s in subjects}
+    real = ConsumeClient.fetch
+
+    async def counting(
+        self: ConsumeClient, subject: str, request: ConsumeRequest, target: str | None = None
+    ) -> Body:
+        body = await real(self, subject, request, target)
+        received[subject].append(len(body))  # before it is given back and reused
+        return body
+
+    monkeypatch.setattr(ConsumeClient, "fetch", counting)
+    netloc = sim.url.split("://", 1)[1]
+    config = RestSourceConfig(
+        servers=parse_servers([netloc]),
+        max_concurrency=8,
+        max_buffered_messages=200,
+        poll_idle_min=0.005,
+        poll_idle_max=0.01,
+    )
+    source = RestSource(config)
+    source.start()
+    events: list[Event] = []
+    try:
+        history = StartPolicy.parse("history:1000")
+        source.subscribe_many([SubjectStart(s, None, history) for s in subjects])
+        total = len(subjects) * per_subject
+        wait_until(lambda: _drain(source, events) or len(events) >= total, 60, "every message")
+    finally:
+        source.close()
+    # exactly once and in order, per subject
+    seqs: dict[str, list[int]] = {s: [] for s in subjects}
+    for event in events:
+        assert isinstance(event, Message)
+        seqs[event.subject].append(event.seq)
+    first_seq = {s: seqs[s][0] for s in subjects}
+    assert seqs == {s: list(range(first_seq[s], first_seq[s] + per_subject)) for s in subjects}
+    # each subject's whole history is its largest answer; everything received, against it
+    whole = sum(max(sizes) for sizes in received.values())
+    got = sum(sum(sizes) for sizes in received.values())
+    assert got <= 1.3 * whole, f"received {got:,} bytes for {whole:,} delivered"

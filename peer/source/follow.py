@@ -25,7 +25,7 @@ from peer.source.base import Item, SubjectFault
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
 from peer.source.http1 import Body
-from peer.source.pacing import CarryBudget, CatchUpTurns, IdleBackoff
+from peer.source.pacing import CarryBudget, CatchUpTurns, FirstFetches, IdleBackoff
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import ConsumeRequest, Outcome, RequestKind, Subscription
 from peer.source.tally import Tally
@@ -68,6 +68,7 @@ class Follower:
     _room_waiting: bool
     _carried: CarryBudget
     _turns: CatchUpTurns
+    _starts: FirstFetches
     _tally: Tally
     _wake: asyncio.Event | None
     _client: ConsumeClient
@@ -125,6 +126,8 @@ class Follower:
         # to fetch again a rest that did not fit); what can be neither taken nor kept is not parsed.
         carry: Sequence[Message] | None = None
         held, dropped, behind, turn = 0, 0, False, False
+        # This subscription's first fetch (a parked one's resumption is not): slow start.
+        first, starting, small = same is None, False, None
         # The last answer that changed nothing (no events, position, phase or counters), with
         # its request and target: the tracker is unchanged since, so it asks the same again,
         # and the same bytes in answer cannot change anything either. Most safety fetches of
@@ -134,7 +137,14 @@ class Follower:
             while True:
                 if dropped:
                     held, dropped = await self._carried.reserve(dropped), 0
-                if behind or not self._buffer.takes_any():  # (a coroutine only to wait)
+                # The slot before the turn (one order: no deadlock), both before the wait for
+                # room: either may take a while to come. A first fetch also waits for its
+                # turn once first answers are large (crowded: decided when its slot came).
+                if first:
+                    await self._starts.take()
+                    first, starting = False, True
+                crowded = starting and self._starts.crowded
+                if behind or not self._buffer.takes_any() or crowded:  # (a coroutine: waits)
                     turn = await self._turns.take(behind=True)
                 if not self._fetchable():
                     await self._until_fetchable()
@@ -163,9 +173,14 @@ class Follower:
                                     messages = decode_consume(subject, body)
                                 if messages is None:
                                     dropped, behind = (body_len if position else 0), True
+                                    small = False
                                     continue
                                 # validated as the tracker reaches them: the same fault
                                 outcome = self._accept(sub, request, messages)
+                                if outcome is not None:
+                                    small = not outcome.truncated and self._starts.small(
+                                        outcome.messages, body_len
+                                    )
                                 if outcome is not None and _unchanged(outcome, body):
                                     same = Unchanged(request, target, bytes(body))
                         finally:
@@ -177,6 +192,7 @@ class Follower:
                         outcome = self._accept(sub, request, messages, continued=continued)
                 except MalformedResponseError as exc:
                     turn = self._turns.give_back(turn)
+                    starting = self._started(starting, None)
                     malformed += 1
                     if not await self._malformed_pause(sub, exc, request, malformed):
                         return
@@ -185,6 +201,7 @@ class Follower:
                     self._carried.release(held)
                     held = 0
                     turn = self._turns.give_back(turn)
+                    starting = self._started(starting, small)
                 malformed = 0
                 if outcome is None:
                     return
@@ -206,6 +223,13 @@ class Follower:
         finally:
             self._carried.release(held)
             self._turns.give_back(turn)
+            self._started(starting, None)
+
+    def _started(self, starting: bool, small: bool | None) -> bool:
+        """End the first fetch if ``starting`` (:class:`FirstFetches`); always False."""
+        if starting:
+            self._starts.done(small=small)
+        return False
 
     def _park(self, sub: Subscription, same: Unchanged) -> bool:
         """Whether ``sub``, idle, its last answer ``same``, was parked instead of waiting: its

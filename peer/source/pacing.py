@@ -4,6 +4,7 @@ and not again for an answer whose rest there is no room to keep."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from collections.abc import Sequence
 
@@ -132,3 +133,81 @@ class CatchUpTurns:
         if held:
             self._lock.release()
         return False
+
+
+class FirstFetches:
+    """Slow start for subscriptions' first fetches: at most ``limit`` of them in flight.
+
+    Nobody knows how far behind a subject is until its first answer: one starting from a
+    history or resuming an old checkpoint may bring all the server holds for it. Sent side
+    by side for every subject at once (up to ``maximum``, the source's ``max_concurrency``),
+    most such answers could be neither taken nor kept: in the throughput benchmark 30 whole
+    caches (224 MB) arrived within a third of a second for a buffer of 10,000 messages, and
+    the source received 1.9 times the bytes it delivered (docs/PERFORMANCE.md). So, as TCP
+    does on a fresh connection, the limit starts at ``initial`` and grows by one for each
+    *small* first answer: one that ``maximum`` of could share the buffer (``events`` and
+    ``nbytes``, its bounds). Thousands of caught-up subjects starting at once thus reach
+    ``maximum`` within a few round trips. Each large answer halves the limit; at one, first
+    fetches are :attr:`crowded` and also take their catch-up turn (:class:`CatchUpTurns`).
+    Later fetches are not counted here: a first answer tells whether its subject is behind.
+    Loop thread only.
+    """
+
+    __slots__ = ("_small_bytes", "_small_events", "_waiting", "in_flight", "limit", "maximum")
+
+    def __init__(self, maximum: int, *, events: int, nbytes: int, initial: int = 2) -> None:
+        if maximum < 1:
+            raise ValueError("need maximum >= 1")
+        self.maximum = maximum
+        self.limit = max(1, min(initial, maximum))
+        self.in_flight = 0
+        self._small_events = max(1, events // maximum)
+        self._small_bytes = max(1, nbytes // maximum)
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def crowded(self) -> bool:
+        """Whether first answers were large lately (the limit is down to one): a first fetch
+        then also waits for its catch-up turn, so that no catch-up of another subject fills
+        the room its answer was sent for while it is in flight."""
+        return self.limit == 1
+
+    def small(self, messages: int, nbytes: int) -> bool:
+        """Whether a first answer of ``messages`` (``nbytes`` long), taken whole, is small."""
+        return messages <= self._small_events and nbytes <= self._small_bytes
+
+    async def take(self) -> None:
+        """Wait until one more first fetch may be in flight, then count it (first come,
+        first served)."""
+        if self.in_flight < self.limit and not self._waiting:
+            self.in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        self._let_through()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            # Left in the queue when cancelled while waiting (skipped there): removing it
+            # would cost a scan per subject when a rebalance drops thousands at once.
+            if fut.done() and not fut.cancelled():  # let through, then cancelled
+                self.done(small=None)
+            raise
+
+    def done(self, *, small: bool | None) -> None:
+        """A first fetch ended: its answer was :meth:`small` (True), large, cut or let go for
+        room (False), or there was none to judge (None: a fault, a subscription gone)."""
+        self.in_flight -= 1
+        if small:
+            self.limit = min(self.maximum, self.limit + 1)
+        elif small is not None:
+            self.limit = max(1, self.limit // 2)
+        self._let_through()
+
+    def _let_through(self) -> None:
+        waiting = self._waiting
+        while waiting and self.in_flight < self.limit:
+            fut = waiting.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)

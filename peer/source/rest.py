@@ -42,7 +42,7 @@ from peer.source.base import (
 from peer.source.buffer import EventBuffer
 from peer.source.consume import ConsumeClient
 from peer.source.follow import Follower, Unchanged
-from peer.source.pacing import CarryBudget, CatchUpTurns
+from peer.source.pacing import CarryBudget, CatchUpTurns, FirstFetches
 from peer.source.rest_config import RestSourceConfig
 from peer.source.resume import (
     SubjectTracker,
@@ -77,6 +77,12 @@ class RestSource(Follower):
         #: parsed answers held back for later (Outcome.rest), loop thread
         self._carried = CarryBudget(config.max_buffered_bytes)
         self._turns = CatchUpTurns()  # subjects behind, or finding no room, fetch in turn
+        #: first fetches: slow start
+        self._starts = FirstFetches(
+            config.max_concurrency,
+            events=config.max_buffered_messages,
+            nbytes=config.max_buffered_bytes,
+        )
         #: counters and heads (under the lock; requests and request errors: the client's)
         self._tally = Tally()
         # the loop thread's world
