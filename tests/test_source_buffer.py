@@ -216,10 +216,16 @@ def test_first_fetches_start_slow_grow_with_small_answers_and_halve_with_large()
         assert (starts.limit, starts.in_flight) == (3, 2)
         starts.done(small=True)
         starts.done(small=True)
-        assert starts.limit == 4  # never past the source's max_concurrency
-        await starts.take()
+        assert (starts.limit, starts.open) == (4, True)  # never past max_concurrency
+        # open: every first fetch goes, bounded by the client alone (a trickle would queue
+        # each one behind every caught-up subject's poll there)
+        for _ in range(6):
+            await asyncio.wait_for(starts.take(), 5)
+        assert starts.in_flight == 6
+        for _ in range(5):
+            starts.done(small=None)
         starts.done(small=False)  # large, cut or let go: halved
-        assert (starts.limit, starts.crowded) == (2, False)
+        assert (starts.limit, starts.open, starts.in_flight, starts.crowded) == (2, False, 0, False)
         await starts.take()
         starts.done(small=False)
         assert (starts.limit, starts.crowded) == (1, True)  # now also in catch-up turns
@@ -260,6 +266,29 @@ def test_a_first_fetch_cancelled_while_waiting_or_let_through_holds_no_place() -
         assert late.cancelled()
         assert starts.in_flight == 0
         await asyncio.wait_for(starts.take(), 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_first_fetch_that_never_ends_holds_the_others_back_one_stall_at_most() -> None:
+    async def scenario() -> None:
+        no_room = [True]
+        starts = FirstFetches(
+            4, events=100, nbytes=1000, held_back=lambda: no_room[0], initial=1, stall=0.05
+        )
+        await starts.take()  # retried for as long as its server fails: never done here
+        loop = asyncio.get_running_loop()
+        second = asyncio.create_task(starts.take())
+        third = asyncio.create_task(starts.take())
+        await asyncio.sleep(0.2)
+        assert not second.done()  # no room: every fetch waits, a first one too
+        no_room[0] = False
+        began = loop.time()
+        await asyncio.wait_for(second, 5)  # past the limit, once a stall went by unchanged
+        assert not third.done()  # one per stall, not all of them at once
+        await asyncio.wait_for(third, 5)
+        assert loop.time() - began >= 0.05
+        assert (starts.in_flight, starts.limit) == (3, 1)
 
     asyncio.run(scenario())
 

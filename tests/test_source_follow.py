@@ -214,3 +214,34 @@ def test_subjects_starting_far_behind_at_once_are_received_about_once(
     whole = sum(max(sizes) for sizes in received.values())
     got = sum(sum(sizes) for sizes in received.values())
     assert got <= 1.3 * whole, f"received {got:,} bytes for {whole:,} delivered"
+
+
+@pytest.mark.sim
+def test_thousands_of_caught_up_subjects_start_in_about_one_request_each(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    # Small first answers open the slow start's gate: the first fetches all queue in the
+    # client at once, as before it. Let through a few at a time instead, each one queued
+    # behind every started subject's idle poll: the start took minutes, not seconds, and
+    # the server answered many polls per subject started.
+    n = 2000
+    subjects = [f"/many/s{i}" for i in range(n)]
+    sim = sim_factory(cache_size=10)
+    for subject in subjects:
+        sim.publish(subject, "x" * 100)
+    netloc = sim.url.split("://", 1)[1]
+    config = RestSourceConfig(
+        servers=parse_servers([netloc]), poll_idle_min=0.02, poll_idle_max=0.05
+    )
+    source = RestSource(config)
+    source.start()
+    events: list[Event] = []
+    try:
+        history = StartPolicy.parse("history:1000")
+        source.subscribe_many([SubjectStart(s, None, history) for s in subjects])
+        wait_until(lambda: _drain(source, events) or len(events) >= n, 60, "every first message")
+        requests = _consumes(sim)
+    finally:
+        source.close()
+    assert sorted(e.subject for e in events) == sorted(subjects)
+    assert requests <= 1.5 * n, f"{requests:,} consume requests to start {n:,} subjects"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from peer.model import Message
 
@@ -146,24 +146,58 @@ class FirstFetches:
     the source received 1.9 times the bytes it delivered (docs/PERFORMANCE.md). So, as TCP
     does on a fresh connection, the limit starts at ``initial`` and grows by one for each
     *small* first answer: one that ``maximum`` of could share the buffer (``events`` and
-    ``nbytes``, its bounds). Thousands of caught-up subjects starting at once thus reach
-    ``maximum`` within a few round trips. Each large answer halves the limit; at one, first
-    fetches are :attr:`crowded` and also take their catch-up turn (:class:`CatchUpTurns`).
+    ``nbytes``, its bounds). At ``maximum`` the gate is open: every waiting first fetch goes,
+    bounded only by the client's own ``max_concurrency`` and in its queue's order, as
+    without this class. Slow start must not hold thousands of caught-up subjects back: a
+    first fetch let through one at a time queued behind every idle subject's poll in the
+    client's queue (20,000 subjects took minutes to start instead of 4 s). Each large
+    answer halves the limit; at one, first fetches are :attr:`crowded` and also take their
+    catch-up turn (:class:`CatchUpTurns`).
     Later fetches are not counted here: a first answer tells whether its subject is behind.
+
+    A fault of one subject must not hold the others back: a first fetch may be retried for
+    as long as its server fails. So while first fetches wait and none has ended for
+    ``stall`` seconds, one more goes each ``stall`` seconds, past the limit, unless fetching
+    is ``held_back`` (paused, or no room: first fetches then wait as every fetch does).
     Loop thread only.
     """
 
-    __slots__ = ("_small_bytes", "_small_events", "_waiting", "in_flight", "limit", "maximum")
+    __slots__ = (
+        "_held_back",
+        "_progress",
+        "_small_bytes",
+        "_small_events",
+        "_timer",
+        "_waiting",
+        "in_flight",
+        "limit",
+        "maximum",
+        "stall",
+    )
 
-    def __init__(self, maximum: int, *, events: int, nbytes: int, initial: int = 2) -> None:
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        events: int,
+        nbytes: int,
+        held_back: Callable[[], bool] = lambda: False,
+        initial: int = 2,
+        stall: float = 1.0,
+    ) -> None:
         if maximum < 1:
             raise ValueError("need maximum >= 1")
         self.maximum = maximum
         self.limit = max(1, min(initial, maximum))
+        self.stall = stall
+        self._held_back = held_back
         self.in_flight = 0
         self._small_events = max(1, events // maximum)
         self._small_bytes = max(1, nbytes // maximum)
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: first fetches ended so far (the stall timer's measure of progress), and that timer
+        self._progress = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def crowded(self) -> bool:
@@ -176,15 +210,24 @@ class FirstFetches:
         """Whether a first answer of ``messages`` (``nbytes`` long), taken whole, is small."""
         return messages <= self._small_events and nbytes <= self._small_bytes
 
+    @property
+    def open(self) -> bool:
+        """Whether first answers were small lately (the limit is up to ``maximum``): first
+        fetches are then not held back here."""
+        return self.limit >= self.maximum
+
     async def take(self) -> None:
         """Wait until one more first fetch may be in flight, then count it (first come,
         first served)."""
-        if self.in_flight < self.limit and not self._waiting:
+        if self.open or (self.in_flight < self.limit and not self._waiting):
             self.in_flight += 1
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiting.append(fut)
         self._let_through()
+        if self._timer is None and not fut.done():
+            self._timer = loop.call_later(self.stall, self._stalled, self._progress)
         try:
             await fut
         except asyncio.CancelledError:
@@ -198,6 +241,7 @@ class FirstFetches:
         """A first fetch ended: its answer was :meth:`small` (True), large, cut or let go for
         room (False), or there was none to judge (None: a fault, a subscription gone)."""
         self.in_flight -= 1
+        self._progress += 1
         if small:
             self.limit = min(self.maximum, self.limit + 1)
         elif small is not None:
@@ -206,8 +250,23 @@ class FirstFetches:
 
     def _let_through(self) -> None:
         waiting = self._waiting
-        while waiting and self.in_flight < self.limit:
+        while waiting and (self.in_flight < self.limit or self.open):
             fut = waiting.popleft()
             if not fut.done():
                 self.in_flight += 1
                 fut.set_result(None)
+
+    def _stalled(self, progress: int) -> None:
+        """(timer) No first fetch ended for ``stall`` seconds: let one more through, past the
+        limit, and look again later while any waits."""
+        self._timer = None
+        waiting = self._waiting
+        while waiting and waiting[0].done():
+            waiting.popleft()  # cancelled while waiting
+        if not waiting:
+            return
+        if progress == self._progress and not self._held_back():
+            self.in_flight += 1
+            waiting.popleft().set_result(None)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.stall, self._stalled, self._progress)

@@ -82,6 +82,7 @@ class RestSource(Follower):
             config.max_concurrency,
             events=config.max_buffered_messages,
             nbytes=config.max_buffered_bytes,
+            held_back=lambda: not self._fetchable(),
         )
         #: counters and heads (under the lock; requests and request errors: the client's)
         self._tally = Tally()
