@@ -1,5 +1,6 @@
 """How often a subject is polled: at once while it yields data, backing off while it is idle,
-and not again for an answer whose rest there is no room to keep."""
+not again for an answer whose rest there is no room to keep, in turn while it is behind, and,
+for a subscription's first fetch, as its slow start allows."""
 
 from __future__ import annotations
 
@@ -148,12 +149,11 @@ class FirstFetches:
     *small* first answer: one that ``maximum`` of could share the buffer (``events`` and
     ``nbytes``, its bounds). At ``maximum`` the gate is open: every waiting first fetch goes,
     bounded only by the client's own ``max_concurrency`` and in its queue's order, as
-    without this class. Slow start must not hold thousands of caught-up subjects back: a
-    first fetch let through one at a time queued behind every idle subject's poll in the
-    client's queue (20,000 subjects took minutes to start instead of 4 s). Each large
+    without this class; let through one at a time, each would queue in the client behind
+    the idle polls of every subject already started (RELIABILITY.md, finding 17). Each large
     answer halves the limit; at one, first fetches are :attr:`crowded` and also take their
-    catch-up turn (:class:`CatchUpTurns`).
-    Later fetches are not counted here: a first answer tells whether its subject is behind.
+    catch-up turn (:class:`CatchUpTurns`). Later fetches are not counted here: a first
+    answer tells whether its subject is behind.
 
     A fault of one subject must not hold the others back: a first fetch may be retried for
     as long as its server fails. So while first fetches wait and none has ended for
