@@ -25,6 +25,12 @@ def m(subject: str, seq: int, size: int = 1) -> Message:
     return Message(subject, b"x" * size, 1, seq, "RECOVERED")
 
 
+async def settle() -> None:
+    """Let every task that can run, run (a few loop turns)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def test_take_keeps_per_subject_order_and_rotates_subjects() -> None:
     buf = EventBuffer[Event](100, 10_000)
     buf.extend("/a", [m("/a", 1), m("/a", 2), m("/a", 3)], 3)
@@ -145,10 +151,6 @@ def test_jittered_backoff_stays_within_bounds() -> None:
 
 
 def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> None:
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def scenario() -> None:
         budget = CarryBudget(100)
         assert budget.keep(80)
@@ -173,10 +175,6 @@ def test_a_rest_that_did_not_fit_is_reserved_before_it_is_fetched_again() -> Non
 
 
 def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely() -> None:
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def scenario() -> None:
         turns = CatchUpTurns()
         first = await turns.take(behind=True)
@@ -195,10 +193,6 @@ def test_catch_up_turns_let_one_subject_behind_fetch_at_a_time_and_others_freely
 
 
 def test_first_fetches_start_slow_grow_with_small_answers_and_halve_with_large() -> None:
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def scenario() -> None:
         # 4 at most; an answer is small when 4 of them fit 100 events and 1,000 bytes
         starts = FirstFetches(4, events=100, nbytes=1000)
@@ -237,10 +231,6 @@ def test_first_fetches_start_slow_grow_with_small_answers_and_halve_with_large()
 
 
 def test_a_first_fetch_cancelled_while_waiting_or_let_through_holds_no_place() -> None:
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def scenario() -> None:
         starts = FirstFetches(4, events=100, nbytes=1000, initial=1)
         await starts.take()

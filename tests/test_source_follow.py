@@ -160,6 +160,24 @@ def test_repeats_skip_decoding_and_a_changed_answer_is_delivered_once(
     assert SUBJECT not in stats.lagging
 
 
+def _start_together(
+    sim: SimServer, subjects: list[str], want: int, **config: Any
+) -> tuple[list[Event], int]:
+    """Start ``subjects`` from their history, all at once, on a source of ``config``; the
+    first ``want`` events polled, and the consume requests the server had answered then."""
+    netloc = sim.url.split("://", 1)[1]
+    source = RestSource(RestSourceConfig(servers=parse_servers([netloc]), **config))
+    source.start()
+    events: list[Event] = []
+    try:
+        history = StartPolicy.parse("history:1000")
+        source.subscribe_many([SubjectStart(s, None, history) for s in subjects])
+        wait_until(lambda: _drain(source, events) or len(events) >= want, 60, f"{want} events")
+        return events, _consumes(sim)
+    finally:
+        source.close()
+
+
 @pytest.mark.sim
 def test_subjects_starting_far_behind_at_once_are_received_about_once(
     sim_factory: Callable[..., SimServer], monkeypatch: pytest.MonkeyPatch
@@ -185,24 +203,15 @@ def test_subjects_starting_far_behind_at_once_are_received_about_once(
         return body
 
     monkeypatch.setattr(ConsumeClient, "fetch", counting)
-    netloc = sim.url.split("://", 1)[1]
-    config = RestSourceConfig(
-        servers=parse_servers([netloc]),
+    events, _ = _start_together(
+        sim,
+        subjects,
+        len(subjects) * per_subject,
         max_concurrency=8,
         max_buffered_messages=200,
         poll_idle_min=0.005,
         poll_idle_max=0.01,
     )
-    source = RestSource(config)
-    source.start()
-    events: list[Event] = []
-    try:
-        history = StartPolicy.parse("history:1000")
-        source.subscribe_many([SubjectStart(s, None, history) for s in subjects])
-        total = len(subjects) * per_subject
-        wait_until(lambda: _drain(source, events) or len(events) >= total, 60, "every message")
-    finally:
-        source.close()
     # exactly once and in order, per subject
     seqs: dict[str, list[int]] = {s: [] for s in subjects}
     for event in events:
@@ -229,19 +238,6 @@ def test_thousands_of_caught_up_subjects_start_in_about_one_request_each(
     sim = sim_factory(cache_size=10)
     for subject in subjects:
         sim.publish(subject, "x" * 100)
-    netloc = sim.url.split("://", 1)[1]
-    config = RestSourceConfig(
-        servers=parse_servers([netloc]), poll_idle_min=0.02, poll_idle_max=0.05
-    )
-    source = RestSource(config)
-    source.start()
-    events: list[Event] = []
-    try:
-        history = StartPolicy.parse("history:1000")
-        source.subscribe_many([SubjectStart(s, None, history) for s in subjects])
-        wait_until(lambda: _drain(source, events) or len(events) >= n, 60, "every first message")
-        requests = _consumes(sim)
-    finally:
-        source.close()
+    events, requests = _start_together(sim, subjects, n, poll_idle_min=0.02, poll_idle_max=0.05)
     assert sorted(e.subject for e in events) == sorted(subjects)
     assert requests <= 1.5 * n, f"{requests:,} consume requests to start {n:,} subjects"
