@@ -263,21 +263,30 @@ def test_a_first_fetch_cancelled_while_waiting_or_let_through_holds_no_place() -
 def test_a_first_fetch_that_never_ends_holds_the_others_back_one_stall_at_most() -> None:
     async def scenario() -> None:
         no_room = [True]
+        asked: list[bool] = []  # each stall that went by unchanged asks whether to hold back
+        three_stalls = asyncio.Event()
+
+        def held_back() -> bool:
+            asked.append(no_room[0])
+            if len(asked) >= 3:
+                three_stalls.set()
+            return no_room[0]
+
         starts = FirstFetches(
-            4, events=100, nbytes=1000, held_back=lambda: no_room[0], initial=1, stall=0.05
+            4, events=100, nbytes=1000, held_back=held_back, initial=1, stall=0.05
         )
         await starts.take()  # retried for as long as its server fails: never done here
-        loop = asyncio.get_running_loop()
         second = asyncio.create_task(starts.take())
         third = asyncio.create_task(starts.take())
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(three_stalls.wait(), 5)
         assert not second.done()  # no room: every fetch waits, a first one too
         no_room[0] = False
-        began = loop.time()
         await asyncio.wait_for(second, 5)  # past the limit, once a stall went by unchanged
+        assert asked[-1] is False  # let through by a stall with room, not by anything else
         assert not third.done()  # one per stall, not all of them at once
+        before = len(asked)
         await asyncio.wait_for(third, 5)
-        assert loop.time() - began >= 0.05
+        assert len(asked) > before  # by the next stall
         assert (starts.in_flight, starts.limit) == (3, 1)
 
     asyncio.run(scenario())

@@ -142,9 +142,8 @@ class FirstFetches:
     Nobody knows how far behind a subject is until its first answer: one starting from a
     history or resuming an old checkpoint may bring all the server holds for it. Sent side
     by side for every subject at once (up to ``maximum``, the source's ``max_concurrency``),
-    most such answers could be neither taken nor kept: in the throughput benchmark 30 whole
-    caches (224 MB) arrived within a third of a second for a buffer of 10,000 messages, and
-    the source received 1.9 times the bytes it delivered (docs/PERFORMANCE.md). So, as TCP
+    most such answers could be neither taken nor kept, and were fetched again later
+    (docs/PERFORMANCE.md, "Issue 14 on 2026-12-03, evening"). So, as TCP
     does on a fresh connection, the limit starts at ``initial`` and grows by one for each
     *small* first answer: one that ``maximum`` of could share the buffer (``events`` and
     ``nbytes``, its bounds). At ``maximum`` the gate is open: every waiting first fetch goes,
