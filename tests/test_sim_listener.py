@@ -1,14 +1,19 @@
 """The in-process reference server closes every connection it accepted when it stops, also
-one whose client stopped reading a large answer (RELIABILITY.md, finding 16)."""
+one whose client stopped reading a large answer (RELIABILITY.md, finding 16) and one that
+arrived as it stopped (finding 18)."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import socket
+import threading
 import time
 
 import pytest
 
 from peer.dev.sim.server import SimConfig, SimServer
+from peer.testing.wait import wait_until
 
 pytestmark = [pytest.mark.sim]
 
@@ -40,3 +45,45 @@ def test_a_stopped_server_closes_a_connection_whose_client_stopped_reading() -> 
         sim.stop()
         if client is not None:
             client.close()
+
+
+def test_connections_arriving_while_the_server_stops_are_all_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio (3.11) builds an accepted connection's transport a loop turn later; for a server
+    closed meanwhile it failed halfway and left the socket open, to be collected in some later
+    test as an "unclosed transport" (about 4 such connections a stop, before the fix)."""
+    caplog.set_level(logging.WARNING, logger="peer.dev.sim")
+    for _ in range(5):
+        sim = SimServer(SimConfig(port=0))
+        sim.start()
+        listener, port = sim._listener, sim.port
+        assert listener is not None
+        made, done = [0], threading.Event()
+
+        def connect(to: int = port, made: list[int] = made, done: threading.Event = done) -> None:
+            clients: list[socket.socket] = []
+            while not done.is_set():
+                try:
+                    clients.append(socket.create_connection(("127.0.0.1", to), timeout=1))
+                    made[0] += 1
+                except OSError:
+                    pass  # refused once the server has stopped listening
+            for client in clients:
+                client.close()
+
+        threads = [threading.Thread(target=connect) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: made[0] >= 20, 10, "connections arriving")  # noqa: B023
+            sim.stop()
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join(10)
+            sim.stop()
+        assert not listener.still_open()
+    assert not [r.getMessage() for r in caplog.records if "still open" in r.getMessage()]
+    # a half-built transport is found here, as an unraisable warning that fails this test
+    gc.collect()

@@ -87,6 +87,7 @@ class ScriptedServer:
         """Close the site, then let the loop finish closing every connection it accepted
         (the clients have gone by now, so each one has an EOF or a close_notify to read)."""
         assert self._runner is not None
+        await self._listener.refuse()
         await self._runner.cleanup()
         return await self._listener.closed_within(self.STOP_DEADLINE_S)
 

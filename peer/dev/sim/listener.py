@@ -7,6 +7,12 @@ stopped meanwhile never closes that socket: it is collected later, in whatever t
 then, as an "unclosed transport" warning, which fails that test (RELIABILITY.md). A socket
 shut down under its transport ends the wait: the transport's next write fails, its read
 sees the end, and it closes itself, on its own loop.
+
+A connection accepted just before the server closes is lost another way: asyncio (3.11)
+builds its transport in a task of the next loop turn, and building it for a closed server
+fails halfway, leaving the socket open with nothing to close it. A stopping server therefore
+refuses new connections first, and closes its site only once those already accepted have
+their transports.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Listener(socket.socket):
         )[0]
         super().__init__(family, socket.SOCK_STREAM)
         self.accepted: list[socket.socket] = []
+        self.refusing = False
         try:
             # a restarted server listens on its old port again, as aiohttp's own sites do
             self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,6 +46,10 @@ class Listener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         conn, address = super().accept()
+        if self.refusing:
+            conn.close()
+            # what asyncio's accept loop takes for "nothing more to accept now"
+            raise ConnectionAbortedError(f"{address} refused: the server is stopping")
         # closed ones are let go here: a long-lived server accepts without bound
         self.accepted = [*self.still_open(), conn]
         return conn, address
@@ -46,10 +57,19 @@ class Listener(socket.socket):
     def still_open(self) -> list[socket.socket]:
         return [conn for conn in self.accepted if conn.fileno() != -1]
 
+    async def refuse(self) -> None:
+        """(on the server's loop, before its site closes) Refuse every connection from now on,
+        and let the loop build the transports of those already accepted."""
+        self.refusing = True
+        # a transport is built in the first step of a task the accept created (at most one
+        # turn ago); two turns also cover one created earlier in this turn
+        for _ in range(2):
+            await asyncio.sleep(0)
+
     async def release(self, deadline: float = RELEASE_DEADLINE_S) -> list[socket.socket]:
         """(on the server's loop, after its cleanup) Shut down every accepted connection
         still open and wait, up to ``deadline`` seconds, until their transports have closed
-        them; returns those still open then."""
+        them; returns those still open then, closed here as the last resort."""
         for conn in self.still_open():
             with contextlib.suppress(OSError):  # the peer may have gone already
                 conn.shutdown(socket.SHUT_RDWR)
@@ -64,6 +84,8 @@ class Listener(socket.socket):
                 if transport is not None:
                     transport.abort()
             left = await self.closed_within(deadline / 2)
+        for conn in left:
+            conn.close()  # its transport, if any, warns when collected; the socket is not lost
         return left
 
     async def closed_within(self, seconds: float) -> list[socket.socket]:

@@ -229,8 +229,10 @@ class SimServer:
         self._stop_loop()
 
     async def _cleanup(self, runner: web.AppRunner) -> None:
-        await runner.cleanup()
         listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.refuse()
+        await runner.cleanup()
         if listener is not None:
             left = await listener.release()
             if left:
