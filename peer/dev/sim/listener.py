@@ -69,7 +69,7 @@ class Listener(socket.socket):
     async def release(self, deadline: float = RELEASE_DEADLINE_S) -> list[socket.socket]:
         """(on the server's loop, after its cleanup) Shut down every accepted connection
         still open and wait, up to ``deadline`` seconds, until their transports have closed
-        them; returns those still open then, closed here as the last resort."""
+        them; returns those still open then."""
         for conn in self.still_open():
             with contextlib.suppress(OSError):  # the peer may have gone already
                 conn.shutdown(socket.SHUT_RDWR)
@@ -84,8 +84,6 @@ class Listener(socket.socket):
                 if transport is not None:
                     transport.abort()
             left = await self.closed_within(deadline / 2)
-        for conn in left:
-            conn.close()  # its transport, if any, warns when collected; the socket is not lost
         return left
 
     async def closed_within(self, seconds: float) -> list[socket.socket]:
